@@ -4,6 +4,7 @@ Conventions (DESIGN.md section 2): SI units; fields ``(nz, nx)`` or ``(batch, nz
 downwards; locations are int64 ``(z, x)`` grid indices ``[n_shots, n_per_shot, 2]``; sample ``n`` is ``t = n * dt``.
 """
 from .boundaries import cpml_profile as cpml_profile
+from .helmholtz import helmholtz as helmholtz
 from .wavelets import ricker as ricker
 
-__all__ = ["cpml_profile", "ricker"]
+__all__ = ["cpml_profile", "helmholtz", "ricker"]
