@@ -242,8 +242,9 @@ def test_time_frequency_consistency():
     # A lossless time-domain acoustic trace (DESIGN section 2 normalisation: (1/v^2) p_tt - lap p = f delta) is
     # G * f; its Fourier transform divided by the wavelet's is G(omega) = (i/4) H0(k r) in exp(-i omega t), i.e. the
     # complex conjugate of numpy's FFT convention. Both solvers are compared with each other at a few frequencies
-    # around the peak of the wavelet (where the record's spectrum is well above the truncation noise): 5 %.
-    v0, dx, dt, nt, f0 = 2000.0, 10.0, 1e-3, 1500, 12.0
+    # around the peak of the wavelet (where the record's spectrum is well above the truncation noise): 5 % (the
+    # issue's level; measured 0.02-0.6 %, the 4th-order time stepping and the 9-point stencil differing slightly).
+    v0, dx, dt, nt, f0 = 2000.0, 10.0, 1e-3, 700, 12.0
     n = 61
     v = torch.full((n, n), v0, dtype=torch.float64)
     src = torch.tensor([[[30, 20]]])
