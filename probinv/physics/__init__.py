@@ -8,6 +8,7 @@ from .acoustic import acoustic as acoustic
 from .boundaries import cpml_profile as cpml_profile
 from .elastic import psv as psv
 from .elastic import sh as sh
+from .helmholtz import helmholtz as helmholtz
 from .wavelets import ricker as ricker
 
-__all__ = ["acoustic", "adjoint", "cpml_profile", "psv", "ricker", "sh"]
+__all__ = ["acoustic", "adjoint", "cpml_profile", "helmholtz", "psv", "ricker", "sh"]
