@@ -74,6 +74,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "resolve",
+    "to_toml",
 ]
 
 METHODS = ("map", "laplace", "svi", "svgd", "nuts")
@@ -542,3 +543,37 @@ def _check_stability(cfg: Config) -> None:
                            f"{ppw:.2f} cells per minimum wavelength (vmin = {vmin:g} m/s, dx = {setup.dx:g} m, "
                            f"band up to 2.5 x freq); set [wavelet].freq <= {vmin / (3 * 2.5 * setup.dx):.3g}"],
                           cfg.source)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if not (isinstance(v, float) and not math.isfinite(v)) else ("nan" if v != v else
+                                                                                     ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} {v!r} to TOML")
+
+
+def to_toml(config: Config | Mapping[str, Mapping[str, Any]], *, skip_none: bool = True) -> str:
+    """TOML text of a configuration (sections of scalars, arrays and inline tables); ``load_config`` reads it back.
+
+    Keys whose value is None (TOML has no null) are left out, so the schema default applies on reading.
+    """
+    d = config.to_dict() if isinstance(config, Config) else config
+    lines = []
+    for sec, keys in d.items():
+        lines.append(f"[{sec}]")
+        for k, v in keys.items():
+            if v is None and skip_none:
+                continue
+            if isinstance(v, Mapping) and not v:
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
