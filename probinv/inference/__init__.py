@@ -1,0 +1,12 @@
+"""Inference drivers returning a :class:`Posterior`: ``map`` (= FWI), ``laplace``, ``svi``, ``svgd``, ``nuts``.
+
+``probinv.inference.map`` shadows the builtin ``map`` inside this package only (DESIGN.md section 4).
+"""
+from ._laplace import gauss_newton_eig as gauss_newton_eig
+from ._laplace import laplace as laplace
+from ._map import map as map  # noqa: A004 (the contract's name)
+from ._nuts import nuts as nuts
+from ._posterior import LowRankGaussian as LowRankGaussian
+from ._posterior import Posterior as Posterior
+
+__all__ = sorted(["LowRankGaussian", "Posterior", "gauss_newton_eig", "laplace", "map", "nuts"])

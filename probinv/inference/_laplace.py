@@ -1,0 +1,187 @@
+r"""Laplace (Gaussian) approximation at the MAP point with a low-rank Gauss-Newton Hessian in whitened coordinates."""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Mapping
+
+import pyro
+import torch
+
+from ._common import (Layout, check_model, check_positive_int, jvp, log, prototype_trace, resolve_data,
+                      samples_from_unconstrained, vjp)
+from ._map import map as _map_fn
+from ._posterior import LowRankGaussian, Posterior
+
+__all__ = ["laplace", "gauss_newton_eig"]
+
+
+def _noise_scale(model, params: Mapping, data: torch.Tensor) -> torch.Tensor:
+    """Standard deviation whose inverse square weights the Gauss-Newton Hessian (the expected Fisher information)."""
+    from ..models import Gaussian, GaussianLatentSigma, StudentT  # noqa: PLC0415
+
+    noise = model.noise
+    if isinstance(noise, Gaussian):
+        return noise.scale({}, data)
+    if isinstance(noise, GaussianLatentSigma):
+        return torch.as_tensor(params[noise.name], dtype=data.dtype, device=data.device)
+    if isinstance(noise, StudentT):
+        # Fisher information of a Student-t location: (df + 1) / ((df + 3) scale^2)
+        scale = torch.as_tensor(noise.scale, dtype=data.dtype, device=data.device)
+        return scale * ((noise.df + 3) / (noise.df + 1)) ** 0.5
+    raise TypeError(f"unsupported noise model {type(noise).__name__}")
+
+
+def gauss_newton_eig(matvec, n: int, rank: int, *, oversample: int = 10, dtype=torch.float64, device=None,
+                     generator: torch.Generator | None = None):
+    r"""Leading eigenpairs of a symmetric positive semi-definite ``n x n`` operator given by ``matvec``.
+
+    Randomised range finder (Halko, Martinsson & Tropp 2011, algorithm 5.3): ``Y = H Omega`` with a Gaussian
+    ``Omega [n, rank + oversample]``, ``Q = qr(Y)``, eigendecomposition of ``Q^T H Q``; ``2 (rank + oversample)``
+    products. When ``rank + oversample >= n`` the operator is assembled exactly from ``n`` products instead.
+
+    Returns ``(eigvals [r], eigvecs [n, r])``, eigenvalues in decreasing order, clipped at 0.
+    """
+    k = rank + oversample
+    if k >= n:
+        eye = torch.eye(n, dtype=dtype, device=device)
+        h = torch.stack([matvec(eye[:, i]) for i in range(n)], dim=1)
+        h = 0.5 * (h + h.T)
+        lam, vec = torch.linalg.eigh(h)
+    else:
+        omega = torch.randn((n, k), dtype=dtype, device=device, generator=generator)
+        y = torch.stack([matvec(omega[:, i]) for i in range(k)], dim=1)
+        q, _ = torch.linalg.qr(y)
+        hq = torch.stack([matvec(q[:, i]) for i in range(k)], dim=1)
+        t = q.T @ hq
+        lam, s = torch.linalg.eigh(0.5 * (t + t.T))
+        vec = q @ s
+    order = torch.argsort(lam, descending=True)[: min(rank, n)]
+    return torch.clamp(lam[order], min=0), vec[:, order]
+
+
+def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior | None = None, rank: int = 50,
+            oversample: int = 10, num_samples: int = 1000, jvp_mode: str = "auto", seed: int | None = 0,
+            posterior_predictive: bool = False, map_kwargs: Mapping | None = None) -> Posterior:
+    r"""Laplace approximation at the MAP point, in the whitened latent space of the Gaussian-random-field priors.
+
+    With whitened latents :math:`z \sim N(0, I)` and a Gaussian (or Gauss-Newton-weighted) likelihood, the Hessian of
+    the negative log posterior at the MAP point :math:`z^*` is approximated by
+
+    .. math:: H = I + J^T \Sigma^{-1} J + H_{reg}, \qquad J = \partial d_{pred} / \partial z,
+
+    whose misfit part (the prior-preconditioned data-misfit Hessian) is replaced by its ``rank`` leading eigenpairs
+    :math:`V \Lambda V^T` (randomised range finder from Jacobian-vector / vector-Jacobian products: ~4 solver passes per
+    probe, or exact when ``rank + oversample`` exceeds the latent dimension). The posterior covariance is the
+    low-rank update of the prior (Bui-Thanh et al. 2013, Flath et al. 2011)
+
+    .. math:: C = (I + V \Lambda V^T)^{-1} = I - V \operatorname{diag}(\lambda_i / (1 + \lambda_i)) V^T .
+
+    For a linear forward operator and Gaussian noise this is the exact posterior. Latent sites that are not whitened
+    Gaussian fields (a latent noise sigma, box or flat fields) are held at their MAP values.
+
+    Parameters
+    ----------
+    model : SeismicModel
+    data : Tensor, optional
+        Observed data; default ``model.data``.
+    map_posterior : Posterior, optional
+        Result of :func:`probinv.inference.map`; computed with ``map_kwargs`` (default: L-BFGS, 200 iterations)
+        when omitted.
+    rank : int
+        Number of eigenpairs kept.
+    oversample : int
+        Extra random probes of the randomised method.
+    num_samples : int
+        Draws stored in the returned Posterior (one chain).
+    jvp_mode : {"auto", "forward", "reverse", "fd"}
+        How Jacobian-vector products are computed (forward-mode AD, double backward, or central differences).
+    seed : int, optional
+        Seed of the probes and draws.
+    posterior_predictive : bool
+        Also store noise-free predicted data for (up to 100 of) the draws.
+
+    Returns
+    -------
+    Posterior
+        ``method="laplace"``, ``gaussian`` holds the :class:`LowRankGaussian` in the whitened coordinates of the
+        concatenated whitened sites (order ``attrs["whitened_sites"]``).
+    """
+    model = check_model(model)
+    data = resolve_data(model, data)
+    check_positive_int("rank", rank)
+    check_positive_int("oversample", oversample, minimum=0)
+    check_positive_int("num_samples", num_samples)
+    if jvp_mode not in ("auto", "forward", "reverse", "fd"):
+        raise ValueError(f"jvp_mode must be 'auto', 'forward', 'reverse' or 'fd', got {jvp_mode!r}")
+    whitened = [n for n in model.field_names if model.kinds[n] == "whitened"]
+    if not whitened:
+        raise ValueError("laplace needs at least one whitened Gaussian-random-field prior (probinv.fields."
+                         f"WhitenedField); the priors here are {dict(model.kinds)}")
+    t0 = time.perf_counter()
+    if map_posterior is None:
+        kw = {"optimizer": "lbfgs", "num_steps": 200, "lr": 1.0}
+        kw.update(map_kwargs or {})
+        map_posterior = _map_fn(model, data, **kw)
+    point = {k: v[0, -1] for k, v in map_posterior.samples.items()}
+    sites = [model.latent_site(n) for n in whitened]
+    sizes = [int(point[s].numel()) for s in sites]
+    z0 = torch.cat([point[s].reshape(-1) for s in sites]).to(data.dtype)
+    fixed = {k: v for k, v in point.items() if k not in sites and k not in model.field_names}
+    for name in model.field_names:
+        if model.kinds[name] != "whitened":
+            fixed[model.latent_site(name)] = point[name]
+    sigma = _noise_scale(model, fixed, data)
+
+    def latents_of(z):
+        vals, i = dict(fixed), 0
+        for s, k in zip(sites, sizes):
+            vals[s] = z[i:i + k].reshape(point[s].shape)
+            i += k
+        return vals
+
+    def whitened_pred(z):
+        return model.predict(model.fields_from_latents(latents_of(z))) / sigma
+
+    def reg_logdensity(z):
+        fields = model.fields_from_latents(latents_of(z))
+        return sum(reg(fields) for reg in model.regularisers)
+
+    n_pass = [0]
+
+    def matvec(v):
+        jv = jvp(whitened_pred, z0, v.to(z0.dtype), mode=jvp_mode)
+        out = vjp(whitened_pred, z0, jv)
+        n_pass[0] += 3
+        if model.regularisers:
+            with torch.enable_grad():
+                zz = z0.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(-reg_logdensity(zz), zz, create_graph=True)
+                (hv,) = torch.autograd.grad(g, zz, v)
+            out = out + hv.detach()
+        return out
+
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=z0.device).manual_seed(int(seed))
+    lam, vec = gauss_newton_eig(matvec, z0.numel(), rank, oversample=oversample, dtype=z0.dtype, device=z0.device,
+                                generator=gen)
+    gauss = LowRankGaussian(z0.detach(), vec.detach(), lam.detach())
+    zs = gauss.sample(num_samples, generator=gen)
+    latents = {k: v.expand((num_samples,) + tuple(v.shape)) for k, v in fixed.items()}
+    i = 0
+    for s, k in zip(sites, sizes):
+        latents[s] = zs[:, i:i + k].reshape((num_samples,) + tuple(point[s].shape))
+        i += k
+    with torch.no_grad():
+        fields = model.fields_from_latents(latents)
+    samples = {k: v[None] for k, v in {**latents, **fields}.items()}
+    seconds = time.perf_counter() - t0
+    log.info("Laplace: rank %d, %d solver passes, %.2f s", len(lam), n_pass[0], seconds)
+    post = Posterior(samples, field_names=model.field_names, method="laplace", dx=model.dx, observed_data=data,
+                     gaussian=gauss, dt=getattr(model.forward, "dt", None),
+                     attrs={"rank": int(len(lam)), "whitened_sites": sites, "solver_passes": n_pass[0],
+                            "seconds": seconds, "map_n_gradients": map_posterior.attrs.get("n_gradients")})
+    if posterior_predictive:
+        post.add_posterior_predictive(model, max_draws=100)
+    return post

@@ -1,0 +1,310 @@
+"""The ``Posterior`` result object, its ArviZ conversion and its NetCDF (netCDF4) round trip."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .. import diagnostics
+from .._version import __version__
+
+__all__ = ["LowRankGaussian", "Posterior"]
+
+
+class LowRankGaussian(NamedTuple):
+    r"""A Gaussian in the whitened latent space with a low-rank update of the identity covariance.
+
+    .. math:: C = I - V \operatorname{diag}\left(\frac{\lambda}{1 + \lambda}\right) V^T, \quad
+              C^{1/2} = I - V \operatorname{diag}\left(1 - \frac{1}{\sqrt{1 + \lambda}}\right) V^T
+
+    ``loc [n]``, ``eigvecs V [n, r]`` (orthonormal columns), ``eigvals lambda [r]`` (>= 0, the prior-preconditioned
+    misfit Hessian's eigenvalues). ``prior_scale [n]`` scales the identity (1 for whitened coordinates).
+    """
+
+    loc: torch.Tensor
+    eigvecs: torch.Tensor
+    eigvals: torch.Tensor
+
+    def covariance(self) -> torch.Tensor:
+        v, lam = self.eigvecs, self.eigvals
+        eye = torch.eye(self.loc.shape[-1], dtype=self.loc.dtype, device=self.loc.device)
+        return eye - (v * (lam / (1 + lam))) @ v.T
+
+    def sqrt_matvec(self, w: torch.Tensor) -> torch.Tensor:
+        """``C^{1/2} w`` for ``w[..., n]`` (symmetric square root)."""
+        d = 1 - torch.rsqrt(1 + self.eigvals)
+        return w - ((w @ self.eigvecs) * d) @ self.eigvecs.T
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        w = torch.randn((n, self.loc.shape[-1]), dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        return self.loc + self.sqrt_matvec(w)
+
+    def std(self) -> torch.Tensor:
+        return torch.sqrt(torch.clamp(1 - ((self.eigvecs**2) * (self.eigvals / (1 + self.eigvals))).sum(-1), min=0))
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class Posterior:
+    """Samples (and summaries) of a posterior over fields.
+
+    Parameters
+    ----------
+    samples : dict[str, Tensor]
+        ``{name: Tensor[chain, draw, ...]}``: the fields (``[chain, draw, nz, nx]``, SI units) and the latent sites.
+    field_names : sequence of str
+        Which entries of ``samples`` are fields on the grid (dims ``z, x``).
+    method : str
+        ``"map"``, ``"laplace"``, ``"svi"``, ``"svgd"`` or ``"nuts"``.
+    dx : float, optional
+        Grid spacing (m) for the ``z``/``x`` coordinates (cell centres at ``i * dx``).
+    sample_stats : dict[str, Tensor], optional
+        Per-draw statistics ``[chain, draw]`` (e.g. ``diverging``, ``tree_depth``, ``step_size``, ``acceptance_rate``,
+        ``n_steps``, ``lp``).
+    observed_data : Tensor, optional
+        The data ``[n_shots, n_receivers, nt]`` (or any shape with shots first).
+    posterior_predictive : Tensor, optional
+        Predicted data per draw ``[chain, draw, *observed_data.shape]``.
+    gaussian : LowRankGaussian, optional
+        The Laplace approximation in whitened latent coordinates (``laplace`` and preconditioned ``nuts``).
+    attrs : dict, optional
+        Provenance: configuration, timings, gradient counts (JSON-serialisable values).
+    dt : float, optional
+        Time sampling (s) of the data, for the ``time`` coordinate.
+    """
+
+    def __init__(self, samples: Mapping[str, torch.Tensor], *, field_names: Sequence[str], method: str,
+                 dx: float | None = None, sample_stats: Mapping | None = None,
+                 observed_data: torch.Tensor | None = None, posterior_predictive: torch.Tensor | None = None,
+                 gaussian: LowRankGaussian | None = None, attrs: Mapping | None = None, dt: float | None = None):
+        self.samples = {k: v.detach() for k, v in samples.items()}
+        for k, v in self.samples.items():
+            if v.ndim < 2:
+                raise ValueError(f"samples[{k!r}] must be shaped [chain, draw, ...], got {tuple(v.shape)}")
+        missing = [f for f in field_names if f not in self.samples]
+        if missing:
+            raise ValueError(f"field_names {missing} have no samples; sample names are {sorted(self.samples)}")
+        self.field_names = tuple(field_names)
+        self.method = str(method)
+        self.dx = None if dx is None else float(dx)
+        self.dt = None if dt is None else float(dt)
+        self.sample_stats = {k: v.detach() for k, v in (sample_stats or {}).items()}
+        self.observed_data = None if observed_data is None else observed_data.detach()
+        self.posterior_predictive = None if posterior_predictive is None else posterior_predictive.detach()
+        self.gaussian = gaussian
+        self.attrs = dict(attrs or {})
+
+    # ------------------------------------------------------------------ summaries
+    def __repr__(self):
+        shapes = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.samples.items())
+        return f"Posterior(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, {shapes})"
+
+    @property
+    def num_chains(self) -> int:
+        return int(next(iter(self.samples.values())).shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(next(iter(self.samples.values())).shape[1])
+
+    def _get(self, name: str) -> torch.Tensor:
+        if name not in self.samples:
+            raise KeyError(f"no samples named {name!r}; available: {sorted(self.samples)}")
+        return self.samples[name]
+
+    def draws(self, name: str) -> torch.Tensor:
+        """All draws of ``name`` with chains pooled: ``[chain * draw, ...]``."""
+        x = self._get(name)
+        return x.reshape((-1,) + tuple(x.shape[2:]))
+
+    def mean(self, name: str) -> torch.Tensor:
+        """Posterior mean of ``name`` (e.g. ``(nz, nx)`` in m/s for ``"vp"``)."""
+        return self.draws(name).mean(0)
+
+    def std(self, name: str) -> torch.Tensor:
+        """Posterior standard deviation of ``name`` (0 for a single draw, e.g. MAP)."""
+        x = self.draws(name)
+        return x.std(0, unbiased=True) if x.shape[0] > 1 else torch.zeros_like(x[0])
+
+    def quantile(self, name: str, q) -> torch.Tensor:
+        """Quantiles ``q`` (float or sequence in [0, 1]) over all draws; shape ``[len(q), ...]`` for a sequence."""
+        x = self.draws(name)
+        qt = torch.as_tensor(q, dtype=x.dtype, device=x.device)
+        if bool(((qt < 0) | (qt > 1)).any()):
+            raise ValueError(f"q must lie in [0, 1], got {q!r}")
+        return torch.quantile(x, qt, dim=0)
+
+    def credible_interval(self, name: str, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Equal-tailed credible interval ``(lower, upper)`` holding probability ``prob``."""
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must lie in (0, 1), got {prob!r}")
+        lo, hi = self.quantile(name, [(1 - prob) / 2, (1 + prob) / 2])
+        return lo, hi
+
+    def ci_width(self, name: str, prob: float = 0.9) -> torch.Tensor:
+        """Width of the equal-tailed ``prob`` credible interval (same units as the field)."""
+        lo, hi = self.credible_interval(name, prob)
+        return hi - lo
+
+    def summary(self, var_names: Sequence[str] | None = None, **kwargs):
+        """ArviZ summary table (pandas DataFrame): mean, sd, HDI, MCSE, ESS, r-hat per scalar entry."""
+        return diagnostics.summary(self.to_arviz(), var_names=var_names, **kwargs)
+
+    # ------------------------------------------------------------------ ArviZ
+    def _coords_dims(self):
+        coords, dims = {}, {}
+        for name, v in self.samples.items():
+            if name in self.field_names:
+                nz, nx = v.shape[-2:]
+                step = self.dx if self.dx is not None else 1.0
+                coords["z"] = np.arange(nz) * step
+                coords["x"] = np.arange(nx) * step
+                dims[name] = ["z", "x"]
+            else:
+                dims[name] = [f"{name}_dim_{i}" for i in range(v.ndim - 2)]
+        if self.observed_data is not None:
+            od = self.observed_data
+            names = ["shot", "receiver", "time"] if od.ndim == 3 else [f"obs_dim_{i}" for i in range(od.ndim)]
+            dims["obs"] = names
+            if od.ndim == 3:
+                coords["shot"] = np.arange(od.shape[0])
+                coords["receiver"] = np.arange(od.shape[1])
+                coords["time"] = np.arange(od.shape[2]) * (self.dt if self.dt is not None else 1.0)
+        return coords, dims
+
+    def to_arviz(self, posterior_predictive: bool = False):
+        """ArviZ object (dims ``chain, draw, z, x`` with coordinates in metres, ``sample_stats``,
+        ``observed_data``, and ``posterior_predictive`` when asked and available)."""
+        coords, dims = self._coords_dims()
+        if posterior_predictive and self.posterior_predictive is None:
+            raise ValueError("this Posterior has no posterior predictive draws: pass posterior_predictive=True to "
+                             "the inference function (or call add_posterior_predictive(model))")
+        attrs = {"method": self.method, "probinv_version": __version__}
+        if self.dx is not None:
+            attrs["dx_m"] = self.dx
+        return diagnostics.to_arviz_dataset(
+            self.samples, sample_stats=self.sample_stats or None,
+            observed_data=None if self.observed_data is None else {"obs": self.observed_data},
+            posterior_predictive={"obs": self.posterior_predictive} if posterior_predictive else None,
+            coords=coords, dims=dims, attrs=attrs)
+
+    def add_posterior_predictive(self, model, max_draws: int | None = None) -> torch.Tensor:
+        """Evaluate ``model.predict`` on the field draws (noise-free predicted data), store and return it
+        ``[chain, draw, *data_shape]``. ``max_draws`` keeps the last draws of each chain only."""
+        fields = {}
+        for name in self.field_names:
+            x = self.samples[name]
+            if max_draws is not None:
+                x = x[:, -max_draws:]
+            fields[name] = x
+        c, d = next(iter(fields.values())).shape[:2]
+        with torch.no_grad():
+            pred = model.predict({k: v.reshape((c * d,) + tuple(v.shape[2:])) for k, v in fields.items()})
+        self.posterior_predictive = pred.reshape((c, d) + tuple(pred.shape[1:]))
+        return self.posterior_predictive
+
+    # ------------------------------------------------------------------ NetCDF
+    def to_netcdf(self, path: str | os.PathLike) -> None:
+        """Write every value (exact round trip) to a NetCDF-4 file, atomically (temp file + ``os.replace``).
+
+        Groups ``posterior``, ``sample_stats``, ``observed_data``, ``posterior_predictive``, ``gaussian``, with
+        CF-style ``z``/``x`` (m) and ``time`` (s) coordinates, and provenance as global attributes.
+        """
+        import netCDF4  # noqa: PLC0415
+
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=directory)
+        os.close(fd)
+        try:
+            with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+                ds.probinv_version = __version__
+                ds.method = self.method
+                ds.field_names = json.dumps(list(self.field_names))
+                ds.attrs_json = json.dumps(self.attrs, default=str)
+                ds.Conventions = "CF-1.8"
+                if self.dx is not None:
+                    ds.dx = self.dx
+                if self.dt is not None:
+                    ds.dt = self.dt
+                coords, dims = self._coords_dims()
+                self._write_group(ds.createGroup("posterior"), self.samples, coords, dims, chain_draw=True)
+                if self.sample_stats:
+                    self._write_group(ds.createGroup("sample_stats"), self.sample_stats, {}, {}, chain_draw=True)
+                if self.observed_data is not None:
+                    self._write_group(ds.createGroup("observed_data"), {"obs": self.observed_data}, coords,
+                                      {"obs": dims["obs"]}, chain_draw=False)
+                if self.posterior_predictive is not None:
+                    self._write_group(ds.createGroup("posterior_predictive"), {"obs": self.posterior_predictive},
+                                      coords, {"obs": dims.get("obs", [])}, chain_draw=True)
+                if self.gaussian is not None:
+                    self._write_group(ds.createGroup("gaussian"), self.gaussian._asdict(), {}, {}, chain_draw=False)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    @staticmethod
+    def _write_group(grp, values: Mapping, coords, dims, *, chain_draw: bool):
+        units = {"z": "m", "x": "m", "time": "s"}
+        for name, value in values.items():
+            arr = _np(value)
+            vdims = list(dims.get(name, []))
+            lead = ["chain", "draw"] if chain_draw else []
+            n_rest = arr.ndim - len(lead)
+            if len(vdims) != n_rest:
+                vdims = [f"{name}_dim_{i}" for i in range(n_rest)]
+            all_dims = lead + vdims
+            for d, n in zip(all_dims, arr.shape):
+                if d not in grp.dimensions:
+                    grp.createDimension(d, n)
+                    if d in coords and len(coords[d]) == n:
+                        cv = grp.createVariable(d, "f8", (d,))
+                        cv[:] = np.asarray(coords[d], dtype="f8")
+                        if d in units:
+                            cv.units = units[d]
+            dtype = arr.dtype
+            store = arr.astype("i1") if dtype == np.bool_ else arr
+            var = grp.createVariable(name, store.dtype, tuple(all_dims))
+            var.torch_dtype = str(value.dtype) if isinstance(value, torch.Tensor) else str(dtype)
+            var[...] = store
+
+    @classmethod
+    def from_netcdf(cls, path: str | os.PathLike) -> "Posterior":
+        """Read a file written by :meth:`to_netcdf`; every value is restored with its dtype."""
+        import netCDF4  # noqa: PLC0415
+
+        def read_group(grp):
+            out = {}
+            for name, var in grp.variables.items():
+                if name in grp.dimensions:  # coordinate variable
+                    continue
+                var.set_auto_mask(False)
+                arr = np.array(var[...])
+                tdt = getattr(var, "torch_dtype", "")
+                if tdt in ("torch.bool", "bool"):
+                    arr = arr.astype(bool)
+                out[name] = torch.from_numpy(np.ascontiguousarray(arr))
+            return out
+
+        with netCDF4.Dataset(os.fspath(path), "r") as ds:
+            groups = ds.groups
+            samples = read_group(groups["posterior"])
+            stats = read_group(groups["sample_stats"]) if "sample_stats" in groups else None
+            obs = read_group(groups["observed_data"])["obs"] if "observed_data" in groups else None
+            pp = read_group(groups["posterior_predictive"])["obs"] if "posterior_predictive" in groups else None
+            gauss = LowRankGaussian(**read_group(groups["gaussian"])) if "gaussian" in groups else None
+            field_names = json.loads(ds.field_names)
+            attrs = json.loads(ds.attrs_json)
+            dx = float(ds.dx) if "dx" in ds.ncattrs() else None
+            dt = float(ds.dt) if "dt" in ds.ncattrs() else None
+            method = str(ds.method)
+        return cls(samples, field_names=field_names, method=method, dx=dx, sample_stats=stats, observed_data=obs,
+                   posterior_predictive=pp, gaussian=gauss, attrs=attrs, dt=dt)

@@ -1,0 +1,23 @@
+"""Pyro models: latent fields (priors) + a forward operator + a noise model.
+
+The model's latent sites are the fields (through their whitened coordinates for Gaussian-random-field priors); the
+likelihood is observed in ``pyro.plate("shots", n_shots, subsample_size=...)``. Any differentiable callable
+``forward(fields: dict[str, Tensor]) -> Tensor`` is a forward operator (DESIGN.md section 4).
+"""
+from ._forward import AcousticForward as AcousticForward
+from ._model import Flat as Flat
+from ._model import SeismicModel as SeismicModel
+from ._model import build_model as build_model
+from ._model import prior_kind as prior_kind
+from ._noise import Gaussian as Gaussian
+from ._noise import GaussianLatentSigma as GaussianLatentSigma
+from ._noise import StudentT as StudentT
+from ._regularisers import Smoothness as Smoothness
+from ._regularisers import TotalVariation as TotalVariation
+from ._regularisers import smoothness as smoothness
+from ._regularisers import total_variation as total_variation
+
+__all__ = sorted([
+    "AcousticForward", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
+    "TotalVariation", "build_model", "prior_kind", "smoothness", "total_variation",
+])

@@ -1,0 +1,299 @@
+"""The Pyro model around a forward operator: latent fields -> predicted data -> likelihood."""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+from ._noise import Gaussian, GaussianLatentSigma, StudentT
+
+__all__ = ["Flat", "SeismicModel", "build_model", "prior_kind"]
+
+
+@dataclass(frozen=True)
+class Flat:
+    """Improper flat prior on an unbounded field of ``shape = (nz, nx)`` (MAP = plain, unconstrained FWI).
+
+    A bounded flat prior is :class:`probinv.fields.BoxField`; both sample the field itself as the Pyro site.
+    """
+
+    shape: tuple
+
+    def __post_init__(self):
+        shape = tuple(self.shape)
+        if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
+            raise ValueError(f"shape must be (nz, nx) with positive ints, got {self.shape!r}")
+
+
+def prior_kind(prior) -> str:
+    """Classify a prior: ``"whitened"`` (has ``latent_dim``: the site is ``z ~ N(0, I)``), ``"box"`` (has
+    ``latent_shape``: flat inside bounds), ``"flat"`` (:class:`Flat`) or ``"distribution"`` (a Pyro distribution on the
+    field itself)."""
+    if isinstance(prior, Flat):
+        return "flat"
+    if isinstance(prior, torch.distributions.Distribution):
+        return "distribution"
+    if hasattr(prior, "latent_dim") and callable(prior):
+        return "whitened"
+    if hasattr(prior, "latent_shape") and callable(prior):
+        return "box"
+    raise TypeError(f"a prior must be a probinv.fields.WhitenedField, a probinv.fields.BoxField, probinv.models.Flat or "
+                    f"a pyro Distribution on the field, got {type(prior).__name__}")
+
+
+def _box_bounds(prior, dtype, device):
+    """(lo, hi) of a BoxField-like prior, as tensors broadcastable to the field."""
+    for a, b in (("lo", "hi"), ("low", "high")):
+        if hasattr(prior, a) and hasattr(prior, b):
+            lo, hi = getattr(prior, a), getattr(prior, b)
+            return (torch.as_tensor(lo, dtype=dtype, device=device), torch.as_tensor(hi, dtype=dtype, device=device))
+    if hasattr(prior, "bounds"):
+        lo, hi = prior.bounds
+        return torch.as_tensor(lo, dtype=dtype, device=device), torch.as_tensor(hi, dtype=dtype, device=device)
+    # forward(u) = lo + (hi - lo) sigmoid(u): the limits u -> -inf, +inf give the bounds exactly
+    shape = tuple(prior.latent_shape)
+    lo = prior(torch.full(shape, -math.inf, dtype=dtype, device=device))
+    hi = prior(torch.full(shape, math.inf, dtype=dtype, device=device))
+    return lo.detach(), hi.detach()
+
+
+def _accepts_shots(forward) -> bool:
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "shots" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class SeismicModel:
+    """A Pyro model: latent fields (priors) -> forward operator -> noise model, with a plate over shots.
+
+    Call it as a Pyro model: ``model(data=None, *, shots=None, subsample_size=None, full=False)`` (``full=True``
+    ignores any subsampling). It records each field with
+    ``pyro.deterministic`` (whitened priors) or samples it directly (flat / box priors) under the field's name, adds
+    the regularisers with ``pyro.factor``, and observes ``data[shots]`` in ``pyro.plate("shots", n_shots,
+    subsample_size=...)``; the forward operator is evaluated on the subsampled shots only, and Pyro scales the
+    subsample's log-likelihood by ``n_shots / subsample_size`` so that the mini-batch likelihood is unbiased.
+
+    Latent sites: ``"<field>_z"`` (shape ``[latent_dim]``, standard normal) for whitened priors; ``"<field>"`` itself
+    (shape ``(nz, nx)``) for flat/box/distribution priors; ``"sigma"`` for :class:`GaussianLatentSigma` noise.
+
+    Build it with :func:`build_model`; see its docstring for the parameters.
+    """
+
+    def __init__(self, priors, forward, data=None, *, noise=None, subsample_size=None, regularisers=(), dx=None,
+                 vectorized=True):
+        if not isinstance(priors, Mapping) or not priors:
+            raise TypeError(f"priors must be a non-empty dict {{field name: prior}}, got {type(priors).__name__}")
+        self.priors = dict(priors)
+        self.kinds = {name: prior_kind(p) for name, p in self.priors.items()}
+        if not callable(forward):
+            raise TypeError(f"forward must be a callable forward(fields: dict) -> Tensor, got {type(forward).__name__}")
+        self.forward = forward
+        self._forward_takes_shots = _accepts_shots(forward)
+        if data is not None:
+            if not isinstance(data, torch.Tensor) or not data.is_floating_point() or data.ndim < 1:
+                raise TypeError(f"data must be a floating tensor [n_shots, ...], got "
+                                f"{type(data).__name__}{'' if not isinstance(data, torch.Tensor) else data.dtype}")
+            if not bool(torch.isfinite(data).all()):
+                raise ValueError("data must be finite everywhere")
+        self.data = data
+        if noise is None:
+            raise ValueError("noise must be given: probinv.models.Gaussian(sigma), GaussianLatentSigma(...) or "
+                             "StudentT(df, scale)")
+        if not isinstance(noise, (Gaussian, GaussianLatentSigma, StudentT)):
+            raise TypeError(f"noise must be Gaussian, GaussianLatentSigma or StudentT, got {type(noise).__name__}")
+        self.noise = noise
+        if subsample_size is not None and (isinstance(subsample_size, bool) or not isinstance(subsample_size, int)
+                                           or subsample_size < 1):
+            raise ValueError(f"subsample_size must be a positive int or None, got {subsample_size!r}")
+        if subsample_size is not None and data is not None and subsample_size > data.shape[0]:
+            raise ValueError(f"subsample_size = {subsample_size} exceeds the number of shots {data.shape[0]}")
+        self.subsample_size = subsample_size
+        self.regularisers = tuple(regularisers)
+        for reg in self.regularisers:
+            if not callable(reg) or not hasattr(reg, "name"):
+                raise TypeError(f"each regulariser must be callable(fields) -> log-density with a .name, got {reg!r}")
+        if dx is None:
+            dx = next((float(p.dx) for p in self.priors.values() if hasattr(p, "dx")), None)
+        if dx is not None and (not math.isfinite(float(dx)) or float(dx) <= 0):
+            raise ValueError(f"dx must be a positive grid spacing in metres, got {dx!r}")
+        self.dx = None if dx is None else float(dx)
+        self.vectorized = bool(vectorized)
+
+    # ------------------------------------------------------------------ helpers used by inference
+    @property
+    def field_names(self) -> tuple:
+        return tuple(self.priors)
+
+    def latent_site(self, name: str) -> str:
+        """The Pyro site holding the latent variable of field ``name``."""
+        return f"{name}_z" if self.kinds[name] == "whitened" else name
+
+    def fields_from_latents(self, latents: Mapping[str, torch.Tensor]) -> dict:
+        """Map latent site values (constrained space) to fields ``{name: Tensor[..., nz, nx]}``."""
+        out = {}
+        for name, prior in self.priors.items():
+            value = latents[self.latent_site(name)]
+            out[name] = prior(value) if self.kinds[name] == "whitened" else value
+        return out
+
+    def predict(self, fields: Mapping[str, torch.Tensor], shots: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted data for ``fields`` (each ``[*batch, nz, nx]``) on ``shots`` (indices; None = all).
+
+        Returns ``[*batch, n_sub, ...]``. The forward operator receives ``shots=`` when its signature accepts it;
+        otherwise it runs on all shots and the subsample is selected afterwards.
+        """
+        first = next(iter(fields.values()))
+        batch = tuple(first.shape[:-2])
+        flat = {k: (v.reshape((-1,) + tuple(v.shape[-2:])) if batch else v) for k, v in fields.items()}
+        if batch and not self.vectorized:
+            n = math.prod(batch)
+            pred = torch.stack([self._call_forward({k: v[i] for k, v in flat.items()}, shots) for i in range(n)])
+        else:
+            pred = self._call_forward(flat, shots)
+        if batch:
+            pred = pred.reshape(batch + tuple(pred.shape[1:]))
+        return pred
+
+    def _call_forward(self, fields, shots):
+        if shots is not None and self._forward_takes_shots:
+            return self.forward(fields, shots=shots)
+        pred = self.forward(fields)
+        if shots is not None:
+            shot_axis = 1 if next(iter(fields.values())).ndim == 3 else 0
+            pred = pred.index_select(shot_axis, shots.to(pred.device))
+        return pred
+
+    def _sample_fields(self, like: torch.Tensor | None):
+        fields = {}
+        for name, prior in self.priors.items():
+            kind = self.kinds[name]
+            if kind == "whitened":
+                ref = prior(torch.zeros(int(prior.latent_dim), dtype=_dtype_of(prior, like),
+                                        device=_device_of(prior, like)))
+                zeros = torch.zeros(int(prior.latent_dim), dtype=ref.dtype, device=ref.device)
+                z = pyro.sample(self.latent_site(name), dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+                fields[name] = pyro.deterministic(name, prior(z), event_dim=2)
+            elif kind == "box":
+                dtype, device = _dtype_of(prior, like), _device_of(prior, like)
+                lo, hi = _box_bounds(prior, dtype, device)
+                shape = torch.broadcast_shapes(lo.shape, hi.shape, tuple(prior.latent_shape))
+                lo, hi = lo.expand(shape), hi.expand(shape)
+                fields[name] = pyro.sample(name, dist.ImproperUniform(constraints.interval(lo, hi), (), shape))
+            elif kind == "flat":
+                fields[name] = pyro.sample(name, dist.ImproperUniform(constraints.real, (), tuple(prior.shape)))
+            else:
+                fields[name] = pyro.sample(name, prior)
+        return fields
+
+    # ------------------------------------------------------------------ the Pyro model
+    def __call__(self, data: torch.Tensor | None = None, *, shots: torch.Tensor | None = None,
+                 subsample_size: int | None = None, full: bool = False):
+        data = self.data if data is None else data
+        fields = self._sample_fields(data)
+        for reg in self.regularisers:
+            value = reg(fields)
+            batch = next(iter(fields.values())).shape[:-2]
+            pyro.factor(reg.name, value.reshape(batch) if batch else value)
+        params = self.noise.sample_params(next(iter(fields.values())))
+        if data is None:
+            n_shots = self._n_shots_from_forward(fields)
+            n_data_dims = None
+        else:
+            n_shots, n_data_dims = data.shape[0], data.ndim
+        ss = self.subsample_size if subsample_size is None else subsample_size
+        if full:  # the inference layer's full-data evaluations (Laplace, NUTS potential)
+            ss, shots = None, None
+        with pyro.plate("shots", n_shots, subsample_size=ss if shots is None else None, subsample=shots,
+                        dim=-1) as idx:
+            sub = None if (ss is None and shots is None) else idx
+            pred = self._predict_plate(fields, sub)
+            if n_data_dims is None:
+                n_data_dims = pred.ndim - self._outer_batch_ndim(fields)
+            obs = None if data is None else (data if sub is None else data.index_select(0, idx.to(data.device)))
+            pyro.sample("obs", self.noise.distribution(pred, params, sub, n_data_dims), obs=obs)
+        return pred
+
+    def _outer_batch_ndim(self, fields) -> int:
+        batch = tuple(next(iter(fields.values())).shape[:-2])
+        return len(batch) - 1 if batch and batch[-1] == 1 else len(batch)
+
+    def _predict_plate(self, fields, shots):
+        # Global latents inside vectorising plates (particles, num_samples) carry a trailing singleton in the shot
+        # plate's slot (dim -1): drop it so that the shots land in dim -1 of the likelihood's batch shape.
+        batch = tuple(next(iter(fields.values())).shape[:-2])
+        if batch and batch[-1] == 1:
+            fields = {k: v.squeeze(-3) for k, v in fields.items()}
+        return self.predict(fields, shots)
+
+    def _n_shots_from_forward(self, fields) -> int:
+        with torch.no_grad():
+            one = {k: v.reshape((-1,) + tuple(v.shape[-2:]))[0] for k, v in fields.items()}
+            return int(self.predict(one).shape[0])
+
+    def log_likelihood(self, fields: Mapping[str, torch.Tensor], data: torch.Tensor | None = None,
+                       noise_params: Mapping | None = None) -> torch.Tensor:
+        """Full-data log-likelihood ``log p(data | fields)`` (all shots), batch shape ``fields`` batch."""
+        data = self.data if data is None else data
+        pred = self.predict(fields)
+        return self.noise.distribution(pred, dict(noise_params or {}), None, data.ndim).log_prob(data).sum(-1)
+
+
+def _dtype_of(prior, like):
+    for b in getattr(prior, "buffers", lambda: [])():
+        if b.is_floating_point():
+            return b.dtype
+    return like.dtype if like is not None else torch.get_default_dtype()
+
+
+def _device_of(prior, like):
+    for b in getattr(prior, "buffers", lambda: [])():
+        return b.device
+    return like.device if like is not None else torch.device("cpu")
+
+
+def build_model(priors: Mapping, forward: Callable, data: torch.Tensor | None = None, *, noise,
+                subsample_size: int | None = None, regularisers: Sequence = (), dx: float | None = None,
+                vectorized: bool = True) -> SeismicModel:
+    """Combine field priors, a forward operator and a noise model into a Pyro model.
+
+    Parameters
+    ----------
+    priors : dict[str, prior]
+        ``{field name: prior}`` with names such as ``"vp"``, ``"vs"``, ``"rho"``, ``"q"``. A prior is a
+        :class:`probinv.fields.WhitenedField` (latent site ``"<name>_z" ~ N(0, I)``, the field recorded with
+        ``pyro.deterministic`` under ``name``), a :class:`probinv.fields.BoxField` (flat prior inside its bounds, the
+        field itself is the site), :class:`Flat` (improper flat, unbounded) or any Pyro distribution on the
+        ``(nz, nx)`` field.
+    forward : callable
+        ``forward(fields: dict[str, Tensor]) -> Tensor[n_shots, ...]`` (DESIGN.md section 4); fields are
+        ``(nz, nx)`` or a batch ``(batch, nz, nx)`` giving ``[batch, n_shots, ...]``. If it accepts a keyword
+        ``shots`` (int64 indices), it is called with the subsampled shots only and must return ``[n_sub, ...]``
+        (``[batch, n_sub, ...]``); otherwise all shots are computed and the subsample selected afterwards.
+    data : Tensor, optional
+        Observed data ``[n_shots, ...]`` (e.g. ``[n_shots, n_receivers, nt]``), same units as ``forward``'s output.
+        The inference functions also take the data; it may then be omitted here.
+    noise : Gaussian | GaussianLatentSigma | StudentT
+        The noise model.
+    subsample_size : int, optional
+        Number of shots per likelihood evaluation (mini-batch; unbiased through Pyro's plate scaling).
+    regularisers : sequence
+        Extra log-density terms, e.g. :class:`TotalVariation`, :class:`Smoothness` (``pyro.factor`` sites).
+    dx : float, optional
+        Grid spacing (m) for coordinates of the results; default: the priors' ``dx``.
+    vectorized : bool
+        Whether ``forward`` accepts a batch of fields. If False, batches are looped over.
+
+    Returns
+    -------
+    SeismicModel
+    """
+    return SeismicModel(priors, forward, data, noise=noise, subsample_size=subsample_size,
+                        regularisers=regularisers, dx=dx, vectorized=vectorized)
