@@ -25,11 +25,12 @@ def check_field(name: str, field, *, positive: bool = True, allow_zero: bool = F
         raise ValueError(f"{name} must be shaped (nz, nx) or (batch, nz, nx), got shape {tuple(field.shape)}")
     if not field.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {field.dtype}")
-    if not bool(torch.isfinite(field).all()):
-        n_bad = int((~torch.isfinite(field)).sum())
+    field_d = field.detach()
+    if not bool(torch.isfinite(field_d).all()):
+        n_bad = int((~torch.isfinite(field_d)).sum())
         raise ValueError(f"{name} must be finite everywhere, got {n_bad} NaN/inf values")
     if positive:
-        fmin = float(field.min())
+        fmin = float(field_d.min())
         if fmin < 0 or (fmin == 0 and not allow_zero):
             raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'} everywhere, got minimum {fmin}")
     return field
@@ -67,13 +68,13 @@ def check_dt(dt: float, dt_max: float, what: str) -> None:
                          f"(reduce dt or coarsen nothing else: the limit scales with dx / vmax)")
 
 
-def warn_points_per_wavelength(vmin: float, dx: float, fmax: float, minimum: float) -> float:
+def warn_points_per_wavelength(vmin: float, dx: float, fmax: float, minimum: float, stacklevel: int = 3) -> float:
     """Warn when the grid has fewer than ``minimum`` points per shortest wavelength ``vmin / fmax``."""
     ppw = vmin / (fmax * dx)
     if ppw < minimum:
         warnings.warn(f"only {ppw:.2f} grid points per minimum wavelength (vmin = {vmin:g} m/s, "
                       f"fmax = {fmax:g} Hz, dx = {dx:g} m); at least {minimum:g} are needed for accurate results: "
-                      f"reduce dx or the source frequency", UserWarning, stacklevel=3)
+                      f"reduce dx or the source frequency", UserWarning, stacklevel=stacklevel)
     return ppw
 
 

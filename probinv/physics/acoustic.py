@@ -1,0 +1,509 @@
+r"""Time-domain 2D acoustic wave propagation (constant or variable density), differentiable by reverse-mode AD.
+
+The equation (DESIGN.md section 2) is
+
+.. math:: \frac{1}{v^2} \partial_t^2 p - \nabla^2 p = f(t)\,\delta(\mathbf{x} - \mathbf{x}_s),
+
+discretised with leapfrog (second order) in time and central differences of order ``accuracy`` (2, 4 or 8) in space,
+with a convolutional PML (:mod:`probinv.physics.boundaries`) added *outside* the user's grid and an optional
+pressure-release free surface on top.
+
+How the gradient is computed
+----------------------------
+The time loop runs inside a :class:`torch.autograd.Function` over blocks of time steps whose backward is the
+hand-derived transpose of the discrete step (reverse-mode AD of the time loop, with one fused node per block instead of
+thousands of tiny autograd nodes). The forward saves one wavefield per step (``lap p + s``, what ``dL/dv`` needs; plus
+``p`` itself when ``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not
+fragment. ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`: only
+the block-boundary states are kept and each block is recomputed during backward. A plain-operator reference of the
+same scheme (:func:`_propagate_reference`, autograd through ordinary torch ops) is kept for the tests.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from . import _checks, _fd
+from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml_widths
+
+#: Smallest points-per-wavelength (of the highest significant source frequency) before a warning, per accuracy.
+MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# linear stencil operators on [..., nz, nx] tensors
+
+
+def _top_mirror_correction(weights: tuple[float, ...]) -> torch.Tensor | None:
+    """Matrix ``C`` [(M-1), (M-1)] adding the odd-mirror ghost values above a free surface at row -1.
+
+    With ``p[-1] = 0`` and ``p[-2-j] = -p[j]``, output row ``i`` of a stencil ``out[i] = sum_k w_k u[i+k]`` gains
+    ``sum_j C[i, j] u[j]`` on top of its zero-halo value.
+    """
+    m = (len(weights) - 1) // 2
+    if m < 2:
+        return None
+    c = torch.zeros(m - 1, m - 1, dtype=torch.float64)
+    for i in range(m - 1):
+        for k in range(-m, m + 1):
+            j = i + k
+            if j <= -2:
+                c[i, -2 - j] -= weights[k + m]
+    return c
+
+
+def _stencil(u: torch.Tensor, weights: tuple[float, ...], axis: int, corr: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[i] = sum_k w_k u[i + k]`` along ``axis`` (-1: x, -2: z) with zero values outside, plus ``corr`` on top."""
+    m = (len(weights) - 1) // 2
+    n = u.shape[axis]
+    up = F.pad(u, (m, m) if axis == -1 else (0, 0, m, m))
+    out = None
+    for k in range(m):  # pair symmetric / antisymmetric offsets: one multiply per pair
+        wl, wr = weights[k], weights[2 * m - k]
+        left, right = up.narrow(axis, k, n), up.narrow(axis, 2 * m - k, n)
+        if wl == wr:
+            term = torch.add(left, right).mul_(wl)
+        elif wl == -wr:
+            term = torch.sub(right, left).mul_(wr)
+        else:
+            term = torch.add(left * wl, right, alpha=wr)
+        out = term if out is None else out.add_(term)
+    if weights[m] != 0:
+        out = out + weights[m] * u
+    if corr is not None:
+        r = corr.shape[0]
+        top = out.narrow(-2, 0, r) + torch.einsum("ij,...jx->...ix", corr, u.narrow(-2, 0, r))
+        out = torch.cat([top, out.narrow(-2, r, n - r)], dim=-2)
+    return out
+
+
+def _stencil_t(u: torch.Tensor, weights: tuple[float, ...], axis: int, corr: torch.Tensor | None = None):
+    """Transpose of :func:`_stencil` (reversed weights, transposed correction)."""
+    return _stencil(u, tuple(reversed(weights)), axis, None if corr is None else corr.t().contiguous())
+
+
+class _Ops(NamedTuple):
+    """Everything one time step needs besides the fields (built once per call by :func:`_build_ops`)."""
+
+    w2: tuple  # second derivative weights / dx^2, offsets -M..M
+    w1: tuple  # central first derivative weights / dx, offsets -M..M
+    c2: torch.Tensor | None  # free-surface corrections (z, top) of the two stencils
+    c1: torch.Tensor | None
+    ax: torch.Tensor  # CPML coefficients [1, 1, 1, W] and [1, 1, H, 1]
+    bx: torch.Tensor
+    az: torch.Tensor
+    bz: torch.Tensor
+
+
+def _pml_vmax(vmax: float) -> float:
+    """``vmax`` rounded up to two significant digits (the CPML strength; see :func:`_build_ops`)."""
+    scale10 = 10.0 ** (math.floor(math.log10(vmax)) - 1)
+    return math.ceil(vmax / scale10 - 1e-9) * scale10
+
+
+def _build_ops(accuracy: int, dx: float, dt: float, shape: tuple[int, int], widths: Widths, vmax: list[float],
+               freq: list[float], free_surface: bool, dtype, device) -> _Ops:
+    """Stencil weights and CPML coefficients; ``vmax`` and ``freq`` per model of the batch (one profile each)."""
+    c = _fd.SECOND_DERIVATIVE[accuracy]
+    w2 = tuple(x / dx ** 2 for x in (list(reversed(c[1:])) + list(c)))
+    c1 = _fd.CENTRAL_FIRST_DERIVATIVE[accuracy]
+    w1 = tuple(x / dx for x in ([-a for a in reversed(c1)] + [0.0] + list(c1)))
+    if free_surface:
+        c2m, c1m = _top_mirror_correction(w2), _top_mirror_correction(w1)
+        c2m = None if c2m is None else c2m.to(dtype=dtype, device=device)
+        c1m = None if c1m is None else c1m.to(dtype=dtype, device=device)
+    else:
+        c2m = c1m = None
+    h, w = shape
+    # The damping uses vmax rounded up to two significant digits: the layer (and so the forward map) then stays
+    # fixed under small model perturbations and AD gives the gradient of exactly the function evaluated. A
+    # reflection coefficient of 1e-5 with a quadratic profile gives ~2e-10 reflected energy with 20 cells
+    # (tests/test_boundaries.py).
+    prof = []
+    for vm, fr in zip(vmax, freq):
+        px = cpml_profile(w, (widths.left, widths.right), dx, dt, _pml_vmax(vm), fr, r=1e-5, dtype=dtype,
+                          device=device)
+        pz = cpml_profile(h, (widths.top, widths.bottom), dx, dt, _pml_vmax(vm), fr, r=1e-5, dtype=dtype,
+                          device=device)
+        prof.append((px.a, px.b, pz.a, pz.b))
+    ax, bx, az, bz = (torch.stack([p[i] for p in prof]) for i in range(4))
+    n = len(prof)
+    return _Ops(w2, w1, c2m, c1m, ax.view(n, 1, 1, w), bx.view(n, 1, 1, w), az.view(n, 1, h, 1),
+                bz.view(n, 1, h, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one time step and its transpose
+
+
+def _step(state, v2dt2, gx, gz, amp_n, src_idx, ops: _Ops):
+    """One leapfrog step ``p^{n+1} = 2 p^n - p^{n-1} + v^2 dt^2 (L p^n + s^n)`` with CPML memory variables.
+
+    ``state = (p^n, p^{n-1}, psi_x, psi_z, zeta_x, zeta_z)``, each ``[batch, shots, H, W]``. ``amp_n``
+    ``[batch, shots, ns]`` are the source values already divided by ``dx^2``. Returns the next state and
+    ``q = L p^n + s^n``. Pure function: used without autograd by the fast path and with autograd by the reference.
+    """
+    p, pprev, psx, psz, zx, zz = state
+    dxp = _stencil(p, ops.w1, -1)
+    dzp = _stencil(p, ops.w1, -2, ops.c1)
+    psx = ops.bx * psx + ops.ax * dxp
+    psz = ops.bz * psz + ops.az * dzp
+    wx = _stencil(p, ops.w2, -1) + _stencil(psx, ops.w1, -1)
+    wz = _stencil(p, ops.w2, -2, ops.c2) + _stencil(psz, ops.w1, -2)
+    zx = ops.bx * zx + ops.ax * wx
+    zz = ops.bz * zz + ops.az * wz
+    q = wx + zx + wz + zz
+    if gx is not None:
+        q = q - gx * dxp - gz * dzp
+    if src_idx.shape[-1]:
+        q = q.flatten(-2).scatter_add(-1, src_idx, amp_n).view_as(q)
+    pnew = 2 * p - pprev + v2dt2 * q
+    return (pnew, p, psx, psz, zx, zz), q
+
+
+def _step_transpose(bar, v2dt2, gx, gz, q_n, p_n, src_idx, ops: _Ops):
+    """Adjoint of :func:`_step`: maps the adjoints of its outputs to those of its inputs.
+
+    ``bar = (P1, P0, PSX, PSZ, ZX, ZZ)``: adjoints of ``(p^{n+1}, p^n, psi_x^n, psi_z^n, zeta_x^n, zeta_z^n)``.
+    Returns the adjoints of ``(p^n, p^{n-1}, psi_x^{n-1}, ...)``, of ``v^2 dt^2`` (summed over shots), of
+    ``gx, gz`` (or None) and of the source values ``[batch, shots, ns]``.
+    """
+    p1, p0, psxb, pszb, zxb, zzb = bar
+    qb = v2dt2 * p1
+    g_v2dt2 = (p1 * q_n).sum(1, keepdim=True)
+    g_amp = qb.flatten(-2).gather(-1, src_idx) if src_idx.shape[-1] else None
+    zxb = zxb + qb
+    zzb = zzb + qb
+    wxb = qb + ops.ax * zxb
+    wzb = qb + ops.az * zzb
+    psxb = psxb + _stencil_t(wxb, ops.w1, -1)
+    pszb = pszb + _stencil_t(wzb, ops.w1, -2)
+    dxpb = ops.ax * psxb
+    dzpb = ops.az * pszb
+    g_gx = g_gz = None
+    if gx is not None:
+        dxpb = dxpb - gx * qb
+        dzpb = dzpb - gz * qb
+        g_gx = -(qb * _stencil(p_n, ops.w1, -1)).sum(1, keepdim=True)
+        g_gz = -(qb * _stencil(p_n, ops.w1, -2, ops.c1)).sum(1, keepdim=True)
+    pb = (2 * p1 + p0 + _stencil_t(wxb, ops.w2, -1) + _stencil_t(wzb, ops.w2, -2, ops.c2)
+          + _stencil_t(dxpb, ops.w1, -1) + _stencil_t(dzpb, ops.w1, -2, ops.c1))
+    new_bar = (pb, -p1, ops.bx * psxb, ops.bz * pszb, ops.bx * zxb, ops.bz * zzb)
+    return new_bar, g_v2dt2, g_gx, g_gz, g_amp
+
+
+class _Geometry(NamedTuple):
+    src_idx: torch.Tensor  # [batch, shots, ns] flat indices into the padded grid
+    rec_idx: torch.Tensor  # [batch, shots, nr]
+    snap_every: int  # 0: no snapshots
+    crop: tuple  # (top, bottom, left, right) widths to crop snapshots to the user grid
+
+
+def _run_block(state, v2dt2, gx, gz, amp, geom: _Geometry, ops: _Ops, n0: int, store: bool):
+    """Run ``amp.shape[-1]`` steps from ``state``; returns state, data block, snapshots and the saved fields."""
+    nsteps = amp.shape[-1]
+    p = state[0]
+    batch, shots, h, w = p.shape
+    nr = geom.rec_idx.shape[-1]
+    data = p.new_empty(batch, shots, nr, nsteps)
+    qs = p.new_empty(nsteps, batch, shots, h, w) if store else None
+    ps = p.new_empty(nsteps, batch, shots, h, w) if store and gx is not None else None
+    snaps = []
+    t, bt, lf, rt = geom.crop
+    for i in range(nsteps):
+        p = state[0]
+        if nr:
+            data[..., i] = p.flatten(-2).gather(-1, geom.rec_idx)
+        if geom.snap_every and (n0 + i) % geom.snap_every == 0:
+            snaps.append(p[..., t:h - bt, lf:w - rt].clone())
+        if ps is not None:
+            ps[i] = p
+        state, q = _step(state, v2dt2, gx, gz, amp[..., i], geom.src_idx, ops)
+        if qs is not None:
+            qs[i] = q
+    snap = torch.stack(snaps, dim=2) if snaps else p.new_empty(batch, shots, 0, h - t - bt, w - lf - rt)
+    return state, data, snap, qs, ps
+
+
+class _AcousticBlock(torch.autograd.Function):
+    """A block of time steps as one autograd node; backward runs the transposed steps in reverse."""
+
+    @staticmethod
+    def forward(ctx, v2dt2, gx, gz, amp, geom, ops, n0, *state):
+        state, data, snap, qs, ps = _run_block(tuple(state), v2dt2, gx, gz, amp, geom, ops, n0, store=True)
+        ctx.geom, ctx.ops, ctx.n0 = geom, ops, n0
+        ctx.save_for_backward(v2dt2, gx, gz, qs, ps)
+        ctx.nsteps = amp.shape[-1]
+        return (data, snap) + tuple(state)
+
+    @staticmethod
+    def backward(ctx, g_data, g_snap, *g_state):
+        v2dt2, gx, gz, qs, ps = ctx.saved_tensors
+        geom, ops, n0 = ctx.geom, ctx.ops, ctx.n0
+        nsteps = ctx.nsteps
+        bar = tuple(g_state)
+        g_v = torch.zeros_like(v2dt2)
+        g_gx = torch.zeros_like(gx) if gx is not None else None
+        g_gz = torch.zeros_like(gz) if gz is not None else None
+        ns = geom.src_idx.shape[-1]
+        g_amp = v2dt2.new_zeros(*geom.src_idx.shape, nsteps)
+        t, bt, lf, rt = geom.crop
+        h, w = v2dt2.shape[-2:]
+        snap_steps = [i for i in range(nsteps) if geom.snap_every and (n0 + i) % geom.snap_every == 0]
+        for i in range(nsteps - 1, -1, -1):
+            bar, gv, ggx, ggz, ga = _step_transpose(bar, v2dt2, gx, gz, qs[i], None if ps is None else ps[i],
+                                                    geom.src_idx, ops)
+            g_v += gv
+            if gx is not None:
+                g_gx += ggx
+                g_gz += ggz
+            if ns:
+                g_amp[..., i] = ga
+            pb = bar[0]
+            if geom.rec_idx.shape[-1]:
+                pb = pb.flatten(-2).scatter_add(-1, geom.rec_idx, g_data[..., i]).view_as(pb)
+            if snap_steps and i in snap_steps:
+                j = snap_steps.index(i)
+                pb = pb.clone()
+                pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, j]
+            bar = (pb,) + bar[1:]
+        return (g_v, g_gx, g_gz, g_amp, None, None, None) + tuple(bar)
+
+
+def _block_call(v2dt2, gx, gz, amp, geom, ops, n0, *state):
+    return _AcousticBlock.apply(v2dt2, gx, gz, amp, geom, ops, n0, *state)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the public function
+
+
+class _Setup(NamedTuple):
+    v2dt2: torch.Tensor  # [batch, 1, H, W]
+    gx: torch.Tensor | None
+    gz: torch.Tensor | None
+    amp: torch.Tensor  # [batch, shots, ns, nt] / dx^2 (and scaled for density)
+    geom: _Geometry
+    ops: _Ops
+    widths: Widths
+    batched: bool
+    shape: tuple  # (batch, shots, H, W)
+
+
+def _check_amplitudes(source_amplitudes, v) -> torch.Tensor:
+    if not isinstance(source_amplitudes, torch.Tensor):
+        raise TypeError("source_amplitudes must be a torch.Tensor shaped [n_shots, n_sources_per_shot, nt], "
+                        f"got {type(source_amplitudes).__name__}")
+    if source_amplitudes.ndim not in (3, 4) or (source_amplitudes.ndim == 4 and v.ndim == 2):
+        raise ValueError("source_amplitudes must be shaped [n_shots, n_sources_per_shot, nt] (or [batch, n_shots, "
+                         f"n_sources_per_shot, nt] for a batch of models), got shape {tuple(source_amplitudes.shape)}")
+    if not source_amplitudes.is_floating_point():
+        raise TypeError(f"source_amplitudes must have a floating dtype, got {source_amplitudes.dtype}")
+    if source_amplitudes.device != v.device:
+        raise ValueError(f"source_amplitudes is on {source_amplitudes.device} but v is on {v.device}")
+    if source_amplitudes.shape[-1] < 1:
+        raise ValueError(f"source_amplitudes must have at least one time sample, got shape "
+                         f"{tuple(source_amplitudes.shape)}")
+    if not bool(torch.isfinite(source_amplitudes).all()):
+        raise ValueError("source_amplitudes must be finite everywhere")
+    return source_amplitudes.to(v.dtype)
+
+
+def _flat_locations(name, loc, batch, n_shots, shape, widths, w_pad, device, batched) -> torch.Tensor:
+    """Validate ``[n_shots, n, 2]`` (or ``[batch, n_shots, n, 2]``) locations; flat padded indices [batch, shots, n]."""
+    if isinstance(loc, torch.Tensor) and loc.ndim == 4 and batched:
+        if loc.shape[0] != batch:
+            raise ValueError(f"{name} is given per model with {loc.shape[0]} models but v has a batch of {batch}")
+        flat = _checks.check_locations(name, loc.reshape(-1, *loc.shape[2:]), None, shape, device)
+        flat = flat.reshape(loc.shape)
+    else:
+        flat = _checks.check_locations(name, loc, None, shape, device)
+        flat = flat.unsqueeze(0).expand(batch, *flat.shape)
+    if flat.shape[1] != n_shots:
+        raise ValueError(f"{name} has {flat.shape[1]} shots but source_amplitudes has {n_shots}")
+    return ((flat[..., 0] + widths.top) * w_pad + flat[..., 1] + widths.left).contiguous()
+
+
+def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
+           accuracy, wavefield_every) -> _Setup:
+    _checks.check_field("v", v)
+    dx = _checks.check_scalar("dx", dx)
+    dt = _checks.check_scalar("dt", dt)
+    accuracy = _fd.check_accuracy(accuracy)
+    if not isinstance(free_surface, bool):
+        raise TypeError(f"free_surface must be True or False, got {free_surface!r}")
+    widths = pml_widths(pml_width, free_surface)
+    batched = v.ndim == 3
+    vb = v if batched else v.unsqueeze(0)
+    batch, nz, nx = vb.shape
+    amp = _check_amplitudes(source_amplitudes, v)
+    if amp.ndim == 4 and amp.shape[0] != batch:
+        raise ValueError(f"source_amplitudes is given per model with {amp.shape[0]} models but v has a batch of "
+                         f"{batch}")
+    amp = amp if amp.ndim == 4 else amp.unsqueeze(0).expand(batch, *amp.shape)
+    n_shots, nt = amp.shape[1], amp.shape[-1]
+    if rho is not None:
+        _checks.check_field("rho", rho)
+        if rho.shape[-2:] != v.shape[-2:] or (rho.ndim == 3 and rho.shape != vb.shape):
+            raise ValueError(f"rho must have the shape of v {tuple(v.shape)} (or (nz, nx) for a batch), got "
+                             f"{tuple(rho.shape)}")
+        if rho.device != v.device:
+            raise ValueError(f"rho is on {rho.device} but v is on {v.device}")
+    h, w = nz + widths.top + widths.bottom, nx + widths.left + widths.right
+    src_idx = _flat_locations("source_locations", source_locations, batch, n_shots, (nz, nx), widths, w, v.device,
+                              batched)
+    if src_idx.shape[-1] != amp.shape[2]:
+        raise ValueError(f"source_locations has {src_idx.shape[-1]} sources per shot but source_amplitudes has "
+                         f"{amp.shape[2]}")
+    rec_idx = _flat_locations("receiver_locations", receiver_locations, batch, n_shots, (nz, nx), widths, w,
+                              v.device, batched)
+    vmax, vmin = float(v.detach().max()), float(v.detach().min())
+    dt_max = _fd.max_stable_dt_second_order(vmax, dx, accuracy)
+    _checks.check_dt(dt, dt_max, f"accuracy={accuracy}, dx = {dx:g} m and vmax = {vmax:g} m/s")
+    fmax = _checks.significant_max_frequency(amp, dt)
+    if fmax > 0:
+        _checks.warn_points_per_wavelength(vmin, dx, fmax, MIN_POINTS_PER_WAVELENGTH[accuracy], stacklevel=4)
+    if wavefield_every is not None and (isinstance(wavefield_every, bool) or not isinstance(wavefield_every, int)
+                                        or wavefield_every < 1):
+        raise ValueError(f"wavefield_every must be a positive int (snapshot every k steps), got {wavefield_every!r}")
+
+    vp = pad_model(vb, widths).unsqueeze(1)  # [batch, 1, H, W]
+    v2dt2 = vp.square() * dt ** 2
+    scale = 1.0 / dx ** 2
+    gx = gz = None
+    vmax_b = [float(m) for m in vb.detach().flatten(1).max(1).values]
+    freq_b = [dominant_frequency(a, dt) for a in amp]
+    ops = _build_ops(accuracy, dx, dt, (h, w), widths, vmax_b, freq_b, free_surface, v.dtype, v.device)
+    if rho is not None:
+        rb = rho if rho.ndim == 3 else rho.unsqueeze(0).expand(batch, nz, nx)
+        lnr = pad_model(rb, widths).log().unsqueeze(1)
+        # rho (1/rho)' = -(ln rho)': the density term of div(1/rho grad p) = (lap p - grad ln rho . grad p) / rho;
+        # ln rho is extended by replication, so its top mirror never matters: zero halo, central differences
+        gx = _stencil(lnr, ops.w1, -1)
+        gz = _stencil(F.pad(lnr, (0, 0, len(ops.w1) // 2, len(ops.w1) // 2), mode="replicate"), ops.w1,
+                      -2).narrow(-2, len(ops.w1) // 2, h)
+    amp = amp * scale
+    geom = _Geometry(src_idx, rec_idx, int(wavefield_every) if wavefield_every else 0,
+                     (widths.top, widths.bottom, widths.left, widths.right))
+    return _Setup(v2dt2, gx, gz, amp, geom, ops, widths, batched, (batch, n_shots, h, w))
+
+
+def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Tensor,
+             source_locations: torch.Tensor, receiver_locations: torch.Tensor, *, rho: torch.Tensor | None = None,
+             pml_width=20, free_surface: bool = False, accuracy: int = 4, checkpoint_every: int | None = None,
+             return_wavefield: bool = False, wavefield_every: int = 1):
+    r"""Simulate 2D acoustic waves and record pressure at receivers; differentiable in ``v``, ``rho`` and sources.
+
+    Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (constant density) or,
+    when ``rho`` is given, :math:`\frac{1}{\rho v^2} p_{tt} - \nabla\cdot(\frac{1}{\rho}\nabla p)
+    = \frac{1}{\rho} f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)`. The source is scaled by :math:`1/\rho` at the source
+    so that a constant ``rho`` gives exactly the constant-density result (the scheme solves
+    :math:`p_{tt} = v^2 (\nabla^2 p - \nabla\ln\rho\cdot\nabla p + f\delta)`; with constant ``rho`` the density term
+    vanishes identically). The point source's delta is ``1/dx^2`` on its cell, so a homogeneous-medium trace equals
+    the 2D Green's function convolved with ``f`` (DESIGN.md section 2).
+
+    Parameters
+    ----------
+    v : Tensor (nz, nx) or (batch, nz, nx)
+        Wave speed in m/s, z first (depth increasing downwards). A batch of models runs every shot in every model.
+    dx : float
+        Grid spacing in m (equal in z and x).
+    dt : float
+        Time step in s; must satisfy the CFL limit of ``accuracy`` (see :func:`probinv.physics._fd.max_stable_dt_second_order`).
+    source_amplitudes : Tensor [n_shots, n_sources_per_shot, nt]
+        Source time functions ``f`` (sample ``n`` at ``t = n dt``), in units of pressure times m^2 / s^2... i.e. the
+        right-hand side's unit times m^2. With a batch of models it may also be ``[batch, n_shots, n_sources, nt]``.
+    source_locations : int64 Tensor [n_shots, n_sources_per_shot, 2]
+        ``(z, x)`` grid indices; every index of the model grid is valid (the PML lies outside it). With a batch of
+        models it may also be given per model, ``[batch, n_shots, n_sources_per_shot, 2]``.
+    receiver_locations : int64 Tensor [n_shots, n_receivers, 2]
+        ``(z, x)`` grid indices (or ``[batch, n_shots, n_receivers, 2]``).
+    rho : Tensor (nz, nx) or (batch, nz, nx), optional
+        Density in kg/m^3. ``None``: constant density.
+    pml_width : int or 4 ints (top, bottom, left, right)
+        CPML thickness in cells, added outside the model on every absorbing side.
+    free_surface : bool
+        Pressure-release surface on top. ``p = 0`` sits one cell above row 0 (at ``z = -dx``) and the wide stencils
+        see the odd mirror ``p[-1-k] = -p[-1+k]`` there, so a source at row ``i`` has its image at row ``-2 - i``.
+        The top PML is then removed.
+    accuracy : {2, 4, 8}
+        Spatial order of the central differences.
+    checkpoint_every : int, optional
+        Gradient checkpointing: keep only the state every ``k`` steps and recompute each block of ``k`` steps during
+        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``).
+    return_wavefield : bool
+        Also return pressure snapshots of the user grid.
+    wavefield_every : int
+        With ``return_wavefield``, keep the snapshot of every ``wavefield_every``-th step (step ``n`` is
+        ``t = n dt``).
+
+    Returns
+    -------
+    Tensor [n_shots, n_receivers, nt] or [batch, n_shots, n_receivers, nt]
+        Pressure at the receivers; sample ``n`` is ``t = n dt``.
+    Tensor [n_shots, n_snapshots, nz, nx] (or with the batch first), only with ``return_wavefield=True``
+        Snapshots at steps ``0, k, 2k, ...`` with ``k = wavefield_every``.
+
+    Notes
+    -----
+    Leapfrog: ``p^{n+1} = 2 p^n - p^{n-1} + v^2 dt^2 (L p^n + f^n delta)`` with ``p^0 = p^{-1} = 0``; the receivers
+    record ``p^n`` and the source enters through ``f^n``, centred on ``t = n dt``, so both sample ``n`` mean
+    ``t = n dt``. CPML after Pasalic & McGarry (2010): per axis the stretched second derivative is
+    ``u_xx + d_x psi + zeta`` with ``psi = b psi + a u_x``, ``zeta = b zeta + a (u_xx + d_x psi)``.
+    """
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be None or a positive int (steps per block), got "
+                         f"{checkpoint_every!r}")
+    if not isinstance(return_wavefield, bool):
+        raise TypeError(f"return_wavefield must be True or False, got {return_wavefield!r}")
+    s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
+               accuracy, wavefield_every if return_wavefield else None)
+    batch, shots, h, w = s.shape
+    state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
+    nt = s.amp.shape[-1]
+    params = (s.v2dt2, s.gx, s.gz, s.amp)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
+    if not need_grad:
+        with torch.no_grad():
+            _, data, snap, _, _ = _run_block(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, 0, store=False)
+    else:
+        k = nt if checkpoint_every is None else checkpoint_every
+        datas, snaps = [], []
+        for n0 in range(0, nt, k):
+            amp = s.amp[..., n0:n0 + k]
+            if checkpoint_every is None:
+                out = _block_call(s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, n0, *state)
+            else:
+                out = checkpoint(_block_call, s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, n0, *state,
+                                 use_reentrant=False)
+            datas.append(out[0])
+            snaps.append(out[1])
+            state = tuple(out[2:])
+        data = torch.cat(datas, -1) if len(datas) > 1 else datas[0]
+        snap = torch.cat(snaps, 2) if len(snaps) > 1 else snaps[0]
+    if not s.batched:
+        data, snap = data[0], snap[0]
+    return (data, snap) if return_wavefield else data
+
+
+def _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, *, rho=None,
+                         pml_width=20, free_surface=False, accuracy=4):
+    """The same scheme with autograd through ordinary torch operations (slow; a reference for the tests)."""
+    s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
+               accuracy, None)
+    batch, shots, h, w = s.shape
+    state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
+    data = []
+    for n in range(s.amp.shape[-1]):
+        data.append(state[0].flatten(-2).gather(-1, s.geom.rec_idx))
+        state, _ = _step(state, s.v2dt2, s.gx, s.gz, s.amp[..., n], s.geom.src_idx, s.ops)
+    data = torch.stack(data, -1)
+    return data if s.batched else data[0]
+
+
+__all__ = ["acoustic"]
