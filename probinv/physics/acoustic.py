@@ -324,8 +324,12 @@ def _fast_init_state(fast: _Fast, batch: int, shots: int, like: torch.Tensor):
     return tuple(bufs + psis + zetas)
 
 
-def _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops: _Ops, fast: _Fast, n0: int, store: bool):
-    """The fast forward over ``amp.shape[-1]`` steps (no autograd); same outputs as :func:`_run_block`."""
+def _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops: _Ops, fast: _Fast, n0: int, store: bool,
+                    keep_p: bool = False):
+    """The fast forward over ``amp.shape[-1]`` steps (no autograd); same outputs as :func:`_run_block`.
+
+    ``store``: keep ``q^n = L p^n + s^n`` of every step (what dL/dv needs); ``keep_p``: keep ``p^n`` too.
+    """
     m, h, w = fast.m, fast.h, fast.w
     ns = len(fast.strips)
     cur, prev = (t.clone() for t in state[:2])
@@ -336,7 +340,7 @@ def _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops: _Ops, fast: _Fast, n0:
     nr = fast.rec_buf.shape[-1]
     data = cur.new_empty(batch, shots, nr, nsteps)
     qs = cur.new_empty(nsteps, batch, shots, h, w) if store else None
-    ps = cur.new_empty(nsteps, batch, shots, h, w) if store and gx is not None else None
+    ps = cur.new_empty(nsteps, batch, shots, h, w) if keep_p or (store and gx is not None) else None
     q_tmp = None if store else cur.new_empty(batch, shots, h, w)
     snaps = []
     t, bt, lf, rt = geom.crop
