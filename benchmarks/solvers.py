@@ -135,18 +135,37 @@ def _worker(solver: str, mode: str, n: int, nt: int, repeats: int) -> dict:
             "baseline_rss_mb": baseline, "cell_updates_per_s": N_SHOTS * n * n * nt / statistics.median(times)}
 
 
-def _spawn(solver, mode, n, nt, repeats, timeout):
+def _spawn(solver, mode, n, nt, repeats, timeout, max_rss_gb):
+    """Run one configuration in a fresh process; kill it if its RSS exceeds ``max_rss_gb`` (shared machine)."""
+    import psutil
+
     env = dict(os.environ, GOMP_SPINCOUNT="1000", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", solver, mode, str(n), str(nt), str(repeats)]
-    try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        t0, killed = time.time(), None
+        while p.poll() is None:
+            time.sleep(0.2)
+            try:
+                rss = psutil.Process(p.pid).memory_info().rss / 2 ** 30
+            except psutil.Error:
+                continue
+            if rss > max_rss_gb:
+                killed = f"killed: RSS above {max_rss_gb} GB"
+            elif time.time() - t0 > timeout:
+                killed = f"timed out after {timeout} s"
+            if killed:
+                p.kill()
+                p.wait()
+                return {"error": killed}
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if p.returncode != 0:
-        return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {p.returncode}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _atomic_write(path, text):
@@ -194,6 +213,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
     ap.add_argument("--only", nargs="*", default=None, help="solver keys to run (default all)")
+    ap.add_argument("--elastic-sizes", type=int, nargs="*", default=[100],
+                    help="sizes at which SH/P-SV/deepwave elastic run (their memory grows fast)")
+    ap.add_argument("--nt-elastic", type=int, default=None, help="time steps of the elastic runs (default --nt)")
+    ap.add_argument("--max-rss-gb", type=float, default=8.0, help="kill a configuration above this RSS")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -222,9 +245,14 @@ def main(argv=None):
                 continue
             if solver.startswith("dw") and dw_version is None:
                 continue
+            elastic = solver in ("sh", "psv", "dw_elastic")
+            if elastic and n not in args.elastic_sizes:
+                continue
+            nt_run = (args.nt_elastic or nt) if elastic else nt
             load0 = os.getloadavg()
-            r = _spawn(solver, mode, n, nt, args.repeats, args.timeout)
-            r.update(name=name, solver=solver, mode=mode, n=n, nt=nt, load_before=load0, load_after=os.getloadavg())
+            r = _spawn(solver, mode, n, nt_run, args.repeats, args.timeout, args.max_rss_gb)
+            r.update(name=name, solver=solver, mode=mode, n=n, nt=nt_run, load_before=load0,
+                     load_after=os.getloadavg())
             rows[(n, solver, mode)] = r
             result["runs"].append(r)
             print(json.dumps(r), flush=True)
