@@ -70,6 +70,8 @@ from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml
 MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
 
 SOURCE_TYPES = ("explosive", "force_z", "force_x")
+#: Testing switch: plain autograd through every step instead of the hand-written adjoint (the reference version).
+_REFERENCE = False
 RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
 
 
@@ -256,29 +258,123 @@ def _inject(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> tor
     return field.reshape(b, s, -1).scatter_add(2, idx.expand(b, -1, -1), values.expand(b, -1, -1)).reshape(shape)
 
 
-def _run_blocks(step, state: tuple, nt: int, checkpoint_every: int | None):
-    """Run ``step(n, *state) -> (state, record)`` for n = 0..nt-1, optionally checkpointed in blocks."""
-    records = []
-    if checkpoint_every is None or not torch.is_grad_enabled():
-        for n in range(nt):
-            state, rec = step(n, *state)
-            records.append(rec)
-        return state, records
+def _scatter(shape, idx: torch.Tensor, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Transpose of :func:`_gather`: a zero field ``shape`` [B, S, NZ, NX] with ``values`` [B, S, R] added at ``idx``."""
+    b, s = shape[:2]
+    out = like.new_zeros((b, s, shape[2] * shape[3]))
+    return out.scatter_add_(2, idx.expand(b, -1, -1), values).reshape(shape)
 
-    def block(n0, n1, *st):
-        recs = []
-        for n in range(n0, n1):
-            st, r = step(n, *st)
+
+def _d_minus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
+    """Transpose of ``_d_minus(f, -2, ..., top=image)`` with the half-row image ``f[-i] = sign * f[i-1]``."""
+    m = len(coeffs)
+    z = -_d_plus(F.pad(y, (0, 0, m, 0)), -2, coeffs, inv_dx)
+    adj = z[..., m:, :].clone()
+    adj[..., :m, :] += sign * torch.flip(z[..., :m, :], dims=(-2,))
+    return adj
+
+
+def _d_plus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
+    """Transpose of ``_d_plus(f, -2, ..., top=image)`` with the integer-row image ``f[-i] = sign * f[i]``."""
+    m = len(coeffs)
+    if m == 1:
+        return -_d_minus(y, -2, coeffs, inv_dx)
+    z = -_d_minus(F.pad(y, (0, 0, m - 1, 0)), -2, coeffs, inv_dx)
+    adj = z[..., m - 1:, :].clone()
+    adj[..., 1:m, :] += sign * torch.flip(z[..., :m - 1, :], dims=(-2,))
+    return adj
+
+
+class _Spec(NamedTuple):
+    """One solver's time step and its adjoint (closures over the padded coefficients)."""
+
+    step: object  # (n, state, save) -> (state, record [B, S, R], snapshot or None)
+    adjoint: object  # (n, lam_state, g_record, saved, g_coeffs, g_amps) -> lam_state (accumulates the grads)
+    n_save: int  # number of fields saved per step for the parameter gradients
+    n_rec: int
+
+
+class _TimeBlock(torch.autograd.Function):
+    """Steps ``n0 .. n1-1`` as one autograd node with a hand-written backward.
+
+    Each step is linear in the wavefield state with the (padded) medium coefficients as pointwise multipliers. The
+    forward saves, per step, only the fields that multiply a coefficient (``spec.n_save``); the backward runs the
+    exact transpose of each step backwards in time (the discrete adjoint) and accumulates the coefficient gradients.
+    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, spec, n0, n1, amps, coeffs_n, *tensors):
+        coeffs, state = tensors[:coeffs_n], tensors[coeffs_n:]
+        shape = state[0].shape
+        nsteps = n1 - n0
+        need = any(ctx.needs_input_grad[3:])
+        saves = state[0].new_empty((nsteps, spec.n_save) + tuple(shape)) if need else None
+        recs = state[0].new_empty(shape[:2] + (spec.n_rec, nsteps))
+        for i, n in enumerate(range(n0, n1)):
+            state, rec, _ = spec.step(n, state, saves[i] if need else None)
+            recs[..., i] = rec
+        ctx.spec, ctx.n0, ctx.n1, ctx.coeffs_n = spec, n0, n1, coeffs_n
+        ctx.amps_shape = amps.shape
+        if need:
+            ctx.save_for_backward(saves, *coeffs)
+        return (*state, recs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        spec, n0, n1 = ctx.spec, ctx.n0, ctx.n1
+        saves, *coeffs = ctx.saved_tensors
+        g_rec = grads[-1]
+        shape = saves.shape[2:]
+        lam = tuple(g if g is not None else saves.new_zeros(shape) for g in grads[:-1])
+        if g_rec is None:
+            g_rec = saves.new_zeros(shape[:2] + (spec.n_rec, n1 - n0))
+        g_coeffs = [saves.new_zeros(shape) for _ in coeffs]
+        g_amps = saves.new_zeros(shape[:2] + ctx.amps_shape[2:])
+        for i in range(n1 - n0 - 1, -1, -1):
+            lam = spec.adjoint(n0 + i, lam, g_rec[..., i], saves[i], g_coeffs, g_amps)
+        g_coeffs = [g.sum_to_size(c.shape) for g, c in zip(g_coeffs, coeffs)]
+        return (None, None, None, g_amps.sum_to_size(ctx.amps_shape), None, *g_coeffs, *lam)
+
+
+def _run(spec: _Spec, coeffs: tuple, amps: torch.Tensor, state: tuple, nt: int, checkpoint_every: int | None,
+         autograd_steps: bool):
+    """All time steps; returns the records [B, S, R, nt] and the snapshots (list, autograd_steps only).
+
+    ``autograd_steps``: plain PyTorch autograd through every step (the reference implementation, also used for
+    ``return_wavefield``); otherwise :class:`_TimeBlock` nodes, ``checkpoint_every`` steps each under
+    :func:`torch.utils.checkpoint.checkpoint` when asked.
+    """
+    if autograd_steps:
+        def block(n0, n1, *st):
+            recs, snaps = [], []
+            for n in range(n0, n1):
+                st, r, snap = spec.step(n, st, None)
+                recs.append(r)
+                snaps.append(snap)
+            return st, torch.stack(recs, dim=-1), snaps
+
+        if checkpoint_every is None or not torch.is_grad_enabled():
+            _, recs, snaps = block(0, nt, *state)
+            return recs, snaps
+        recs, snaps = [], []
+        for n0 in range(0, nt, checkpoint_every):
+            state, r, sn = checkpoint(block, n0, min(nt, n0 + checkpoint_every), *state, use_reentrant=False)
             recs.append(r)
-        return tuple(st) + tuple(recs)
+            snaps.extend(sn)
+        return torch.cat(recs, dim=-1), snaps
 
+    k = len(coeffs)
+    if checkpoint_every is None or not torch.is_grad_enabled():
+        out = _TimeBlock.apply(spec, 0, nt, amps, k, *coeffs, *state)
+        return out[-1], []
+    recs = []
     for n0 in range(0, nt, checkpoint_every):
-        n1 = min(nt, n0 + checkpoint_every)
-        out = checkpoint(block, n0, n1, *state, use_reentrant=False)
-        k = len(state)
-        state = tuple(out[:k])
-        records.extend(out[k:])
-    return state, records
+        out = checkpoint(_TimeBlock.apply, spec, n0, min(nt, n0 + checkpoint_every), amps, k, *coeffs, *state,
+                         use_reentrant=False)
+        state = out[:-1]
+        recs.append(out[-1])
+    return torch.cat(recs, dim=-1), []
 
 
 def _strip_batch(out: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -363,30 +459,67 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     fs = free_surface
     t, l = w.top, w.left
 
-    def step(n, u, v, p_ux, p_uz, p_sx, p_sz):
-        rec = _gather(u, setup.rec_idx)
-        snap = u[..., t:t + vs.shape[-2], l:l + vs.shape[-1]] if return_wavefield else None
+    ax0, bx0 = prof["x0"]
+    axh, bxh = prof["xh"]
+    az0, bz0 = prof["z0"]
+    azh, bzh = prof["zh"]
+    rec_idx, src_idx = setup.rec_idx, setup.src_idx
+    nz, nx = vs.shape[-2:]
+
+    def step(n, state, save):
+        u, v, p_ux, p_uz, p_sx, p_sz = state
+        rec = _gather(u, rec_idx)
+        snap = u[..., t:t + nz, l:l + nx] if return_wavefield else None
         dux = _d_plus(u, -1, c, inv_dx)
         duz = _d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None)
-        p_ux = prof["xh"][1] * p_ux + prof["xh"][0] * dux
-        p_uz = prof["zh"][1] * p_uz + prof["zh"][0] * duz
-        sx = mu_x * (dux + p_ux)
-        sz = mu_z * (duz + p_uz)
-        dsx = _d_minus(sx, -1, c, inv_dx)
+        p_ux = bxh * p_ux + axh * dux
+        p_uz = bzh * p_uz + azh * duz
+        ex = dux + p_ux
+        ez = duz + p_uz
+        dsx = _d_minus(mu_x * ex, -1, c, inv_dx)
+        sz = mu_z * ez
         dsz = _d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None)
-        p_sx = prof["x0"][1] * p_sx + prof["x0"][0] * dsx
-        p_sz = prof["z0"][1] * p_sz + prof["z0"][0] * dsz
-        v = v + buoy_dt * (dsx + p_sx + dsz + p_sz)
-        v = _inject(v, setup.src_idx, amps[..., n])
+        p_sx = bx0 * p_sx + ax0 * dsx
+        p_sz = bz0 * p_sz + az0 * dsz
+        div = dsx + p_sx + dsz + p_sz
+        v = _inject(v + buoy_dt * div, src_idx, amps[..., n])
         u = u + dt * v
-        return (u, v, p_ux, p_uz, p_sx, p_sz), (rec, snap)
+        if save is not None:
+            save[0], save[1], save[2] = ex, ez, div
+        return (u, v, p_ux, p_uz, p_sx, p_sz), rec, snap
 
-    _, records = _run_blocks(step, state, nt, checkpoint_every)
-    data = torch.stack([r[0] for r in records], dim=-1)
-    data = _strip_batch(data, setup.batched)
+    def adjoint(n, lam, g_rec, saved, g_co, g_amps):
+        lu, lv, l_ux, l_uz, l_sx, l_sz = lam
+        ex, ez, div = saved
+        lv = lv + dt * lu
+        g_amps[..., n] = _gather(lv, src_idx)
+        g_co[2].addcmul_(lv, div)
+        r = buoy_dt * lv
+        tt = l_sx + r
+        l_sx, ld_sx = bx0 * tt, r + ax0 * tt
+        tt = l_sz + r
+        l_sz, ld_sz = bz0 * tt, r + az0 * tt
+        lsx = -_d_plus(ld_sx, -1, c, inv_dx)
+        lsz = _d_minus_image_t(ld_sz, c, inv_dx, -1.0) if fs else -_d_plus(ld_sz, -2, c, inv_dx)
+        g_co[0].addcmul_(lsx, ex)
+        g_co[1].addcmul_(lsz, ez)
+        qx = mu_x * lsx
+        qz = mu_z * lsz
+        tt = l_ux + qx
+        l_ux, ld_ux = bxh * tt, qx + axh * tt
+        tt = l_uz + qz
+        l_uz, ld_uz = bzh * tt, qz + azh * tt
+        lu = lu - _d_minus(ld_ux, -1, c, inv_dx)
+        lu = lu + (_d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else -_d_minus(ld_uz, -2, c, inv_dx))
+        lu = lu + _scatter(lu.shape, rec_idx, g_rec, lu)
+        return (lu, lv, l_ux, l_uz, l_sx, l_sz)
+
+    spec = _Spec(step, adjoint, 3, rec_idx.shape[-1])
+    recs, snaps = _run(spec, (mu_x, mu_z, buoy_dt), amps, state, nt, checkpoint_every,
+                       return_wavefield or _REFERENCE)
+    data = _strip_batch(recs, setup.batched)
     if return_wavefield:
-        wf = _strip_batch(torch.stack([r[1] for r in records], dim=2), setup.batched)
-        return data, wf
+        return data, _strip_batch(torch.stack(snaps, dim=2), setup.batched)
     return data
 
 
@@ -511,62 +644,136 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         surface_mask = torch.ones((nzp, 1), dtype=vp.dtype, device=vp.device)
         surface_mask[0] = 0
 
-    def step(n, vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8):
-        prs = -0.5 * (sxx + szz) if receiver_component == "pressure" else None
-        rec_p = _gather(prs, setup.rec_idx) if prs is not None else None
+    ax0, bx0 = prof["x0"]
+    axh, bxh = prof["xh"]
+    az0, bz0 = prof["z0"]
+    azh, bzh = prof["zh"]
+    rec_idx, src_idx = setup.rec_idx, setup.src_idx
+    rc = receiver_component
+
+    def step(n, state, save):
+        vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8 = state
+        prs = -0.5 * (sxx + szz) if rc == "pressure" else None
         # velocities: t_{n-1/2} -> t_{n+1/2}
         d5 = _d_plus(sxx, -1, c, inv_dx)
         d6 = _d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None)
         d7 = _d_minus(sxz, -1, c, inv_dx)
         d8 = _d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None)
-        p5 = prof["xh"][1] * p5 + prof["xh"][0] * d5
-        p6 = prof["z0"][1] * p6 + prof["z0"][0] * d6
-        p7 = prof["x0"][1] * p7 + prof["x0"][0] * d7
-        p8 = prof["zh"][1] * p8 + prof["zh"][0] * d8
+        p5 = bxh * p5 + axh * d5
+        p6 = bz0 * p6 + az0 * d6
+        p7 = bx0 * p7 + ax0 * d7
+        p8 = bzh * p8 + azh * d8
+        fx = d5 + p5 + d6 + p6
+        fz = d7 + p7 + d8 + p8
         vx_old, vz_old = vx, vz
-        vx = vx + bx_dt * (d5 + p5 + d6 + p6)
-        vz = vz + bz_dt * (d7 + p7 + d8 + p8)
+        vx = vx + bx_dt * fx
+        vz = vz + bz_dt * fz
         if source_type == "force_x":
-            vx = _inject(vx, setup.src_idx, amps[..., n])
+            vx = _inject(vx, src_idx, amps[..., n])
         elif source_type == "force_z":
-            vz = _inject(vz, setup.src_idx, amps[..., n])
-        if receiver_component == "vx":
-            rec = 0.5 * (_gather(vx_old, setup.rec_idx) + _gather(vx, setup.rec_idx))
-            snap = 0.5 * (vx_old + vx) if return_wavefield else None
-        elif receiver_component == "vz":
-            rec = 0.5 * (_gather(vz_old, setup.rec_idx) + _gather(vz, setup.rec_idx))
-            snap = 0.5 * (vz_old + vz) if return_wavefield else None
+            vz = _inject(vz, src_idx, amps[..., n])
+        if rc == "pressure":
+            rec, snap = _gather(prs, rec_idx), prs
         else:
-            rec, snap = rec_p, prs
-        if snap is not None:
+            old, new = (vx_old, vx) if rc == "vx" else (vz_old, vz)
+            rec = 0.5 * (_gather(old, rec_idx) + _gather(new, rec_idx))
+            snap = 0.5 * (old + new) if return_wavefield else None
+        if return_wavefield:
             snap = snap[..., t:t + nz, l:l + nx]
         # stresses: t_n -> t_{n+1}
         d1 = _d_minus(vx, -1, c, inv_dx)
         d2 = _d_minus(vz, -2, c, inv_dx)
         d3 = _d_plus(vx, -2, c, inv_dx)
         d4 = _d_plus(vz, -1, c, inv_dx)
-        p1 = prof["x0"][1] * p1 + prof["x0"][0] * d1
-        p2 = prof["z0"][1] * p2 + prof["z0"][0] * d2
-        p3 = prof["zh"][1] * p3 + prof["zh"][0] * d3
-        p4 = prof["xh"][1] * p4 + prof["xh"][0] * d4
+        p1 = bx0 * p1 + ax0 * d1
+        p2 = bz0 * p2 + az0 * d2
+        p3 = bzh * p3 + azh * d3
+        p4 = bxh * p4 + axh * d4
         exx = dt * (d1 + p1)
         ezz = dt * (d2 + p2)
+        exz = dt * (d3 + p3 + d4 + p4)
         sxx = sxx + lam2mu_xx * exx + lam_xx * ezz
         szz = szz + lam * exx + lam2mu * ezz
-        sxz = sxz + mu_xz * (dt * (d3 + p3 + d4 + p4))
+        sxz = sxz + mu_xz * exz
         if source_type == "explosive":
-            sxx = _inject(sxx, setup.src_idx, amps[..., n])
-            szz = _inject(szz, setup.src_idx, amps[..., n])
+            sxx = _inject(sxx, src_idx, amps[..., n])
+            szz = _inject(szz, src_idx, amps[..., n])
         if fs:
             szz = szz * surface_mask
-        return (vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8), (rec, snap)
+        if save is not None:
+            save[0], save[1], save[2], save[3], save[4] = fx, fz, exx, ezz, exz
+        return (vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8), rec, snap
 
-    _, records = _run_blocks(step, state, nt, checkpoint_every)
-    data = torch.stack([r[0] for r in records], dim=-1)
-    data = _strip_batch(data, setup.batched)
+    def adjoint(n, lam_st, g_rec, saved, g_co, g_amps):
+        lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8 = lam_st
+        fx, fz, exx, ezz, exz = saved
+        if fs:
+            lszz = lszz * surface_mask
+        if source_type == "explosive":
+            g_amps[..., n] = _gather(lsxx, src_idx) + _gather(lszz, src_idx)
+        # stress update (coefficients: bx, bz, lam2mu_xx, lam_xx, lam, lam2mu, mu_xz)
+        g_co[2].addcmul_(lsxx, exx)
+        g_co[3].addcmul_(lsxx, ezz)
+        g_co[4].addcmul_(lszz, exx)
+        g_co[5].addcmul_(lszz, ezz)
+        g_co[6].addcmul_(lsxz, exz)
+        q1 = dt * (lam2mu_xx * lsxx + lam * lszz)
+        q2 = dt * (lam_xx * lsxx + lam2mu * lszz)
+        q34 = dt * (mu_xz * lsxz)
+        tt = l1 + q1
+        l1, ld1 = bx0 * tt, q1 + ax0 * tt
+        tt = l2 + q2
+        l2, ld2 = bz0 * tt, q2 + az0 * tt
+        tt = l3 + q34
+        l3, ld3 = bzh * tt, q34 + azh * tt
+        tt = l4 + q34
+        l4, ld4 = bxh * tt, q34 + axh * tt
+        lvx = lvx - _d_plus(ld1, -1, c, inv_dx) - _d_minus(ld3, -2, c, inv_dx)
+        lvz = lvz - _d_plus(ld2, -2, c, inv_dx) - _d_minus(ld4, -1, c, inv_dx)
+        half = None
+        if rc != "pressure":
+            half = _scatter(lvx.shape, rec_idx, 0.5 * g_rec, lvx)
+            if rc == "vx":
+                lvx = lvx + half
+            else:
+                lvz = lvz + half
+        # velocity update
+        if source_type == "force_x":
+            g_amps[..., n] = _gather(lvx, src_idx)
+        elif source_type == "force_z":
+            g_amps[..., n] = _gather(lvz, src_idx)
+        g_co[0].addcmul_(lvx, fx)
+        g_co[1].addcmul_(lvz, fz)
+        rx = bx_dt * lvx
+        rz = bz_dt * lvz
+        tt = l5 + rx
+        l5, ld5 = bxh * tt, rx + axh * tt
+        tt = l6 + rx
+        l6, ld6 = bz0 * tt, rx + az0 * tt
+        tt = l7 + rz
+        l7, ld7 = bx0 * tt, rz + ax0 * tt
+        tt = l8 + rz
+        l8, ld8 = bzh * tt, rz + azh * tt
+        if rc == "vx":
+            lvx = lvx + half
+        elif rc == "vz":
+            lvz = lvz + half
+        lsxx = lsxx - _d_minus(ld5, -1, c, inv_dx)
+        lsxz = lsxz + (_d_minus_image_t(ld6, c, inv_dx, -1.0) if fs else -_d_plus(ld6, -2, c, inv_dx))
+        lsxz = lsxz - _d_plus(ld7, -1, c, inv_dx)
+        lszz = lszz + (_d_plus_image_t(ld8, c, inv_dx, -1.0) if fs else -_d_minus(ld8, -2, c, inv_dx))
+        if rc == "pressure":
+            sp = _scatter(lsxx.shape, rec_idx, -0.5 * g_rec, lsxx)
+            lsxx = lsxx + sp
+            lszz = lszz + sp
+        return (lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8)
+
+    spec = _Spec(step, adjoint, 5, rec_idx.shape[-1])
+    coeffs = (bx_dt, bz_dt, lam2mu_xx, lam_xx, lam, lam2mu, mu_xz)
+    recs, snaps = _run(spec, coeffs, amps, state, nt, checkpoint_every, return_wavefield or _REFERENCE)
+    data = _strip_batch(recs, setup.batched)
     if return_wavefield:
-        wf = _strip_batch(torch.stack([r[1] for r in records], dim=2), setup.batched)
-        return data, wf
+        return data, _strip_batch(torch.stack(snaps, dim=2), setup.batched)
     return data
 
 
