@@ -71,9 +71,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _COVARIANCES = ("von_karman", "matern")
-#: Largest number of grid points for which :class:`WhitenedField` builds the dense covariance and eigendecomposes
-#: it (96 x 96: the 4D covariance tensor is 680 MB in float64). Larger grids raise a ValueError.
-MAX_EIGH_POINTS = 96 * 96
+#: Largest number of grid points for which :class:`WhitenedField` eigendecomposes the covariance matrix (128 x 128:
+#: four symmetry blocks of 4096 x 4096). Larger grids raise a ValueError.
+MAX_EIGH_POINTS = 128 * 128
 #: Largest circulant-embedding size (points) that :func:`sample_grf` tries before clipping negative eigenvalues.
 _MAX_EMBEDDING_POINTS = 2 ** 24
 #: Negative-eigenvalue mass (fraction of the total) accepted silently after clipping in the circulant embedding.
@@ -106,7 +106,7 @@ def _check_shape(shape) -> tuple[int, int]:
     return int(nz), int(nx)
 
 
-def _smoothness(covariance: str, hurst, nu) -> float:
+def _smoothness(covariance: str, hurst, nu, hurst_default=None) -> float:
     """The Matern smoothness nu of the named family (von Karman: nu = hurst)."""
     if covariance not in _COVARIANCES:
         raise ValueError(f"covariance must be one of {_COVARIANCES}, got {covariance!r}")
@@ -117,6 +117,9 @@ def _smoothness(covariance: str, hurst, nu) -> float:
         return _check_positive("hurst", hurst)
     if nu is None:
         raise ValueError("covariance='matern' needs the smoothness nu (e.g. nu=1.5), got nu=None")
+    if hurst is not None and hurst != hurst_default:
+        raise ValueError(f"covariance='matern' takes nu (got nu={nu!r}), not hurst (got hurst={hurst!r}); "
+                         f"use covariance='von_karman' for hurst")
     return _check_positive("nu", nu)
 
 
@@ -388,7 +391,7 @@ def sample_grf(shape: Sequence[int], dx: float, *, n: int = 1, covariance: str =
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer number of fields, got {n!r}")
     n = int(n)
-    smooth = _smoothness(covariance, hurst, nu)
+    smooth = _smoothness(covariance, hurst, nu, hurst_default=0.5)
     a_z = _check_positive("a_z", a_z)
     a_x = _check_positive("a_x", a_x)
     std = _check_positive("std", std)
@@ -484,9 +487,12 @@ def _parity_bases(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _grid_eigh_cached(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float):
-    n_pts = nz * nx
+def _grid_eigh_blocks(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float):
+    """Eigendecompositions of the four reflection-symmetry blocks of the grid's correlation matrix (float64, CPU).
+
+    Returns ``(eigenvalues [N], order [N], blocks)``: ``order`` sorts the concatenated block eigenvalues decreasingly,
+    ``blocks`` is a list of ``(w, v)`` per (z parity, x parity) in :func:`_parity_bases` order.
+    """
     iz = np.arange(nz)
     ix = np.arange(nx)
     table = _matern_correlation_np(np.sqrt((iz[:, None] * dx / a_z) ** 2 + (ix[None, :] * dx / a_x) ** 2), nu)
@@ -495,8 +501,8 @@ def _grid_eigh_cached(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: f
     # 1/16 of one of size N. Each block is gathered straight from the lag table: with basis vectors of two weighted
     # deltas per axis and the reflection invariance, phi_a^T T phi_b = 2 sum_q w_0(a) w_q(b) T[idx_0(a), idx_q(b)].
     blocks = []
-    for idx_z, w_z, phi_z in _parity_bases(nz):
-        for idx_x, w_x, phi_x in _parity_bases(nx):
+    for idx_z, w_z, _ in _parity_bases(nz):
+        for idx_x, w_x, _ in _parity_bases(nx):
             na, nb_x = len(idx_z), len(idx_x)
             block = np.zeros((na, nb_x, na, nb_x))
             for qz in range(2):
@@ -509,60 +515,132 @@ def _grid_eigh_cached(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: f
                                                                                    dxx[None, :, None, :]]
             nb = na * nb_x
             w, v = torch.linalg.eigh(torch.from_numpy(block.reshape(nb, nb)))
-            blocks.append((w, v, phi_z, phi_x))
+            del block
+            blocks.append((w, v))
     lam = torch.cat([b[0] for b in blocks])
     order = torch.argsort(lam, descending=True, stable=True)
+    lam = lam[order].clamp_min(0.0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
+    return lam, order, blocks
+
+
+def _cache_file(cache_dir, key: tuple) -> str:
+    import hashlib
+    import os
+
+    from ._version import __version__
+    digest = hashlib.sha256(repr((__version__, "grid_eigh_v1") + key).encode()).hexdigest()[:20]
+    return os.path.join(os.fspath(cache_dir), f"grid_eigh_{key[0]}x{key[1]}_{digest}.pt")
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_eigh_memo(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float, cache_dir):
+    import os
+    import tempfile
+    key = (nz, nx, dx, nu, a_z, a_x)
+    path = _cache_file(cache_dir, key) if cache_dir is not None else None
+    if path is not None and os.path.exists(path):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if tuple(data["key"]) == key:
+            logger.info("loaded the %d x %d grid eigendecomposition from %s", nz, nx, path)
+            return data["lam"], data["order"], list(zip(data["w"], data["v"]))
+    out = _grid_eigh_blocks(*key)
+    if path is not None:
+        os.makedirs(os.fspath(cache_dir), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.fspath(cache_dir), suffix=".tmp")  # atomic: write, then rename
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save({"key": list(key), "lam": out[0], "order": out[1], "w": [b[0] for b in out[2]],
+                            "v": [b[1] for b in out[2]]}, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        logger.info("saved the %d x %d grid eigendecomposition to %s", nz, nx, path)
+    return out
+
+
+def _assemble_modes(nz: int, nx: int, order: torch.Tensor, blocks, k: int) -> torch.Tensor:
+    """The ``k`` leading modes ``[N, k]`` (column-major storage) in grid coordinates, signs fixed."""
+    n_pts = nz * nx
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n_pts)
-    lam = lam[order].clamp_min(0.0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
-    rows = torch.empty(n_pts, n_pts, dtype=torch.float64)  # [modes, points]: row k is mode k
+    rows = torch.empty(k, n_pts, dtype=torch.float64)  # row j is mode j
     start = 0
-    for w, v, phi_z, phi_x in blocks:
+    bases = [(pz, px) for _, _, pz in _parity_bases(nz) for _, _, px in _parity_bases(nx)]
+    for (w, v), (phi_z, phi_x) in zip(blocks, bases):
         nb = len(w)
+        keep = rank[start:start + nb] < k
+        start += nb
+        if not bool(keep.any()):
+            continue
         na, nb_x = phi_z.shape[1], phi_x.shape[1]
+        vk = v[:, keep]
         # back to grid coordinates: mode = phi_z V phi_x^T (two small matmuls per mode, batched)
-        vecs = torch.from_numpy(phi_z) @ (v.T.reshape(nb, na, nb_x) @ torch.from_numpy(phi_x).T)
-        vecs = vecs.reshape(nb, n_pts)
+        vecs = torch.from_numpy(phi_z) @ (vk.T.reshape(-1, na, nb_x) @ torch.from_numpy(phi_x).T)
+        vecs = vecs.reshape(-1, n_pts)
         # deterministic signs: the largest-magnitude entry of each mode is positive
         sign = torch.sign(vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True)))
-        rows[rank[start:start + nb]] = vecs * sign  # row scatter: 30x faster than scattering columns
-        start += nb
-    modes = rows.T  # [points, modes] view (column-major): modes @ z and modes.T @ f both read it contiguously
-    return lam, modes
+        rows[rank[start - nb:start][keep]] = vecs * sign  # row scatter: ~30x faster than scattering columns
+    return rows.T  # [points, modes] view: modes @ z and modes.T @ f both read it contiguously
 
 
 def grid_covariance_eigh(shape: Sequence[int], dx: float, *, covariance: str = "matern", hurst: float | None = None,
-                         nu: float | None = None, a_z: float, a_x: float) -> tuple[torch.Tensor, torch.Tensor]:
+                         nu: float | None = None, a_z: float, a_x: float, n_modes: int | None = None,
+                         cache_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Eigendecomposition of the correlation matrix of a von Karman / Matern field on a grid (Karhunen-Loeve modes).
 
-    The ``N x N`` matrix (``N = nz * nx``) :math:`R_{ij} = \rho(\mathbf x_i - \mathbf x_j)` is block-diagonalised by the
-    grid's two reflection symmetries into four blocks of about ``N/4``, each solved with ``torch.linalg.eigh`` in
-    float64 (64 x 64: four 1024 x 1024 problems, about 2 s instead of about 10 s for the dense 4096 x 4096 one, on
-    one CPU thread).
-    Results are cached in memory (the last 4 grids/covariances).
+    The ``N x N`` matrix (``N = nz * nx``) :math:`R_{ij} = \rho(\mathbf x_i - \mathbf x_j)` is block-diagonalised by
+    the grid's two reflection symmetries into four blocks of about ``N/4``, each solved with ``torch.linalg.eigh`` in
+    float64: on 64 x 64, four 1024 x 1024 problems instead of one 4096 x 4096 (16x fewer flops). The block
+    eigendecompositions are cached in memory (the last 4 grids/covariances) and, with ``cache_dir``, on disk
+    (written atomically; reloaded by later processes); only the ``n_modes`` leading modes are assembled.
+
+    Limits: grids up to ``MAX_EIGH_POINTS`` = 128 x 128 points (blocks up to 4096 x 4096; the four eigh take about
+    a minute on one CPU thread and the cache ~0.5 GB); the returned modes take ``8 N n_modes`` bytes. Larger grids:
+    sample with :func:`sample_grf` (any size).
 
     Parameters
     ----------
     shape, dx, covariance, hurst, nu, a_z, a_x
         As in :func:`sample_grf` (``hurst`` defaults to 0.5 for ``von_karman``).
+    n_modes : int, optional
+        Number of leading modes to return (default all ``N``).
+    cache_dir : str or os.PathLike, optional
+        Folder for an on-disk cache of the eigendecompositions (default: none).
 
     Returns
     -------
     eigenvalues : Tensor[N]
-        Float64, CPU, sorted in decreasing order, clipped at 0; they sum to ``N`` (trace of a correlation matrix).
-    modes : Tensor[N, N]
+        All eigenvalues, float64, CPU, decreasing, clipped at 0; they sum to ``N`` (trace of a correlation matrix).
+    modes : Tensor[N, n_modes]
         Float64, CPU, orthonormal columns ``modes[:, k]`` (flattened row-major ``(nz, nx)``), sign fixed so that the
-        largest-magnitude entry is positive. Treat both as read-only (they are the cached arrays).
+        largest-magnitude entry is positive. ``eigenvalues`` is cached: treat it as read-only.
     """
     nz, nx = _check_shape(shape)
-    if nz * nx > MAX_EIGH_POINTS:
-        raise ValueError(f"shape {shape} has {nz * nx} points: the dense eigendecomposition is limited to "
-                         f"{MAX_EIGH_POINTS} points (96 x 96); sample larger grids with sample_grf")
+    n_pts = nz * nx
+    if n_pts > MAX_EIGH_POINTS:
+        raise ValueError(f"shape {shape} has {n_pts} points: the dense eigendecomposition is limited to "
+                         f"{MAX_EIGH_POINTS} points (128 x 128); sample larger grids with sample_grf")
+    k = _check_n_modes(n_modes, nz, nx)
     if covariance == "von_karman" and hurst is None and nu is None:
         hurst = 0.5
     smooth = _smoothness(covariance, hurst, nu)
-    return _grid_eigh_cached(nz, nx, _check_positive("dx", dx), smooth, _check_positive("a_z", a_z),
-                             _check_positive("a_x", a_x))
+    lam, order, blocks = _grid_eigh_memo(nz, nx, _check_positive("dx", dx), smooth, _check_positive("a_z", a_z),
+                                         _check_positive("a_x", a_x), cache_dir)
+    return lam, _assemble_modes(nz, nx, order, blocks, k)
+
+
+def _check_n_modes(n_modes, nz: int, nx: int) -> int:
+    n_pts = nz * nx
+    if n_modes is None:
+        return n_pts
+    if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
+        raise ValueError(f"n_modes must be a positive integer, got {n_modes!r}")
+    if n_modes > n_pts:
+        raise ValueError(f"n_modes = {n_modes} is larger than the grid: a {nz} x {nx} grid has at most "
+                         f"{n_pts} modes")
+    return int(n_modes)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -612,7 +690,7 @@ class WhitenedField(torch.nn.Module):
     Parameters
     ----------
     shape : (int, int)
-        Grid ``(nz, nx)``; at most ``MAX_EIGH_POINTS`` (96 x 96) points.
+        Grid ``(nz, nx)``; at most ``MAX_EIGH_POINTS`` (128 x 128) points.
     dx : float
         Grid spacing in m.
     covariance : {"matern", "von_karman"}
@@ -631,6 +709,8 @@ class WhitenedField(torch.nn.Module):
         Floats or tensors broadcastable to ``(nz, nx)`` with ``lo < mean < hi`` everywhere.
     dtype, device : optional
         Of the buffers (default torch's default dtype, CPU); ``.to()`` moves them. Inputs must match.
+    cache_dir : str or os.PathLike, optional
+        Folder for an on-disk cache of the eigendecomposition (see :func:`grid_covariance_eigh`).
 
     Attributes
     ----------
@@ -653,7 +733,7 @@ class WhitenedField(torch.nn.Module):
     def __init__(self, shape: Sequence[int], dx: float, *, covariance: str = "matern", hurst: float | None = None,
                  nu: float | None = None, a_z: float, a_x: float, mean=0.0, std: float = 1.0,
                  n_modes: int | None = None, bounds=None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, cache_dir=None):
         super().__init__()
         nz, nx = _check_shape(shape)
         n_pts = nz * nx
@@ -661,22 +741,17 @@ class WhitenedField(torch.nn.Module):
         std = _check_positive("std", std)
         dtype = _resolve_dtype(dtype)
         device = torch.device("cpu") if device is None else torch.device(device)
-        if n_modes is not None:
-            if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
-                raise ValueError(f"n_modes must be a positive integer, got {n_modes!r}")
-            if n_modes > n_pts:
-                raise ValueError(f"n_modes = {n_modes} is larger than the grid: a {nz} x {nx} grid has at most "
-                                 f"{n_pts} modes")
-        k = n_pts if n_modes is None else int(n_modes)
+        k = _check_n_modes(n_modes, nz, nx)
         mean_t = _check_mean(mean, (nz, nx), dtype, device)
-        lam, vecs = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x)
+        lam, vecs = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x,
+                                         n_modes=k, cache_dir=cache_dir)
         self.shape = (nz, nx)
         self.dx = dx
         self.covariance = covariance
         self.std = std
         self.latent_dim = k
         self.explained_variance = float(lam[:k].sum() / lam.sum())
-        self.register_buffer("modes", vecs[:, :k].to(dtype=dtype, device=device, copy=True))
+        self.register_buffer("modes", vecs.to(dtype=dtype, device=device))  # vecs is freshly assembled: no copy
         self.register_buffer("scales", (std * lam[:k].sqrt()).to(dtype=dtype, device=device))
         self.register_buffer("eigenvalues", (std ** 2 * lam).to(dtype=dtype, device=device))
         self.register_buffer("mean_field", mean_t)

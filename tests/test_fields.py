@@ -275,6 +275,21 @@ def test_dimension_reduction_against_dense_eigvalsh(covariance):
     torch.testing.assert_close(ours, lam.clamp_min(0), rtol=0, atol=1e-10)
 
 
+def test_leading_modes_and_disk_cache(tmp_path):
+    kw = dict(covariance="von_karman", hurst=0.5, a_z=30.0, a_x=45.0)
+    lam, full = F.grid_covariance_eigh((9, 10), 10.0, **kw)
+    lam5, lead = F.grid_covariance_eigh((9, 10), 10.0, **kw, n_modes=5)
+    torch.testing.assert_close(lead, full[:, :5], rtol=0, atol=0)  # same modes, same signs
+    assert torch.equal(lam, lam5)
+    w1 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
+    files = list(tmp_path.glob("grid_eigh_9x10_*.pt"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    F._grid_eigh_memo.cache_clear()  # a new process: the modes come from the file
+    w2 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
+    assert torch.equal(w1.modes, w2.modes) and torch.equal(w1.scales, w2.scales)
+    torch.testing.assert_close(w1.modes, full[:, :7], rtol=0, atol=0)
+
+
 def test_whitened_full_rank_has_the_analytic_covariance():
     shape, dx, std = (8, 7), 50.0, 120.0
     w = WhitenedField(shape, dx, covariance="von_karman", hurst=0.5, a_z=150.0, a_x=250.0, mean=2500.0, std=std,
@@ -417,6 +432,11 @@ def test_error_messages():
         sample_grf((4, 4), 1.0, hurst=-0.5, **kw)
     with pytest.raises(ValueError, match=re.escape("covariance='matern' needs the smoothness nu")):
         sample_grf((4, 4), 1.0, covariance="matern", **kw)
+    with pytest.raises(ValueError, match=re.escape("covariance='matern' takes nu (got nu=1.5), not hurst (got "
+                                                   "hurst=0.3)")):
+        WhitenedField((4, 4), 1.0, covariance="matern", nu=1.5, hurst=0.3, **kw)
+    with pytest.raises(ValueError, match=re.escape("covariance='von_karman' takes hurst (got hurst=0.5), not nu")):
+        sample_grf((4, 4), 1.0, nu=1.5, **kw)
     with pytest.raises(ValueError, match=re.escape("covariance must be one of ('von_karman', 'matern'), got 'gauss'")):
         sample_grf((4, 4), 1.0, covariance="gauss", **kw)
     with pytest.raises(ValueError, match=re.escape("shape must be a pair (nz, nx) of positive integers, got nz = 0")):
@@ -443,5 +463,6 @@ def test_error_messages():
         b.inverse(torch.ones(2, 2))
     with pytest.raises(ValueError, match=re.escape("BoxField needs bounds=(lo, hi) or both lo= and hi=")):
         BoxField((2, 2))
-    with pytest.raises(ValueError, match=re.escape("limited to 9216 points")):
-        WhitenedField((100, 100), 1.0, nu=1.5, **kw)
+    with pytest.raises(ValueError, match=re.escape("shape (130, 128) has 16640 points: the dense eigendecomposition "
+                                                   "is limited to 16384 points (128 x 128)")):
+        WhitenedField((130, 128), 1.0, nu=1.5, **kw)
