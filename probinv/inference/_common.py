@@ -65,6 +65,10 @@ def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -
             values[site] = torch.as_tensor(init[name], dtype=data.dtype, device=data.device)
         elif kind == "whitened":
             values[site] = torch.zeros(int(prior.latent_dim), dtype=data.dtype, device=data.device)
+        elif kind == "box":
+            from ..models._model import _box_bounds  # noqa: PLC0415
+            lo, hi = _box_bounds(prior, data.dtype, data.device)
+            values[site] = (0.5 * (lo + hi)).expand(tuple(prior.latent_shape)).clone()
         elif kind == "flat":
             raise ValueError(f"init[{name!r}] is required: a flat (improper) prior has no default starting model; "
                              f"pass init={{{name!r}: starting field (nz, nx)}}")

@@ -110,6 +110,17 @@ class SeismicModel:
         if not isinstance(noise, (Gaussian, GaussianLatentSigma, StudentT)):
             raise TypeError(f"noise must be Gaussian, GaussianLatentSigma or StudentT, got {type(noise).__name__}")
         self.noise = noise
+        if data is not None:
+            for attr in ("sigma", "scale"):
+                value = getattr(noise, attr, None)
+                if isinstance(value, torch.Tensor):
+                    try:
+                        ok = torch.broadcast_shapes(value.shape, data.shape) == data.shape
+                    except RuntimeError:
+                        ok = False
+                    if not ok:
+                        raise ValueError(f"noise {attr} shaped {tuple(value.shape)} does not broadcast to the data "
+                                         f"shape {tuple(data.shape)}")
         if subsample_size is not None and (isinstance(subsample_size, bool) or not isinstance(subsample_size, int)
                                            or subsample_size < 1):
             raise ValueError(f"subsample_size must be a positive int or None, got {subsample_size!r}")
