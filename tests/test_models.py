@@ -198,3 +198,14 @@ def test_errors():
         TotalVariation("vp", -1.0)
     with pytest.raises(ValueError, match=re.escape("shape must be (nz, nx)")):
         Flat((3,))
+
+
+@pytest.mark.parametrize("noise", [Gaussian(0.05), StudentT(4.0, 0.05), GaussianLatentSigma(scale=0.1)])
+def test_direct_log_joint_equals_the_pyro_trace(noise):
+    """``SeismicModel.log_joint`` (the samplers' fast path) equals the full-data Pyro trace's log density."""
+    prior, mf = _prior(), MatrixForward(_matrix())
+    data = _data(mf, prior)
+    model = build_model({"vp": prior}, mf, data, noise=noise, regularisers=[Smoothness("vp", 1e-3, 10.0)])
+    latents = {"vp_z": torch.randn(prior.latent_dim, dtype=DT), "sigma": torch.tensor(0.07, dtype=DT)}
+    tr = poutine.trace(poutine.condition(model, data=latents)).get_trace(full=True)
+    assert float(model.log_joint(latents)) == pytest.approx(float(tr.log_prob_sum()), rel=1e-12)

@@ -75,7 +75,8 @@ def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -
     for k, v in init.items():
         if k not in values and k not in model.priors:
             values[k] = torch.as_tensor(v, dtype=data.dtype, device=data.device)
-    return values
+    # copies: the optimisers update their parameters in place, never the caller's tensors
+    return {k: v.detach().clone() for k, v in values.items()}
 
 
 def init_strategy(values: Mapping):
@@ -140,10 +141,7 @@ class Layout:
 def make_potential(model: SeismicModel, data: torch.Tensor, layout: Layout):
     """``U(u) = -log p(u, data)`` in the flat unconstrained space (full data; Jacobians included)."""
     def potential(u: torch.Tensor) -> torch.Tensor:
-        values = layout.unflatten(u)
-        conditioned = poutine.condition(model, data=values)
-        tr = poutine.trace(conditioned).get_trace(data, subsample_size=None, full=True)
-        return -(tr.log_prob_sum() + layout.log_abs_det(u))
+        return -(model.log_joint(layout.unflatten(u), data) + layout.log_abs_det(u))
     return potential
 
 
