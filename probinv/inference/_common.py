@@ -65,13 +65,18 @@ def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -
             values[site] = torch.as_tensor(init[name], dtype=data.dtype, device=data.device)
         elif kind == "whitened":
             values[site] = torch.zeros(int(prior.latent_dim), dtype=data.dtype, device=data.device)
+        elif kind == "box":
+            from ..models._model import _box_bounds  # noqa: PLC0415
+            lo, hi = _box_bounds(prior, data.dtype, data.device)
+            values[site] = (0.5 * (lo + hi)).expand(tuple(prior.latent_shape)).clone()
         elif kind == "flat":
             raise ValueError(f"init[{name!r}] is required: a flat (improper) prior has no default starting model; "
                              f"pass init={{{name!r}: starting field (nz, nx)}}")
     for k, v in init.items():
         if k not in values and k not in model.priors:
             values[k] = torch.as_tensor(v, dtype=data.dtype, device=data.device)
-    return values
+    # copies: the optimisers update their parameters in place, never the caller's tensors
+    return {k: v.detach().clone() for k, v in values.items()}
 
 
 def init_strategy(values: Mapping):
@@ -136,10 +141,7 @@ class Layout:
 def make_potential(model: SeismicModel, data: torch.Tensor, layout: Layout):
     """``U(u) = -log p(u, data)`` in the flat unconstrained space (full data; Jacobians included)."""
     def potential(u: torch.Tensor) -> torch.Tensor:
-        values = layout.unflatten(u)
-        conditioned = poutine.condition(model, data=values)
-        tr = poutine.trace(conditioned).get_trace(data, subsample_size=None, full=True)
-        return -(tr.log_prob_sum() + layout.log_abs_det(u))
+        return -(model.log_joint(layout.unflatten(u), data) + layout.log_abs_det(u))
     return potential
 
 
