@@ -204,8 +204,7 @@ def _build_pattern(nz: int, nx: int, wave: str, free_surface: bool) -> _Pattern:
     order = np.empty(uniq.size, dtype=np.int64)
     order[csc.data.astype(np.int64) - 1] = np.arange(uniq.size)
     perm = order[inverse]                   # COO entry -> CSC data slot
-    w_data = np.zeros(uniq.size)
-    np.add.at(w_data, perm, w_coo)
+    w_data = np.bincount(perm, weights=w_coo, minlength=uniq.size)
     rows_csc = csc.indices.astype(np.int64)
     return _Pattern(nz, nx, rows_csc, csc.indices, csc.indptr, perm, coo_rows, coo_cols, active, w_data,
                     jz, ix, dzo, dxo_)
@@ -238,9 +237,10 @@ def _laplacian_data(pat: _Pattern, widths: Widths, dx: float, omega: float, vmax
     val -= np.where(dz == 0, wcol * (az_p + az_m), 0)
     val /= h2
     full = np.concatenate([val, np.ones(pat.coo_rows.size - n_sten)])
-    data = np.zeros(pat.w_data.size, dtype=np.complex128)
-    np.add.at(data, pat.perm, full)
-    return data
+    # sum the stencil points that fold onto one matrix entry (bincount: much faster than np.add.at)
+    size = pat.w_data.size
+    return (np.bincount(pat.perm, weights=full.real, minlength=size)
+            + 1j * np.bincount(pat.perm, weights=full.imag, minlength=size))
 
 
 def _stretch_product(pat: _Pattern, widths: Widths, dx: float, omega: float, vmax: float) -> np.ndarray:
@@ -266,6 +266,7 @@ class _Setup(NamedTuple):
     src: np.ndarray         # [n_shots, n_src] flat padded indices
     rec: np.ndarray         # [n_shots, n_rec]
     dx: float
+    keep_factors: bool
 
 
 class _HelmholtzSparse(torch.autograd.Function):
@@ -280,7 +281,7 @@ class _HelmholtzSparse(torch.autograd.Function):
         amp_np = amp.detach().to("cpu", torch.complex128).numpy()
         src_ok = pat.active[src]            # sources on Dirichlet rows inject nothing
         shot_idx = np.broadcast_to(np.arange(n_shots)[:, None], src.shape)
-        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        keep = (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]) and setup.keep_factors
         w = sp.csc_matrix((pat.w_data, pat.indices, pat.indptr), shape=(n, n))
         out = np.empty((n_shots, rec.shape[1], m_np.shape[0]), dtype=np.complex128)
         lus, fields = [], []
@@ -294,6 +295,8 @@ class _HelmholtzSparse(torch.autograd.Function):
                 lus.append(lu)
                 fields.append(u)
         ctx.setup, ctx.lus, ctx.fields = setup, lus, fields
+        if not setup.keep_factors:
+            ctx.m_np, ctx.amp_np = m_np, amp_np     # refactorise in backward: memory of one factorisation at a time
         ctx.m_meta = (m.dtype, m.device)
         ctx.amp_meta = (amp.dtype, amp.device)
         return torch.from_numpy(out).to(device=m.device, dtype=m.dtype)
@@ -306,11 +309,20 @@ class _HelmholtzSparse(torch.autograd.Function):
         n_shots = src.shape[0]
         g = grad_out.detach().to("cpu", torch.complex128).numpy()
         w = sp.csc_matrix((pat.w_data, pat.indices, pat.indptr), shape=(n, n))
-        grad_m = np.zeros((len(ctx.lus), n), dtype=np.complex128)
-        grad_amp = np.zeros((n_shots, src.shape[1], len(ctx.lus)), dtype=np.complex128)
+        n_freqs = g.shape[-1]
+        grad_m = np.zeros((n_freqs, n), dtype=np.complex128)
+        grad_amp = np.zeros((n_shots, src.shape[1], n_freqs), dtype=np.complex128)
         shots = np.broadcast_to(np.arange(n_shots)[:, None], rec.shape)
         src_ok = pat.active[src]
-        for f, (lu, u) in enumerate(zip(ctx.lus, ctx.fields)):
+        for f in range(n_freqs):
+            if setup.keep_factors:
+                lu, u = ctx.lus[f], ctx.fields[f]
+            else:
+                lu = spla.splu(_matrix(pat, setup.d_data[f], ctx.m_np[f]))
+                pts = np.zeros((n, n_shots), dtype=np.complex128)
+                shot_idx = np.broadcast_to(np.arange(n_shots)[:, None], src.shape)
+                np.add.at(pts, (src[src_ok], shot_idx[src_ok]), -ctx.amp_np[..., f][src_ok] / setup.dx ** 2)
+                u = lu.solve(w @ pts)
             rhs = np.zeros((n, n_shots), dtype=np.complex128)
             np.add.at(rhs, (rec, shots), np.conj(g[..., f]))
             mu = lu.solve(rhs, trans="T")                                   # A^T mu = conj(g)
@@ -324,12 +336,17 @@ class _HelmholtzSparse(torch.autograd.Function):
 
 
 def _dense_solve(m, amp, setup):
-    """Reference path: the same matrix as a dense torch tensor, ``torch.linalg.solve``, plain autograd."""
+    """Reference path: the same matrix as a dense torch tensor, ``torch.linalg.solve``, plain autograd.
+
+    The matrix is written entry by entry (``index_put``) so that only it and its LU factors (kept by autograd for
+    the backward solve) are ``N^2`` in memory.
+    """
     pat = setup.pat
     n = pat.nz * pat.nx
     dev, cdt = m.device, m.dtype
-    w = torch.as_tensor(sp.csc_matrix((pat.w_data, pat.indices, pat.indptr), shape=(n, n)).toarray(),
-                        dtype=cdt, device=dev)
+    rows = torch.as_tensor(pat.rows, device=dev)
+    cols = torch.as_tensor(np.repeat(np.arange(n), np.diff(pat.indptr)), device=dev)
+    w_data = torch.as_tensor(pat.w_data, dtype=cdt, device=dev)
     n_shots = setup.src.shape[0]
     src = torch.as_tensor(setup.src, device=dev)
     rec = torch.as_tensor(setup.rec, device=dev)
@@ -337,13 +354,14 @@ def _dense_solve(m, amp, setup):
     shots = torch.arange(n_shots, device=dev)[:, None].expand_as(src)
     out = []
     for f in range(m.shape[0]):
-        d = torch.as_tensor(sp.csc_matrix((setup.d_data[f], pat.indices, pat.indptr), shape=(n, n)).toarray(),
-                            dtype=cdt, device=dev)
-        a = d + m[f][:, None] * w
-        rhs = torch.zeros(n, n_shots, dtype=cdt, device=dev)
-        vals = torch.where(src_ok, -amp[..., f] / setup.dx ** 2, torch.zeros((), dtype=cdt, device=dev))
-        rhs = rhs.index_put((src.reshape(-1), shots.reshape(-1)), vals.reshape(-1), accumulate=True)
-        u = torch.linalg.solve(a, w @ rhs)
+        vals = torch.as_tensor(setup.d_data[f], dtype=cdt, device=dev) + m[f][rows] * w_data
+        a = torch.zeros(n, n, dtype=cdt, device=dev).index_put((rows, cols), vals)
+        pts = torch.zeros(n, n_shots, dtype=cdt, device=dev)
+        amps = torch.where(src_ok, -amp[..., f] / setup.dx ** 2, torch.zeros((), dtype=cdt, device=dev))
+        pts = pts.index_put((src.reshape(-1), shots.reshape(-1)), amps.reshape(-1), accumulate=True)
+        rhs = torch.zeros_like(pts).index_add(0, rows, w_data[:, None] * pts[cols])      # W pts
+        u = torch.linalg.solve(a, rhs)
+        del a
         out.append(u[rec, torch.arange(n_shots, device=dev)[:, None]])
     return torch.stack(out, dim=-1)
 
@@ -386,7 +404,7 @@ def _check_frequencies(frequencies) -> np.ndarray:
 def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torch.Tensor,
               receiver_locations: torch.Tensor, *, omega_ref: float, pml_width=20, free_surface: bool = False,
               wave: str = "acoustic", rho=None, source_amplitudes: torch.Tensor | None = None,
-              method: str = "sparse") -> torch.Tensor:
+              method: str = "sparse", keep_factors: bool = True) -> torch.Tensor:
     r"""Frequency-domain response of a visco-acoustic (or visco-elastic SH) medium with constant Q.
 
     Solves :math:`\nabla^2 u + \omega^2 / v(\omega)^2\, u = -a_s(\omega)\,\delta(\mathbf x - \mathbf x_s)` for every
@@ -426,6 +444,11 @@ def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torc
     method : {"sparse", "dense"}
         ``"sparse"``: SciPy SuperLU with the custom adjoint (CPU solve, any grid). ``"dense"``: ``torch.linalg.solve``
         of the same matrix with plain autograd, on the input's device (small grids only).
+    keep_factors : bool
+        ``method="sparse"`` only. True: keep every frequency's LU factors and wavefields from the forward pass for
+        the backward pass (fastest: the gradient costs one factorisation per frequency in all). False: keep only
+        the coefficients and refactorise in the backward pass (memory of one factorisation at a time, for large
+        grids with many frequencies; the gradient then costs two factorisations per frequency).
 
     Returns
     -------
@@ -461,6 +484,8 @@ def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torc
         raise ValueError(f"wave must be one of {_WAVES}, got {wave!r}")
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if not isinstance(keep_factors, bool):
+        raise TypeError(f"keep_factors must be True or False, got {keep_factors!r}")
     if rho is not None:
         raise ValueError("rho must be None: helmholtz solves the constant-density equations of paper 2 "
                          "(eqs. 42 and 44), whose response does not depend on the density")
@@ -504,7 +529,7 @@ def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torc
         d_data = [_laplacian_data(pat, widths, dx, w, vmax) for w in omegas]
         sxsz = torch.as_tensor(np.stack([_stretch_product(pat, widths, dx, w, vmax) for w in omegas]),
                                dtype=cdt, device=v.device)                              # [n_freqs, nzp, nxp]
-        setup = _Setup(pat, d_data, src_np, rec_np, dx)
+        setup = _Setup(pat, d_data, src_np, rec_np, dx, keep_factors)
         invq = 1.0 / qm                                                                  # 0 where Q = inf
         slowness = (1.0 + log_term * invq + 0.5j * invq) / vm                            # 1 / v(omega)
         m = sxsz * (om * slowness) ** 2                                                  # s_x s_z k^2
