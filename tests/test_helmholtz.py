@@ -239,6 +239,8 @@ def test_input_checks():
     with pytest.raises(ValueError, match=re.escape("source_amplitudes must be shaped [n_shots, n_sources_per_shot, "
                                                    "n_freqs] = (2, 1, 2), got (2, 1, 3)")):
         call(source_amplitudes=torch.ones(2, 1, 3, dtype=torch.complex128))
+    with pytest.raises(ValueError, match=re.escape("receiver_locations has 1 shots but source_locations has 2")):
+        call(receiver_locations=rec[:1])
     with pytest.raises(TypeError, match=re.escape("frequencies must be a sequence")):
         call(frequencies=object())
     with pytest.warns(UserWarning, match="grid points per minimum wavelength"):

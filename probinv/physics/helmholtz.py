@@ -498,7 +498,7 @@ def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torc
     widths = pml_widths(pml_width, free_surface)
     shape = tuple(v.shape[-2:])
     src = check_locations("source_locations", source_locations, None, shape, v.device)
-    rec = check_locations("receiver_locations", receiver_locations, src.shape[0], shape, v.device)
+    rec = check_locations("receiver_locations", receiver_locations, None, shape, v.device)
     if rec.shape[0] != src.shape[0]:
         raise ValueError(f"receiver_locations has {rec.shape[0]} shots but source_locations has {src.shape[0]}")
     n_shots, n_src = src.shape[:2]
