@@ -159,6 +159,7 @@ def main(argv=None):
     p.add_argument("--big-keep-factors", type=int, default=1, help="keep_factors in the large case (1/0)")
     p.add_argument("--repeats", type=int, default=5, help="timing repeats (best of) of the sparse comparison cases")
     p.add_argument("--accuracy", action="store_true", help="only the error-vs-points-per-wavelength table")
+    p.add_argument("--tag", default="", help="suffix of the result files (helmholtz<tag>.json / .md)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -216,7 +217,7 @@ def main(argv=None):
         if "error" not in big["forward"] and "error" not in big["gradient"]:
             big["grad_over_forward"] = big["gradient"]["time_s"] / big["forward"]["time_s"]
     out = {"meta": meta, "comparison": cases, "large": big}
-    _write_atomic(os.path.join(RESULTS, "helmholtz.json"), json.dumps(out, indent=1))
+    _write_atomic(os.path.join(RESULTS, f"helmholtz{args.tag}.json"), json.dumps(out, indent=1))
     md = [f"Command: `{meta['command']}` ({meta['cpu_count']} CPUs, OMP_NUM_THREADS={meta['OMP_NUM_THREADS']})", "",
           "| grid | unknowns | freqs x shots | sparse fwd (s) | sparse grad (s) | grad/fwd | dense grad (s) | "
           "dense/sparse time | sparse grad mem (MB) | dense grad mem (MB) | dense/sparse mem | grad rel. diff (v, Q) |",
@@ -237,7 +238,7 @@ def main(argv=None):
                f"{bool(args.big_keep_factors)} | {f(fw.get('time_s'))} | {f(gr.get('time_s'))} | "
                f"{f(big.get('grad_over_forward'))} | {f(fw.get('peak_mem_bytes', 0) / 2 ** 20)} | "
                f"{f(gr.get('peak_mem_bytes', 0) / 2 ** 20)} |"]
-    _write_atomic(os.path.join(RESULTS, "helmholtz.md"), "\n".join(md) + "\n")
+    _write_atomic(os.path.join(RESULTS, f"helmholtz{args.tag}.md"), "\n".join(md) + "\n")
     print("\n".join(md))
 
 
