@@ -7,17 +7,17 @@ enters. Complex data (frequency domain) are accepted where the definition makes 
 ``attenuation``, ``global_correlation``); gradients of complex inputs follow PyTorch's convention
 (``dL/dRe + i dL/dIm``).
 
-=====================  ==========================================================================  ========
-function               definition (sums over shots i and receivers j)                              data
-=====================  ==========================================================================  ========
-``l2``                 :math:`\tfrac12\sum_{ijt}|s_{ij}(t)-o_{ij}(t)|^2`                             any
-``l2_trace``           :math:`\sum_{ij}\big(\sum_t|s_{ij}(t)-o_{ij}(t)|^2\big)^{1/2}` (paper 2 eq. 46)  any
-``traveltime``         :math:`\tfrac12\sum_{ij}\tau_{ij}^2`, :math:`\tau` = cross-correlation lag (eqs. 47-49)  real
-``attenuation``        :math:`\sum_{ij}\big(\sum_k \ln^2\frac{|o|+\epsilon}{|s|+\epsilon}\big)^{1/2}` (eq. 50)  any
-``global_correlation`` :math:`\sum_{ij}\big(1-\mathrm{Re}\langle \hat s_{ij},\hat o_{ij}\rangle\big)`, unit-norm traces  any
-``envelope``           :math:`\tfrac12\sum_{ijt}(E[s]-E[o])^2`, :math:`E` = modulus of the analytic signal      real
-``wasserstein``        :math:`\sum_{ij} W_2^2(\tilde s_{ij},\tilde o_{ij})`, positive-transformed, unit-mass  real
-=====================  ==========================================================================  ========
+* ``l2``: :math:`\tfrac12\sum_{ijt}|s_{ij}(t)-o_{ij}(t)|^2` (any data).
+* ``l2_trace``: :math:`\sum_{ij}\big(\sum_t|s_{ij}(t)-o_{ij}(t)|^2\big)^{1/2}` (paper 2 eq. 46; any data).
+* ``traveltime``: :math:`\tfrac12\sum_{ij}\tau_{ij}^2`, :math:`\tau` the cross-correlation lag in seconds
+  (eqs. 47-49; real traces); :func:`traveltime_shift` returns the lags themselves.
+* ``attenuation``: :math:`\sum_{ij}\big(\sum_k \ln^2\frac{|o_{ij}(k)|+\epsilon}{|s_{ij}(k)|+\epsilon}\big)^{1/2}`
+  (eq. 50; spectra).
+* ``global_correlation``: :math:`\sum_{ij}\big(1-\mathrm{Re}\langle \hat s_{ij},\hat o_{ij}\rangle\big)` with
+  unit-norm traces (any data).
+* ``envelope``: :math:`\tfrac12\sum_{ijt}(E[s]-E[o])^2`, :math:`E` the modulus of the analytic signal (real traces).
+* ``wasserstein``: :math:`\sum_{ij} W_2^2(\tilde s_{ij},\tilde o_{ij})` between positive-transformed, unit-mass
+  traces (real traces).
 """
 from __future__ import annotations
 
