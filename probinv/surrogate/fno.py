@@ -276,6 +276,10 @@ class FNOSurrogate(torch.nn.Module):
                 or source_locations.is_floating_point()):
             raise ValueError(f"source_locations must be an int64 Tensor[{v.shape[0]}, 2] of (z, x) grid indices, "
                              f"got {getattr(source_locations, 'shape', type(source_locations).__name__)}")
+        p = self.scale
+        if v.dtype != p.dtype:
+            raise TypeError(f"v has dtype {v.dtype} but the surrogate's weights are {p.dtype}: convert one of them "
+                            f"(e.g. surrogate.double() for float64 gradients)")
         nz, nx = v.shape[-2:]
         if bool(((source_locations < 0) | (source_locations >= torch.tensor([nz, nx], device=source_locations.device)))
                 .any()):
