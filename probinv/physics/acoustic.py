@@ -10,15 +10,18 @@ pressure-release free surface on top.
 
 How the gradient is computed
 ----------------------------
-The time loop runs inside a :class:`torch.autograd.Function` over blocks of time steps whose backward is the
-hand-derived transpose of the discrete step (reverse-mode AD of the time loop, with one fused node per block instead of
-thousands of tiny autograd nodes). The forward saves one wavefield per step (``lap p + s``, what ``dL/dv`` needs; plus
-``p`` itself when ``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not
-fragment. The fast kernel keeps the wavefields in zero-padded buffers updated in place and does the CPML work only in
-the layer strips; the plain full-grid kernel (:func:`_step`, :func:`_step_transpose`) is used where the strips would
-touch the free-surface mirror rows (models shallower than ``accuracy`` cells) and by the tests as a reference. ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`: only
-the block-boundary states are kept and each block is recomputed during backward. A plain-operator reference of the
-same scheme (:func:`_propagate_reference`, autograd through ordinary torch ops) is kept for the tests.
+The whole time loop is one :class:`torch.autograd.Function` whose backward runs the hand-derived transpose of the
+discrete step in reverse (reverse-mode AD of the time loop with one fused node instead of thousands of tiny autograd
+nodes). The forward saves one wavefield per step (``q^n = L p^n + s^n``, what ``dL/dv`` needs; plus ``p^n`` when
+``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not fragment.
+``checkpoint_every=k`` keeps only the state at the start of every block of ``k`` steps; backward re-runs each block
+from it (saving that block's ``q^n`` only) before transposing it: the same gradient to rounding, memory ~ ``nt / k``
+states + ``k`` wavefields.
+
+The fast kernel keeps the wavefields in zero-padded buffers updated in place and does the CPML work only in the
+layer strips. The plain full-grid kernel (:func:`_step`, :func:`_step_transpose`) is used where the strips would
+touch the free-surface mirror rows (models shallower than ``accuracy`` cells); :func:`_propagate_reference` runs it
+with autograd through ordinary torch operations, the reference the tests compare with.
 """
 from __future__ import annotations
 
@@ -698,7 +701,8 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     dx : float
         Grid spacing in m (equal in z and x).
     dt : float
-        Time step in s; must satisfy the CFL limit of ``accuracy`` (see :func:`probinv.physics._fd.max_stable_dt_second_order`).
+        Time step in s; must satisfy the CFL limit of ``accuracy``
+        (:func:`probinv.physics._fd.max_stable_dt_second_order`; the error message states it).
     source_amplitudes : Tensor [n_shots, n_sources_per_shot, nt]
         Source time functions ``f`` (sample ``n`` at ``t = n dt``); the point source is ``f delta(x - x_s)``, so ``f``
         carries the unit of ``p`` times m^2 / s^2... i.e. of the right-hand side times m^2. With a batch of models it
@@ -720,7 +724,8 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         Spatial order of the central differences.
     checkpoint_every : int, optional
         Gradient checkpointing: keep only the state every ``k`` steps and recompute each block of ``k`` steps during
-        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``).
+        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``;
+        ``k ~ sqrt(2 nt)`` is about the smallest). Costs one extra forward.
     return_wavefield : bool
         Also return pressure snapshots of the user grid.
     wavefield_every : int
