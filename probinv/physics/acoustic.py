@@ -10,13 +10,18 @@ pressure-release free surface on top.
 
 How the gradient is computed
 ----------------------------
-The time loop runs inside a :class:`torch.autograd.Function` over blocks of time steps whose backward is the
-hand-derived transpose of the discrete step (reverse-mode AD of the time loop, with one fused node per block instead of
-thousands of tiny autograd nodes). The forward saves one wavefield per step (``lap p + s``, what ``dL/dv`` needs; plus
-``p`` itself when ``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not
-fragment. ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`: only
-the block-boundary states are kept and each block is recomputed during backward. A plain-operator reference of the
-same scheme (:func:`_propagate_reference`, autograd through ordinary torch ops) is kept for the tests.
+The whole time loop is one :class:`torch.autograd.Function` whose backward runs the hand-derived transpose of the
+discrete step in reverse (reverse-mode AD of the time loop with one fused node instead of thousands of tiny autograd
+nodes). The forward saves one wavefield per step (``q^n = L p^n + s^n``, what ``dL/dv`` needs; plus ``p^n`` when
+``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not fragment.
+``checkpoint_every=k`` keeps only the state at the start of every block of ``k`` steps; backward re-runs each block
+from it (saving that block's ``q^n`` only) before transposing it: the same gradient to rounding, memory ~ ``nt / k``
+states + ``k`` wavefields.
+
+The fast kernel keeps the wavefields in zero-padded buffers updated in place and does the CPML work only in the
+layer strips. The plain full-grid kernel (:func:`_step`, :func:`_step_transpose`) is used where the strips would
+touch the free-surface mirror rows (models shallower than ``accuracy`` cells); :func:`_propagate_reference` runs it
+with autograd through ordinary torch operations, the reference the tests compare with.
 """
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from . import _checks, _fd
 from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml_widths
@@ -452,61 +456,112 @@ def _fast_backward(g_data, g_snap, g_state, v2dt2, gx, gz, qs, ps, geom, ops: _O
     return gacc.sum(1, keepdim=True), g_gx, g_gz, g_amp, tuple(g_states)
 
 
-class _AcousticBlock(torch.autograd.Function):
-    """A block of time steps as one autograd node; backward runs the transposed steps in reverse."""
+def _full_backward(g_data, g_snap, g_state, v2dt2, gx, gz, qs, ps, geom, ops: _Ops, n0: int):
+    """Transposed steps of :func:`_run_block` in reverse; returns the adjoints of its inputs."""
+    nsteps = qs.shape[0]
+    bar = tuple(g_state)
+    g_v = torch.zeros_like(v2dt2)
+    g_gx = torch.zeros_like(gx) if gx is not None else None
+    g_gz = torch.zeros_like(gz) if gz is not None else None
+    ns = geom.src_idx.shape[-1]
+    g_amp = v2dt2.new_zeros(*geom.src_idx.shape, nsteps)
+    t, bt, lf, rt = geom.crop
+    h, w = v2dt2.shape[-2:]
+    snap_steps = [i for i in range(nsteps) if geom.snap_every and (n0 + i) % geom.snap_every == 0]
+    for i in range(nsteps - 1, -1, -1):
+        bar, gv, ggx, ggz, ga = _step_transpose(bar, v2dt2, gx, gz, qs[i], None if ps is None else ps[i],
+                                                geom.src_idx, ops)
+        g_v += gv
+        if gx is not None:
+            g_gx += ggx
+            g_gz += ggz
+        if ns:
+            g_amp[..., i] = ga
+        pb = bar[0]
+        if geom.rec_idx.shape[-1]:
+            pb = pb.flatten(-2).scatter_add(-1, geom.rec_idx, g_data[..., i]).view_as(pb)
+        if snap_steps and i in snap_steps:
+            pb = pb.clone()
+            pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, snap_steps.index(i)]
+        bar = (pb,) + bar[1:]
+    return g_v, g_gx, g_gz, g_amp, bar
+
+
+def _run(state, v2dt2, gx, gz, amp, geom, ops, fast, n0, store):
+    if fast is not None:
+        return _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops, fast, n0, store=store)
+    return _run_block(state, v2dt2, gx, gz, amp, geom, ops, n0, store=store)
+
+
+def _initial_state(fast, batch, shots, h, w, like):
+    if fast is not None:
+        return _fast_init_state(fast, batch, shots, like)
+    return tuple(like.new_zeros(batch, shots, h, w) for _ in range(6))
+
+
+class _AcousticPropagation(torch.autograd.Function):
+    """The whole time loop as one autograd node; backward runs the hand-transposed steps in reverse.
+
+    With ``every = k < nt`` (checkpointing) the forward keeps only the state at the start of each block of ``k``
+    steps; backward re-runs each block from its state (saving ``q^n`` of that block only) before transposing it.
+    """
 
     @staticmethod
-    def forward(ctx, v2dt2, gx, gz, amp, geom, ops, fast, n0, *state):
-        if fast is not None:
-            state, data, snap, qs, ps = _fast_run_block(tuple(state), v2dt2, gx, gz, amp, geom, ops, fast, n0,
-                                                        store=True)
-        else:
-            state, data, snap, qs, ps = _run_block(tuple(state), v2dt2, gx, gz, amp, geom, ops, n0, store=True)
-        ctx.geom, ctx.ops, ctx.n0, ctx.fast = geom, ops, n0, fast
-        ctx.save_for_backward(v2dt2, gx, gz, qs, ps)
-        ctx.nsteps = amp.shape[-1]
-        return (data, snap) + tuple(state)
+    def forward(ctx, v2dt2, gx, gz, amp, geom, ops, fast, every, shape):
+        batch, shots, h, w = shape
+        nt = amp.shape[-1]
+        state = _initial_state(fast, batch, shots, h, w, v2dt2)
+        k = nt if every is None else min(every, nt)
+        datas, snaps, starts = [], [], []
+        saved = (None, None)
+        for n0 in range(0, nt, k):
+            if k < nt:
+                starts.append(state)
+            state, data, snap, qs, ps = _run(state, v2dt2, gx, gz, amp[..., n0:n0 + k], geom, ops, fast, n0,
+                                             store=k >= nt)
+            datas.append(data)
+            snaps.append(snap)
+            saved = (qs, ps)
+        ctx.geom, ctx.ops, ctx.fast, ctx.k, ctx.nt, ctx.starts = geom, ops, fast, k, nt, starts
+        ctx.save_for_backward(v2dt2, gx, gz, amp, *saved)
+        data = torch.cat(datas, -1) if len(datas) > 1 else datas[0]
+        snap = torch.cat(snaps, 2) if len(snaps) > 1 else snaps[0]
+        return data, snap
 
     @staticmethod
-    def backward(ctx, g_data, g_snap, *g_state):
-        v2dt2, gx, gz, qs, ps = ctx.saved_tensors
-        geom, ops, n0 = ctx.geom, ctx.ops, ctx.n0
-        if ctx.fast is not None:
-            g_v, g_gx, g_gz, g_amp, g_states = _fast_backward(g_data, g_snap, g_state, v2dt2, gx, gz, qs, ps, geom,
-                                                               ops, ctx.fast, n0)
-            return (g_v, g_gx, g_gz, g_amp, None, None, None, None) + g_states
-        nsteps = ctx.nsteps
-        bar = tuple(g_state)
+    def backward(ctx, g_data, g_snap):
+        v2dt2, gx, gz, amp, qs, ps = ctx.saved_tensors
+        geom, ops, fast, k, nt = ctx.geom, ctx.ops, ctx.fast, ctx.k, ctx.nt
         g_v = torch.zeros_like(v2dt2)
         g_gx = torch.zeros_like(gx) if gx is not None else None
         g_gz = torch.zeros_like(gz) if gz is not None else None
-        ns = geom.src_idx.shape[-1]
-        g_amp = v2dt2.new_zeros(*geom.src_idx.shape, nsteps)
-        t, bt, lf, rt = geom.crop
-        h, w = v2dt2.shape[-2:]
-        snap_steps = [i for i in range(nsteps) if geom.snap_every and (n0 + i) % geom.snap_every == 0]
-        for i in range(nsteps - 1, -1, -1):
-            bar, gv, ggx, ggz, ga = _step_transpose(bar, v2dt2, gx, gz, qs[i], None if ps is None else ps[i],
-                                                    geom.src_idx, ops)
+        g_amp = torch.zeros_like(amp)
+        g_state = None
+        snap_idx = 0 if not geom.snap_every else -(-nt // geom.snap_every)  # snapshots after the current block
+        for b, n0 in reversed(list(enumerate(range(0, nt, k)))):
+            n1 = min(n0 + k, nt)
+            if k < nt:
+                with torch.no_grad():
+                    _, _, _, qs, ps = _run(ctx.starts[b], v2dt2, gx, gz, amp[..., n0:n1], geom, ops, fast, n0,
+                                           store=True)
+                ctx.starts[b] = None  # free the block's start state as soon as it has been used
+            if g_state is None:  # the final state does not reach the outputs: zero adjoint
+                g_state = _initial_state(fast, *g_data.shape[:2], *v2dt2.shape[-2:], v2dt2)
+            n_snap = sum(1 for i in range(n0, n1) if geom.snap_every and i % geom.snap_every == 0)
+            gs = g_snap[:, :, snap_idx - n_snap:snap_idx]
+            snap_idx -= n_snap
+            if fast is not None:
+                gv, ggx, ggz, ga, g_state = _fast_backward(g_data[..., n0:n1], gs, g_state, v2dt2, gx, gz, qs, ps,
+                                                           geom, ops, fast, n0)
+            else:
+                gv, ggx, ggz, ga, g_state = _full_backward(g_data[..., n0:n1], gs, g_state, v2dt2, gx, gz, qs, ps,
+                                                           geom, ops, n0)
             g_v += gv
             if gx is not None:
                 g_gx += ggx
                 g_gz += ggz
-            if ns:
-                g_amp[..., i] = ga
-            pb = bar[0]
-            if geom.rec_idx.shape[-1]:
-                pb = pb.flatten(-2).scatter_add(-1, geom.rec_idx, g_data[..., i]).view_as(pb)
-            if snap_steps and i in snap_steps:
-                j = snap_steps.index(i)
-                pb = pb.clone()
-                pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, j]
-            bar = (pb,) + bar[1:]
-        return (g_v, g_gx, g_gz, g_amp, None, None, None, None) + tuple(bar)
-
-
-def _block_call(v2dt2, gx, gz, amp, geom, ops, fast, n0, *state):
-    return _AcousticBlock.apply(v2dt2, gx, gz, amp, geom, ops, fast, n0, *state)
+            g_amp[..., n0:n1] = ga
+        return g_v, g_gx, g_gz, g_amp, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -646,10 +701,12 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     dx : float
         Grid spacing in m (equal in z and x).
     dt : float
-        Time step in s; must satisfy the CFL limit of ``accuracy`` (see :func:`probinv.physics._fd.max_stable_dt_second_order`).
+        Time step in s; must satisfy the CFL limit of ``accuracy``
+        (:func:`probinv.physics._fd.max_stable_dt_second_order`; the error message states it).
     source_amplitudes : Tensor [n_shots, n_sources_per_shot, nt]
-        Source time functions ``f`` (sample ``n`` at ``t = n dt``), in units of pressure times m^2 / s^2... i.e. the
-        right-hand side's unit times m^2. With a batch of models it may also be ``[batch, n_shots, n_sources, nt]``.
+        Source time functions ``f`` (sample ``n`` at ``t = n dt``); the point source is ``f delta(x - x_s)``, so ``f``
+        carries the unit of ``p`` times m^2 / s^2... i.e. of the right-hand side times m^2. With a batch of models it
+        may also be ``[batch, n_shots, n_sources, nt]`` (one set of sources per model).
     source_locations : int64 Tensor [n_shots, n_sources_per_shot, 2]
         ``(z, x)`` grid indices; every index of the model grid is valid (the PML lies outside it). With a batch of
         models it may also be given per model, ``[batch, n_shots, n_sources_per_shot, 2]``.
@@ -667,7 +724,8 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         Spatial order of the central differences.
     checkpoint_every : int, optional
         Gradient checkpointing: keep only the state every ``k`` steps and recompute each block of ``k`` steps during
-        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``).
+        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``;
+        ``k ~ sqrt(2 nt)`` is about the smallest). Costs one extra forward.
     return_wavefield : bool
         Also return pressure snapshots of the user grid.
     wavefield_every : int
@@ -697,35 +755,15 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
                accuracy, wavefield_every if return_wavefield else None)
     batch, shots, h, w = s.shape
-    if s.fast is not None:
-        state = _fast_init_state(s.fast, batch, shots, s.v2dt2)
-    else:
-        state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
-    nt = s.amp.shape[-1]
     params = (s.v2dt2, s.gx, s.gz, s.amp)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
     if not need_grad:
         with torch.no_grad():
-            if s.fast is not None:
-                _, data, snap, _, _ = _fast_run_block(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast, 0,
-                                                      store=False)
-            else:
-                _, data, snap, _, _ = _run_block(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, 0, store=False)
+            state = _initial_state(s.fast, batch, shots, h, w, s.v2dt2)
+            _, data, snap, _, _ = _run(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast, 0, store=False)
     else:
-        k = nt if checkpoint_every is None else checkpoint_every
-        datas, snaps = [], []
-        for n0 in range(0, nt, k):
-            amp = s.amp[..., n0:n0 + k]
-            if checkpoint_every is None:
-                out = _block_call(s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, s.fast, n0, *state)
-            else:
-                out = checkpoint(_block_call, s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, s.fast, n0, *state,
-                                 use_reentrant=False)
-            datas.append(out[0])
-            snaps.append(out[1])
-            state = tuple(out[2:])
-        data = torch.cat(datas, -1) if len(datas) > 1 else datas[0]
-        snap = torch.cat(snaps, 2) if len(snaps) > 1 else snaps[0]
+        data, snap = _AcousticPropagation.apply(s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast,
+                                                checkpoint_every, s.shape)
     if not s.batched:
         data, snap = data[0], snap[0]
     return (data, snap) if return_wavefield else data

@@ -1,8 +1,11 @@
 r"""Hand-written adjoint-state gradient of the acoustic L2 misfit (constant density).
 
 Kept to prove that reverse-mode AD through :func:`probinv.physics.acoustic` gives the same gradient (paper 2's claim)
-and to measure AD's overhead. It shares only the grid set-up and the stencil primitives with the solver; the
-time loop, the adjoint wave equation and the imaging condition are written out here.
+and to measure AD's overhead. It shares the grid set-up, the stencil primitives and the forward time loop with the
+solver (it keeps the whole forward wavefield instead of what the AD node saves); the adjoint wave equation with its
+transposed CPML and the imaging condition are written out here, independently of the AD node's backward. Its
+backward loop is the plain full-grid version (no strip optimisation), so timings of it are a reference, not a tuned
+competitor.
 
 For the discrete forward :math:`p^{n+1} = 2p^n - p^{n-1} + v^2\Delta t^2 (L p^n + s^n)`, the Lagrangian gives the
 adjoint wave equation run backwards in time, driven by the residual :math:`r^n = d^n_{pred} - d^n_{obs}` at the
