@@ -226,6 +226,70 @@ def _profiles(setup: _Setup, dx, dt, vmax: torch.Tensor, ref):
     return out
 
 
+class _Strip(NamedTuple):
+    """A slab of the padded grid where a CPML memory variable lives (``a != 0``): ``axis``, ``start``, ``length``."""
+
+    axis: int
+    start: int
+    length: int
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def _strips(ab: tuple, axis: int) -> list[_Strip]:
+    """The contiguous runs of ``a != 0`` (the layers) of a CPML profile; memory variables are stored only there."""
+    a, b = ab
+    active = ((a != 0) | (b != 1)).reshape(a.shape[0], -1).any(0).tolist()
+    out, j, n = [], 0, len(active)
+    while j < n:
+        if active[j]:
+            k = j
+            while k < n and active[k]:
+                k += 1
+            out.append(_Strip(axis, j, k - j, a.narrow(axis, j, k - j), b.narrow(axis, j, k - j)))
+            j = k
+        else:
+            j += 1
+    return out
+
+
+def _strip_zeros(strips: list[_Strip], shape, like: torch.Tensor) -> list[torch.Tensor]:
+    out = []
+    for s in strips:
+        sh_ = list(shape)
+        sh_[s.axis] = s.length
+        out.append(like.new_zeros(sh_))
+    return out
+
+
+def _stretch(d: torch.Tensor, strips: list[_Strip], psis) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """CPML: ``psi <- b psi + a d`` on the layer strips, and the stretched derivative ``d + psi``."""
+    if not strips:
+        return d, []
+    if torch.is_grad_enabled():
+        d = d.clone()  # the reference path: keep autograd's view of d intact
+    new = []
+    for s, p in zip(strips, psis):
+        ds = d.narrow(s.axis, s.start, s.length)
+        p = s.b * p + s.a * ds
+        new.append(p)
+        ds.add_(p)
+    return d, new
+
+
+def _stretch_t(ld: torch.Tensor, strips: list[_Strip], lpsis, inplace: bool):
+    """Transpose of :func:`_stretch`: adjoint of the plain derivative and of the previous memory variables."""
+    if not strips:
+        return ld, []
+    out = ld if inplace else ld.clone()
+    new = []
+    for s, lp in zip(strips, lpsis):
+        t = lp + ld.narrow(s.axis, s.start, s.length)
+        new.append(s.b * t)
+        out.narrow(s.axis, s.start, s.length).add_(s.a * t)
+    return out, new
+
+
 def _average_next(f: torch.Tensor, axis: int, harmonic: bool) -> torch.Tensor:
     """Average of ``f`` at index ``j`` and ``j + 1`` along ``axis`` (the last index is kept), i.e. at ``j + 1/2``."""
     n = f.shape[axis]
@@ -454,65 +518,61 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     src_scale = torch.gather(buoy_dt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2,
                              setup.src_idx.expand(bsz, -1, -1))
     amps = source_amplitudes.unsqueeze(0) * (src_scale / dx ** 2).unsqueeze(-1)  # [B, S, n_src, nt]
-    zeros = vs_p.new_zeros((bsz, n_shots, nzp, nxp))
-    state = (zeros, zeros, zeros, zeros, zeros, zeros)  # u, v, psi_ux, psi_uz, psi_sx, psi_sz
+    shape = (bsz, n_shots, nzp, nxp)
     fs = free_surface
     t, l = w.top, w.left
-
-    ax0, bx0 = prof["x0"]
-    axh, bxh = prof["xh"]
-    az0, bz0 = prof["z0"]
-    azh, bzh = prof["zh"]
+    s_ux, s_uz = _strips(prof["xh"], -1), _strips(prof["zh"], -2)
+    s_sx, s_sz = _strips(prof["x0"], -1), _strips(prof["z0"], -2)
+    groups = (s_ux, s_uz, s_sx, s_sz)
+    psi0 = [p for g in groups for p in _strip_zeros(g, shape, vs_p)]
+    state = (vs_p.new_zeros(shape), vs_p.new_zeros(shape), *psi0)  # u, v, then the CPML memory strips
+    cuts = [2]
+    for g in groups:
+        cuts.append(cuts[-1] + len(g))
     rec_idx, src_idx = setup.rec_idx, setup.src_idx
     nz, nx = vs.shape[-2:]
 
+    def split(st):
+        return [list(st[cuts[i]:cuts[i + 1]]) for i in range(4)]
+
     def step(n, state, save):
-        u, v, p_ux, p_uz, p_sx, p_sz = state
+        u, v = state[:2]
+        p_ux, p_uz, p_sx, p_sz = split(state)
         rec = _gather(u, rec_idx)
         snap = u[..., t:t + nz, l:l + nx] if return_wavefield else None
-        dux = _d_plus(u, -1, c, inv_dx)
-        duz = _d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None)
-        p_ux = bxh * p_ux + axh * dux
-        p_uz = bzh * p_uz + azh * duz
-        ex = dux + p_ux
-        ez = duz + p_uz
-        dsx = _d_minus(mu_x * ex, -1, c, inv_dx)
+        ex, p_ux = _stretch(_d_plus(u, -1, c, inv_dx), s_ux, p_ux)
+        ez, p_uz = _stretch(_d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None), s_uz, p_uz)
+        dsx, p_sx = _stretch(_d_minus(mu_x * ex, -1, c, inv_dx), s_sx, p_sx)
         sz = mu_z * ez
-        dsz = _d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None)
-        p_sx = bx0 * p_sx + ax0 * dsx
-        p_sz = bz0 * p_sz + az0 * dsz
-        div = dsx + p_sx + dsz + p_sz
+        dsz, p_sz = _stretch(_d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None), s_sz,
+                             p_sz)
+        div = dsx + dsz
         v = _inject(v + buoy_dt * div, src_idx, amps[..., n])
         u = u + dt * v
         if save is not None:
             save[0], save[1], save[2] = ex, ez, div
-        return (u, v, p_ux, p_uz, p_sx, p_sz), rec, snap
+        return (u, v, *p_ux, *p_uz, *p_sx, *p_sz), rec, snap
 
     def adjoint(n, lam, g_rec, saved, g_co, g_amps):
-        lu, lv, l_ux, l_uz, l_sx, l_sz = lam
+        lu, lv = lam[:2]
+        l_ux, l_uz, l_sx, l_sz = split(lam)
         ex, ez, div = saved
         lv = lv + dt * lu
         g_amps[..., n] = _gather(lv, src_idx)
         g_co[2].addcmul_(lv, div)
         r = buoy_dt * lv
-        tt = l_sx + r
-        l_sx, ld_sx = bx0 * tt, r + ax0 * tt
-        tt = l_sz + r
-        l_sz, ld_sz = bz0 * tt, r + az0 * tt
+        ld_sx, l_sx = _stretch_t(r, s_sx, l_sx, inplace=False)
+        ld_sz, l_sz = _stretch_t(r, s_sz, l_sz, inplace=True)
         lsx = -_d_plus(ld_sx, -1, c, inv_dx)
         lsz = _d_minus_image_t(ld_sz, c, inv_dx, -1.0) if fs else -_d_plus(ld_sz, -2, c, inv_dx)
         g_co[0].addcmul_(lsx, ex)
         g_co[1].addcmul_(lsz, ez)
-        qx = mu_x * lsx
-        qz = mu_z * lsz
-        tt = l_ux + qx
-        l_ux, ld_ux = bxh * tt, qx + axh * tt
-        tt = l_uz + qz
-        l_uz, ld_uz = bzh * tt, qz + azh * tt
+        ld_ux, l_ux = _stretch_t(mu_x * lsx, s_ux, l_ux, inplace=True)
+        ld_uz, l_uz = _stretch_t(mu_z * lsz, s_uz, l_uz, inplace=True)
         lu = lu - _d_minus(ld_ux, -1, c, inv_dx)
         lu = lu + (_d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else -_d_minus(ld_uz, -2, c, inv_dx))
         lu = lu + _scatter(lu.shape, rec_idx, g_rec, lu)
-        return (lu, lv, l_ux, l_uz, l_sx, l_sz)
+        return (lu, lv, *l_ux, *l_uz, *l_sx, *l_sz)
 
     spec = _Spec(step, adjoint, 3, rec_idx.shape[-1])
     recs, snaps = _run(spec, (mu_x, mu_z, buoy_dt), amps, state, nt, checkpoint_every,
@@ -634,37 +694,39 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         bdt = bz_dt if source_type == "force_z" else bx_dt
         scale = torch.gather(bdt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2, setup.src_idx.expand(bsz, -1, -1))
         amps = amps * scale.unsqueeze(-1)
-    zeros = vp_p.new_zeros((bsz, n_shots, nzp, nxp))
-    # vx, vz, sxx, szz, sxz, psi: dvx/dx, dvz/dz, dvx/dz, dvz/dx, dsxx/dx, dsxz/dz, dsxz/dx, dszz/dz
-    state = (zeros,) * 13
+    shape = (bsz, n_shots, nzp, nxp)
     t, l = w.top, w.left
     nz, nx = vp.shape[-2:]
     surface_mask = None
     if fs:
         surface_mask = torch.ones((nzp, 1), dtype=vp.dtype, device=vp.device)
         surface_mask[0] = 0
-
-    ax0, bx0 = prof["x0"]
-    axh, bxh = prof["xh"]
-    az0, bz0 = prof["z0"]
-    azh, bzh = prof["zh"]
+    # CPML memory strips of dvx/dx, dvz/dz, dvx/dz, dvz/dx, dsxx/dx, dsxz/dz, dsxz/dx, dszz/dz
+    groups = (_strips(prof["x0"], -1), _strips(prof["z0"], -2), _strips(prof["zh"], -2), _strips(prof["xh"], -1),
+              _strips(prof["xh"], -1), _strips(prof["z0"], -2), _strips(prof["x0"], -1), _strips(prof["zh"], -2))
+    s1, s2, s3, s4, s5, s6, s7, s8 = groups
+    psi0 = [p for g in groups for p in _strip_zeros(g, shape, vp_p)]
+    state = tuple(vp_p.new_zeros(shape) for _ in range(5)) + tuple(psi0)  # vx, vz, sxx, szz, sxz, strips
+    cuts = [5]
+    for g in groups:
+        cuts.append(cuts[-1] + len(g))
     rec_idx, src_idx = setup.rec_idx, setup.src_idx
     rc = receiver_component
 
+    def split(st):
+        return [list(st[cuts[i]:cuts[i + 1]]) for i in range(8)]
+
     def step(n, state, save):
-        vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8 = state
+        vx, vz, sxx, szz, sxz = state[:5]
+        p1, p2, p3, p4, p5, p6, p7, p8 = split(state)
         prs = -0.5 * (sxx + szz) if rc == "pressure" else None
         # velocities: t_{n-1/2} -> t_{n+1/2}
-        d5 = _d_plus(sxx, -1, c, inv_dx)
-        d6 = _d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None)
-        d7 = _d_minus(sxz, -1, c, inv_dx)
-        d8 = _d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None)
-        p5 = bxh * p5 + axh * d5
-        p6 = bz0 * p6 + az0 * d6
-        p7 = bx0 * p7 + ax0 * d7
-        p8 = bzh * p8 + azh * d8
-        fx = d5 + p5 + d6 + p6
-        fz = d7 + p7 + d8 + p8
+        d5, p5 = _stretch(_d_plus(sxx, -1, c, inv_dx), s5, p5)
+        d6, p6 = _stretch(_d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None), s6, p6)
+        d7, p7 = _stretch(_d_minus(sxz, -1, c, inv_dx), s7, p7)
+        d8, p8 = _stretch(_d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None), s8, p8)
+        fx = d5 + d6
+        fz = d7 + d8
         vx_old, vz_old = vx, vz
         vx = vx + bx_dt * fx
         vz = vz + bz_dt * fz
@@ -681,17 +743,13 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         if return_wavefield:
             snap = snap[..., t:t + nz, l:l + nx]
         # stresses: t_n -> t_{n+1}
-        d1 = _d_minus(vx, -1, c, inv_dx)
-        d2 = _d_minus(vz, -2, c, inv_dx)
-        d3 = _d_plus(vx, -2, c, inv_dx)
-        d4 = _d_plus(vz, -1, c, inv_dx)
-        p1 = bx0 * p1 + ax0 * d1
-        p2 = bz0 * p2 + az0 * d2
-        p3 = bzh * p3 + azh * d3
-        p4 = bxh * p4 + axh * d4
-        exx = dt * (d1 + p1)
-        ezz = dt * (d2 + p2)
-        exz = dt * (d3 + p3 + d4 + p4)
+        d1, p1 = _stretch(_d_minus(vx, -1, c, inv_dx), s1, p1)
+        d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
+        d3, p3 = _stretch(_d_plus(vx, -2, c, inv_dx), s3, p3)
+        d4, p4 = _stretch(_d_plus(vz, -1, c, inv_dx), s4, p4)
+        exx = dt * d1
+        ezz = dt * d2
+        exz = dt * (d3 + d4)
         sxx = sxx + lam2mu_xx * exx + lam_xx * ezz
         szz = szz + lam * exx + lam2mu * ezz
         sxz = sxz + mu_xz * exz
@@ -702,10 +760,11 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
             szz = szz * surface_mask
         if save is not None:
             save[0], save[1], save[2], save[3], save[4] = fx, fz, exx, ezz, exz
-        return (vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8), rec, snap
+        return (vx, vz, sxx, szz, sxz, *p1, *p2, *p3, *p4, *p5, *p6, *p7, *p8), rec, snap
 
     def adjoint(n, lam_st, g_rec, saved, g_co, g_amps):
-        lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8 = lam_st
+        lvx, lvz, lsxx, lszz, lsxz = lam_st[:5]
+        l1, l2, l3, l4, l5, l6, l7, l8 = split(lam_st)
         fx, fz, exx, ezz, exz = saved
         if fs:
             lszz = lszz * surface_mask
@@ -720,14 +779,10 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         q1 = dt * (lam2mu_xx * lsxx + lam * lszz)
         q2 = dt * (lam_xx * lsxx + lam2mu * lszz)
         q34 = dt * (mu_xz * lsxz)
-        tt = l1 + q1
-        l1, ld1 = bx0 * tt, q1 + ax0 * tt
-        tt = l2 + q2
-        l2, ld2 = bz0 * tt, q2 + az0 * tt
-        tt = l3 + q34
-        l3, ld3 = bzh * tt, q34 + azh * tt
-        tt = l4 + q34
-        l4, ld4 = bxh * tt, q34 + axh * tt
+        ld1, l1 = _stretch_t(q1, s1, l1, inplace=True)
+        ld2, l2 = _stretch_t(q2, s2, l2, inplace=True)
+        ld3, l3 = _stretch_t(q34, s3, l3, inplace=False)
+        ld4, l4 = _stretch_t(q34, s4, l4, inplace=True)
         lvx = lvx - _d_plus(ld1, -1, c, inv_dx) - _d_minus(ld3, -2, c, inv_dx)
         lvz = lvz - _d_plus(ld2, -2, c, inv_dx) - _d_minus(ld4, -1, c, inv_dx)
         half = None
@@ -746,14 +801,10 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         g_co[1].addcmul_(lvz, fz)
         rx = bx_dt * lvx
         rz = bz_dt * lvz
-        tt = l5 + rx
-        l5, ld5 = bxh * tt, rx + axh * tt
-        tt = l6 + rx
-        l6, ld6 = bz0 * tt, rx + az0 * tt
-        tt = l7 + rz
-        l7, ld7 = bx0 * tt, rz + ax0 * tt
-        tt = l8 + rz
-        l8, ld8 = bzh * tt, rz + azh * tt
+        ld5, l5 = _stretch_t(rx, s5, l5, inplace=False)
+        ld6, l6 = _stretch_t(rx, s6, l6, inplace=True)
+        ld7, l7 = _stretch_t(rz, s7, l7, inplace=False)
+        ld8, l8 = _stretch_t(rz, s8, l8, inplace=True)
         if rc == "vx":
             lvx = lvx + half
         elif rc == "vz":
@@ -766,7 +817,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
             sp = _scatter(lsxx.shape, rec_idx, -0.5 * g_rec, lsxx)
             lsxx = lsxx + sp
             lszz = lszz + sp
-        return (lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8)
+        return (lvx, lvz, lsxx, lszz, lsxz, *l1, *l2, *l3, *l4, *l5, *l6, *l7, *l8)
 
     spec = _Spec(step, adjoint, 5, rec_idx.shape[-1])
     coeffs = (bx_dt, bz_dt, lam2mu_xx, lam_xx, lam, lam2mu, mu_xz)
