@@ -88,12 +88,8 @@ def _pad_axis(f: torch.Tensor, axis: int, before: int, after: int, top: torch.Te
     return torch.cat([top, f, bottom], dim=-2)
 
 
-def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from integer to half points: ``out[j] = sum_k c_k (f[j+k] - f[j-k+1]) / dx``.
-
-    ``out[j]`` is the derivative at ``j + 1/2``. Values outside the array are 0, or ``top`` before the start of the
-    z axis (``M - 1`` rows, the image above a free surface).
-    """
+def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_d_plus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
     fp = _pad_axis(f, axis, m - 1, m, top)
@@ -104,12 +100,8 @@ def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor
     return out
 
 
-def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from half to integer points: ``out[j] = sum_k c_k (f[j+k-1] - f[j-k]) / dx``.
-
-    ``f[j]`` is the value at ``j + 1/2``. Values outside the array are 0, or ``top`` (``M`` rows) before the start
-    of the z axis.
-    """
+def _d_minus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_d_minus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
     fp = _pad_axis(f, axis, m, m - 1, top)
@@ -118,6 +110,60 @@ def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tenso
         term = fp.narrow(axis, m + k - 1, n) - fp.narrow(axis, m - k, n)
         out = term * (c * inv_dx) if out is None else out + term * (c * inv_dx)
     return out
+
+
+def _staggered(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top, plus: bool) -> torch.Tensor:
+    """Staggered derivative without padding the whole field (no autograd): interior in place, edges on slabs.
+
+    ``out[j] = sum_k c_k (f[j + k + o] - f[j - k + 1 + o]) / dx`` with ``o = 0`` (:func:`_d_plus`) or ``-1``
+    (:func:`_d_minus`); rows/columns whose stencil leaves the array use the padded version on a thin slab.
+    """
+    padded = _d_plus_padded if plus else _d_minus_padded
+    n, m, o = f.shape[axis], len(coeffs), (0 if plus else -1)
+    lo, hi = m - 1 - o, n - m - o  # outputs whose stencil stays inside the array
+    if hi - lo < 2 * m:
+        return padded(f, axis, coeffs, inv_dx, top)
+    out = torch.empty_like(f)
+    length = hi - lo
+    inner = out.narrow(axis, lo, length)
+    for k, c in enumerate(coeffs, start=1):
+        a = f.narrow(axis, lo + k + o, length)
+        b = f.narrow(axis, lo - k + 1 + o, length)
+        if k == 1:
+            torch.sub(a, b, out=inner)
+            inner.mul_(c * inv_dx)
+        else:
+            inner.add_(a, alpha=c * inv_dx)
+            inner.sub_(b, alpha=c * inv_dx)
+    if lo > 0:
+        slab = f.narrow(axis, 0, lo + m + o)
+        out.narrow(axis, 0, lo).copy_(padded(slab, axis, coeffs, inv_dx, top).narrow(axis, 0, lo))
+    s0 = hi - m + 1 + o
+    slab = f.narrow(axis, s0, n - s0)
+    out.narrow(axis, hi, n - hi).copy_(padded(slab, axis, coeffs, inv_dx).narrow(axis, hi - s0, n - hi))
+    return out
+
+
+def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """Staggered derivative from integer to half points: ``out[j] = sum_k c_k (f[j+k] - f[j-k+1]) / dx``.
+
+    ``out[j]`` is the derivative at ``j + 1/2``. Values outside the array are 0, or ``top`` before the start of the
+    z axis (``M - 1`` rows, the image above a free surface).
+    """
+    if torch.is_grad_enabled():
+        return _d_plus_padded(f, axis, coeffs, inv_dx, top)
+    return _staggered(f, axis, coeffs, inv_dx, top, plus=True)
+
+
+def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """Staggered derivative from half to integer points: ``out[j] = sum_k c_k (f[j+k-1] - f[j-k]) / dx``.
+
+    ``f[j]`` is the value at ``j + 1/2``. Values outside the array are 0, or ``top`` (``M`` rows) before the start
+    of the z axis.
+    """
+    if torch.is_grad_enabled():
+        return _d_minus_padded(f, axis, coeffs, inv_dx, top)
+    return _staggered(f, axis, coeffs, inv_dx, top, plus=False)
 
 
 def _image_symmetric_integer(f: torch.Tensor, m: int) -> torch.Tensor:
@@ -319,7 +365,17 @@ def _inject(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> tor
     """Add ``values`` [B or 1, S, n_src] at flat indices ``idx`` [1, S, n_src] of ``field`` [B, S, NZ, NX]."""
     b, s = field.shape[:2]
     shape = field.shape
+    if not torch.is_grad_enabled():  # field is a fresh temporary of the step
+        field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values.expand(b, -1, -1))
+        return field
     return field.reshape(b, s, -1).scatter_add(2, idx.expand(b, -1, -1), values.expand(b, -1, -1)).reshape(shape)
+
+
+def _scatter_add_(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """In place: ``field`` [B, S, NZ, NX] += ``values`` [B, S, R] at flat indices ``idx`` [1, S, R] (adjoint only)."""
+    b, s = field.shape[:2]
+    field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values)
+    return field
 
 
 def _scatter(shape, idx: torch.Tensor, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
