@@ -603,8 +603,8 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         dsz, p_sz = _stretch(_d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None), s_sz,
                              p_sz)
         div = dsx + dsz
-        v = _inject(v + buoy_dt * div, src_idx, amps[..., n])
-        u = u + dt * v
+        v = _inject(torch.addcmul(v, buoy_dt, div), src_idx, amps[..., n])
+        u = torch.add(u, v, alpha=dt)
         if save is not None:
             save[0], save[1], save[2] = ex, ez, div
         return (u, v, *p_ux, *p_uz, *p_sx, *p_sz), rec, snap
@@ -613,7 +613,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         lu, lv = lam[:2]
         l_ux, l_uz, l_sx, l_sz = split(lam)
         ex, ez, div = saved
-        lv = lv + dt * lu
+        lv = torch.add(lv, lu, alpha=dt)
         g_amps[..., n] = _gather(lv, src_idx)
         g_co[2].addcmul_(lv, div)
         r = buoy_dt * lv
@@ -627,7 +627,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         ld_uz, l_uz = _stretch_t(mu_z * lsz, s_uz, l_uz, inplace=True)
         lu = lu - _d_minus(ld_ux, -1, c, inv_dx)
         lu = lu + (_d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else -_d_minus(ld_uz, -2, c, inv_dx))
-        lu = lu + _scatter(lu.shape, rec_idx, g_rec, lu)
+        lu = _scatter_add_(lu, rec_idx, g_rec)
         return (lu, lv, *l_ux, *l_uz, *l_sx, *l_sz)
 
     spec = _Spec(step, adjoint, 3, rec_idx.shape[-1])
@@ -733,6 +733,8 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         lam2mu_xx, lam_xx = lam2mu, lam
     mu_xz = _harmonic([mu, _shift(mu, -1),
                        _shift(mu, -2), _shift(_shift(mu, -1), -2)])
+    # moduli times dt: the stress update is sigma += (dt C) (strain rate)
+    lam2mu_xx, lam_xx, lam, lam2mu, mu_xz = (dt * f for f in (lam2mu_xx, lam_xx, lam, lam2mu, mu_xz))
     bx_dt = dt / _average_next(rho_p, -1, harmonic=False)
     bz_dt = dt / _average_next(rho_p, -2, harmonic=False)
     prof = _profiles(setup, dx, dt, _as_batch(vp).detach().amax(dim=(-2, -1)), vp)
@@ -784,8 +786,8 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         fx = d5 + d6
         fz = d7 + d8
         vx_old, vz_old = vx, vz
-        vx = vx + bx_dt * fx
-        vz = vz + bz_dt * fz
+        vx = torch.addcmul(vx, bx_dt, fx)
+        vz = torch.addcmul(vz, bz_dt, fz)
         if source_type == "force_x":
             vx = _inject(vx, src_idx, amps[..., n])
         elif source_type == "force_z":
@@ -803,12 +805,10 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
         d3, p3 = _stretch(_d_plus(vx, -2, c, inv_dx), s3, p3)
         d4, p4 = _stretch(_d_plus(vz, -1, c, inv_dx), s4, p4)
-        exx = dt * d1
-        ezz = dt * d2
-        exz = dt * (d3 + d4)
-        sxx = sxx + lam2mu_xx * exx + lam_xx * ezz
-        szz = szz + lam * exx + lam2mu * ezz
-        sxz = sxz + mu_xz * exz
+        exx, ezz, exz = d1, d2, d3 + d4
+        sxx = torch.addcmul(torch.addcmul(sxx, lam2mu_xx, exx), lam_xx, ezz)
+        szz = torch.addcmul(torch.addcmul(szz, lam, exx), lam2mu, ezz)
+        sxz = torch.addcmul(sxz, mu_xz, exz)
         if source_type == "explosive":
             sxx = _inject(sxx, src_idx, amps[..., n])
             szz = _inject(szz, src_idx, amps[..., n])
@@ -832,22 +832,20 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         g_co[4].addcmul_(lszz, exx)
         g_co[5].addcmul_(lszz, ezz)
         g_co[6].addcmul_(lsxz, exz)
-        q1 = dt * (lam2mu_xx * lsxx + lam * lszz)
-        q2 = dt * (lam_xx * lsxx + lam2mu * lszz)
-        q34 = dt * (mu_xz * lsxz)
+        q1 = torch.addcmul(lam2mu_xx * lsxx, lam, lszz)
+        q2 = torch.addcmul(lam_xx * lsxx, lam2mu, lszz)
+        q34 = mu_xz * lsxz
         ld1, l1 = _stretch_t(q1, s1, l1, inplace=True)
         ld2, l2 = _stretch_t(q2, s2, l2, inplace=True)
         ld3, l3 = _stretch_t(q34, s3, l3, inplace=False)
         ld4, l4 = _stretch_t(q34, s4, l4, inplace=True)
         lvx = lvx - _d_plus(ld1, -1, c, inv_dx) - _d_minus(ld3, -2, c, inv_dx)
         lvz = lvz - _d_plus(ld2, -2, c, inv_dx) - _d_minus(ld4, -1, c, inv_dx)
-        half = None
-        if rc != "pressure":
-            half = _scatter(lvx.shape, rec_idx, 0.5 * g_rec, lvx)
-            if rc == "vx":
-                lvx = lvx + half
-            else:
-                lvz = lvz + half
+        half = 0.5 * g_rec
+        if rc == "vx":
+            lvx = _scatter_add_(lvx, rec_idx, half)
+        elif rc == "vz":
+            lvz = _scatter_add_(lvz, rec_idx, half)
         # velocity update
         if source_type == "force_x":
             g_amps[..., n] = _gather(lvx, src_idx)
@@ -862,17 +860,16 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         ld7, l7 = _stretch_t(rz, s7, l7, inplace=False)
         ld8, l8 = _stretch_t(rz, s8, l8, inplace=True)
         if rc == "vx":
-            lvx = lvx + half
+            lvx = _scatter_add_(lvx, rec_idx, half)
         elif rc == "vz":
-            lvz = lvz + half
+            lvz = _scatter_add_(lvz, rec_idx, half)
         lsxx = lsxx - _d_minus(ld5, -1, c, inv_dx)
         lsxz = lsxz + (_d_minus_image_t(ld6, c, inv_dx, -1.0) if fs else -_d_plus(ld6, -2, c, inv_dx))
         lsxz = lsxz - _d_plus(ld7, -1, c, inv_dx)
         lszz = lszz + (_d_plus_image_t(ld8, c, inv_dx, -1.0) if fs else -_d_minus(ld8, -2, c, inv_dx))
         if rc == "pressure":
-            sp = _scatter(lsxx.shape, rec_idx, -0.5 * g_rec, lsxx)
-            lsxx = lsxx + sp
-            lszz = lszz + sp
+            lsxx = _scatter_add_(lsxx, rec_idx, -half)
+            lszz = _scatter_add_(lszz, rec_idx, -half)
         return (lvx, lvz, lsxx, lszz, lsxz, *l1, *l2, *l3, *l4, *l5, *l6, *l7, *l8)
 
     spec = _Spec(step, adjoint, 5, rec_idx.shape[-1])
