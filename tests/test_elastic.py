@@ -1,4 +1,4 @@
-"""Tests of the SH and P-SV solvers (probinv.physics.elastic) against analytic solutions, physics and finite differences."""
+"""SH and P-SV solvers (probinv.physics.elastic) against analytic solutions, physics and finite differences."""
 from __future__ import annotations
 
 import re

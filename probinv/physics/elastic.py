@@ -45,8 +45,23 @@ Free surface
   velocities above the surface are zero (vacuum) and ``sigma_xx`` at the surface uses the modulus
   ``4 mu (lambda + mu) / (lambda + 2 mu)`` that follows from ``sigma_zz = 0``.
 
+Gradients and memory
+--------------------
+Every step is linear in the wavefield, with the medium coefficients (buoyancy ``dt / rho`` on the velocity nodes,
+``dt (lambda + 2 mu)``, ``dt lambda``, ``dt mu`` on the stress nodes; ``mu`` and ``dt / rho`` for SH) as pointwise
+multipliers. The time loop runs inside one autograd node per block of steps whose backward is the exact transpose
+of the discrete forward (the discrete adjoint: staggered ``D+`` and ``-D-`` are transposes, CPML memory variables
+and free-surface images transposed explicitly), so reverse-mode gradients are exact to rounding while only the
+fields that multiply a coefficient are kept: 5 wavefield-sized arrays per step for P-SV, 3 for SH (4 bytes each
+per padded cell in float32). ``checkpoint_every=k`` keeps only the state at every k-th step and recomputes each
+block during the backward pass (:func:`torch.utils.checkpoint.checkpoint`). With ``return_wavefield=True`` plain
+autograd through every step is used instead (slower, much more memory). The CPML damping depends on the model's
+maximum speed, which is treated as a constant (no gradient flows through the absorbing layer's strength).
+
 References
 ----------
+Robertsson, J. O. A. (1996). A numerical free-surface condition for elastic/viscoelastic finite-difference modeling
+in the presence of topography. Geophysics 61(6), 1921-1934.
 Virieux, J. (1986). P-SV wave propagation in heterogeneous media: velocity-stress finite-difference method.
 Geophysics 51(4), 889-901.
 Levander, A. R. (1988). Fourth-order finite-difference P-SV seismograms. Geophysics 53(11), 1425-1436.
@@ -55,7 +70,6 @@ for the seismic wave equation. Geophysics 72(5), SM155-SM167.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -70,9 +84,9 @@ from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml
 MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
 
 SOURCE_TYPES = ("explosive", "force_z", "force_x")
+RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
 #: Testing switch: plain autograd through every step instead of the hand-written adjoint (the reference version).
 _REFERENCE = False
-RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,7 +102,8 @@ def _pad_axis(f: torch.Tensor, axis: int, before: int, after: int, top: torch.Te
     return torch.cat([top, f, bottom], dim=-2)
 
 
-def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
+                   top: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`_d_plus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
@@ -100,7 +115,8 @@ def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch
     return out
 
 
-def _d_minus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+def _d_minus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
+                    top: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`_d_minus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
@@ -376,13 +392,6 @@ def _scatter_add_(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) 
     b, s = field.shape[:2]
     field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values)
     return field
-
-
-def _scatter(shape, idx: torch.Tensor, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Transpose of :func:`_gather`: a zero field ``shape`` [B, S, NZ, NX] with ``values`` [B, S, R] added at ``idx``."""
-    b, s = shape[:2]
-    out = like.new_zeros((b, s, shape[2] * shape[3]))
-    return out.scatter_add_(2, idx.expand(b, -1, -1), values).reshape(shape)
 
 
 def _d_minus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
