@@ -1,4 +1,4 @@
-"""Tests of the SH and P-SV solvers (probinv.physics.elastic) against analytic solutions, physics and finite differences."""
+"""SH and P-SV solvers (probinv.physics.elastic) against analytic solutions, physics and finite differences."""
 from __future__ import annotations
 
 import re
@@ -322,7 +322,8 @@ def test_hand_written_adjoint_equals_plain_autograd(fn, kw, free_surface, monkey
         d = d / d.detach().abs().max()
         out.append((d.detach(), torch.autograd.grad((d * obs).sum(), ps)))
     (d0, g0), (d1, g1) = out
-    assert torch.equal(d0, d1)  # identical forward arithmetic
+    # the same forward arithmetic up to the order of the stencil sums (in-place fast path): rounding only
+    assert float((d0 - d1).norm() / d1.norm()) < 1e-13
     for a, b in zip(g0, g1):
         assert float((a - b).norm() / b.norm()) < 1e-12  # exact transpose: equal up to the order of the sums
 

@@ -45,8 +45,23 @@ Free surface
   velocities above the surface are zero (vacuum) and ``sigma_xx`` at the surface uses the modulus
   ``4 mu (lambda + mu) / (lambda + 2 mu)`` that follows from ``sigma_zz = 0``.
 
+Gradients and memory
+--------------------
+Every step is linear in the wavefield, with the medium coefficients (buoyancy ``dt / rho`` on the velocity nodes,
+``dt (lambda + 2 mu)``, ``dt lambda``, ``dt mu`` on the stress nodes; ``mu`` and ``dt / rho`` for SH) as pointwise
+multipliers. The time loop runs inside one autograd node per block of steps whose backward is the exact transpose
+of the discrete forward (the discrete adjoint: staggered ``D+`` and ``-D-`` are transposes, CPML memory variables
+and free-surface images transposed explicitly), so reverse-mode gradients are exact to rounding while only the
+fields that multiply a coefficient are kept: 5 wavefield-sized arrays per step for P-SV, 3 for SH (4 bytes each
+per padded cell in float32). ``checkpoint_every=k`` keeps only the state at every k-th step and recomputes each
+block during the backward pass (:func:`torch.utils.checkpoint.checkpoint`). With ``return_wavefield=True`` plain
+autograd through every step is used instead (slower, much more memory). The CPML damping depends on the model's
+maximum speed, which is treated as a constant (no gradient flows through the absorbing layer's strength).
+
 References
 ----------
+Robertsson, J. O. A. (1996). A numerical free-surface condition for elastic/viscoelastic finite-difference modeling
+in the presence of topography. Geophysics 61(6), 1921-1934.
 Virieux, J. (1986). P-SV wave propagation in heterogeneous media: velocity-stress finite-difference method.
 Geophysics 51(4), 889-901.
 Levander, A. R. (1988). Fourth-order finite-difference P-SV seismograms. Geophysics 53(11), 1425-1436.
@@ -55,7 +70,6 @@ for the seismic wave equation. Geophysics 72(5), SM155-SM167.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -70,9 +84,9 @@ from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml
 MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
 
 SOURCE_TYPES = ("explosive", "force_z", "force_x")
+RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
 #: Testing switch: plain autograd through every step instead of the hand-written adjoint (the reference version).
 _REFERENCE = False
-RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,12 +102,9 @@ def _pad_axis(f: torch.Tensor, axis: int, before: int, after: int, top: torch.Te
     return torch.cat([top, f, bottom], dim=-2)
 
 
-def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from integer to half points: ``out[j] = sum_k c_k (f[j+k] - f[j-k+1]) / dx``.
-
-    ``out[j]`` is the derivative at ``j + 1/2``. Values outside the array are 0, or ``top`` before the start of the
-    z axis (``M - 1`` rows, the image above a free surface).
-    """
+def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
+                   top: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_d_plus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
     fp = _pad_axis(f, axis, m - 1, m, top)
@@ -104,12 +115,9 @@ def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor
     return out
 
 
-def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from half to integer points: ``out[j] = sum_k c_k (f[j+k-1] - f[j-k]) / dx``.
-
-    ``f[j]`` is the value at ``j + 1/2``. Values outside the array are 0, or ``top`` (``M`` rows) before the start
-    of the z axis.
-    """
+def _d_minus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
+                    top: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_d_minus` by padding the whole field (differentiable by autograd; the reference version)."""
     m = len(coeffs)
     n = f.shape[axis]
     fp = _pad_axis(f, axis, m, m - 1, top)
@@ -118,6 +126,60 @@ def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tenso
         term = fp.narrow(axis, m + k - 1, n) - fp.narrow(axis, m - k, n)
         out = term * (c * inv_dx) if out is None else out + term * (c * inv_dx)
     return out
+
+
+def _staggered(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top, plus: bool) -> torch.Tensor:
+    """Staggered derivative without padding the whole field (no autograd): interior in place, edges on slabs.
+
+    ``out[j] = sum_k c_k (f[j + k + o] - f[j - k + 1 + o]) / dx`` with ``o = 0`` (:func:`_d_plus`) or ``-1``
+    (:func:`_d_minus`); rows/columns whose stencil leaves the array use the padded version on a thin slab.
+    """
+    padded = _d_plus_padded if plus else _d_minus_padded
+    n, m, o = f.shape[axis], len(coeffs), (0 if plus else -1)
+    lo, hi = m - 1 - o, n - m - o  # outputs whose stencil stays inside the array
+    if hi - lo < 2 * m:
+        return padded(f, axis, coeffs, inv_dx, top)
+    out = torch.empty_like(f)
+    length = hi - lo
+    inner = out.narrow(axis, lo, length)
+    for k, c in enumerate(coeffs, start=1):
+        a = f.narrow(axis, lo + k + o, length)
+        b = f.narrow(axis, lo - k + 1 + o, length)
+        if k == 1:
+            torch.sub(a, b, out=inner)
+            inner.mul_(c * inv_dx)
+        else:
+            inner.add_(a, alpha=c * inv_dx)
+            inner.sub_(b, alpha=c * inv_dx)
+    if lo > 0:
+        slab = f.narrow(axis, 0, lo + m + o)
+        out.narrow(axis, 0, lo).copy_(padded(slab, axis, coeffs, inv_dx, top).narrow(axis, 0, lo))
+    s0 = hi - m + 1 + o
+    slab = f.narrow(axis, s0, n - s0)
+    out.narrow(axis, hi, n - hi).copy_(padded(slab, axis, coeffs, inv_dx).narrow(axis, hi - s0, n - hi))
+    return out
+
+
+def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """Staggered derivative from integer to half points: ``out[j] = sum_k c_k (f[j+k] - f[j-k+1]) / dx``.
+
+    ``out[j]`` is the derivative at ``j + 1/2``. Values outside the array are 0, or ``top`` before the start of the
+    z axis (``M - 1`` rows, the image above a free surface).
+    """
+    if torch.is_grad_enabled():
+        return _d_plus_padded(f, axis, coeffs, inv_dx, top)
+    return _staggered(f, axis, coeffs, inv_dx, top, plus=True)
+
+
+def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """Staggered derivative from half to integer points: ``out[j] = sum_k c_k (f[j+k-1] - f[j-k]) / dx``.
+
+    ``f[j]`` is the value at ``j + 1/2``. Values outside the array are 0, or ``top`` (``M`` rows) before the start
+    of the z axis.
+    """
+    if torch.is_grad_enabled():
+        return _d_minus_padded(f, axis, coeffs, inv_dx, top)
+    return _staggered(f, axis, coeffs, inv_dx, top, plus=False)
 
 
 def _image_symmetric_integer(f: torch.Tensor, m: int) -> torch.Tensor:
@@ -226,6 +288,70 @@ def _profiles(setup: _Setup, dx, dt, vmax: torch.Tensor, ref):
     return out
 
 
+class _Strip(NamedTuple):
+    """A slab of the padded grid where a CPML memory variable lives (``a != 0``): ``axis``, ``start``, ``length``."""
+
+    axis: int
+    start: int
+    length: int
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def _strips(ab: tuple, axis: int) -> list[_Strip]:
+    """The contiguous runs of ``a != 0`` (the layers) of a CPML profile; memory variables are stored only there."""
+    a, b = ab
+    active = ((a != 0) | (b != 1)).reshape(a.shape[0], -1).any(0).tolist()
+    out, j, n = [], 0, len(active)
+    while j < n:
+        if active[j]:
+            k = j
+            while k < n and active[k]:
+                k += 1
+            out.append(_Strip(axis, j, k - j, a.narrow(axis, j, k - j), b.narrow(axis, j, k - j)))
+            j = k
+        else:
+            j += 1
+    return out
+
+
+def _strip_zeros(strips: list[_Strip], shape, like: torch.Tensor) -> list[torch.Tensor]:
+    out = []
+    for s in strips:
+        sh_ = list(shape)
+        sh_[s.axis] = s.length
+        out.append(like.new_zeros(sh_))
+    return out
+
+
+def _stretch(d: torch.Tensor, strips: list[_Strip], psis) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """CPML: ``psi <- b psi + a d`` on the layer strips, and the stretched derivative ``d + psi``."""
+    if not strips:
+        return d, []
+    if torch.is_grad_enabled():
+        d = d.clone()  # the reference path: keep autograd's view of d intact
+    new = []
+    for s, p in zip(strips, psis):
+        ds = d.narrow(s.axis, s.start, s.length)
+        p = s.b * p + s.a * ds
+        new.append(p)
+        ds.add_(p)
+    return d, new
+
+
+def _stretch_t(ld: torch.Tensor, strips: list[_Strip], lpsis, inplace: bool):
+    """Transpose of :func:`_stretch`: adjoint of the plain derivative and of the previous memory variables."""
+    if not strips:
+        return ld, []
+    out = ld if inplace else ld.clone()
+    new = []
+    for s, lp in zip(strips, lpsis):
+        t = lp + ld.narrow(s.axis, s.start, s.length)
+        new.append(s.b * t)
+        out.narrow(s.axis, s.start, s.length).add_(s.a * t)
+    return out, new
+
+
 def _average_next(f: torch.Tensor, axis: int, harmonic: bool) -> torch.Tensor:
     """Average of ``f`` at index ``j`` and ``j + 1`` along ``axis`` (the last index is kept), i.e. at ``j + 1/2``."""
     n = f.shape[axis]
@@ -255,14 +381,17 @@ def _inject(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> tor
     """Add ``values`` [B or 1, S, n_src] at flat indices ``idx`` [1, S, n_src] of ``field`` [B, S, NZ, NX]."""
     b, s = field.shape[:2]
     shape = field.shape
+    if not torch.is_grad_enabled():  # field is a fresh temporary of the step
+        field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values.expand(b, -1, -1))
+        return field
     return field.reshape(b, s, -1).scatter_add(2, idx.expand(b, -1, -1), values.expand(b, -1, -1)).reshape(shape)
 
 
-def _scatter(shape, idx: torch.Tensor, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Transpose of :func:`_gather`: a zero field ``shape`` [B, S, NZ, NX] with ``values`` [B, S, R] added at ``idx``."""
-    b, s = shape[:2]
-    out = like.new_zeros((b, s, shape[2] * shape[3]))
-    return out.scatter_add_(2, idx.expand(b, -1, -1), values).reshape(shape)
+def _scatter_add_(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """In place: ``field`` [B, S, NZ, NX] += ``values`` [B, S, R] at flat indices ``idx`` [1, S, R] (adjoint only)."""
+    b, s = field.shape[:2]
+    field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values)
+    return field
 
 
 def _d_minus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
@@ -454,65 +583,61 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     src_scale = torch.gather(buoy_dt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2,
                              setup.src_idx.expand(bsz, -1, -1))
     amps = source_amplitudes.unsqueeze(0) * (src_scale / dx ** 2).unsqueeze(-1)  # [B, S, n_src, nt]
-    zeros = vs_p.new_zeros((bsz, n_shots, nzp, nxp))
-    state = (zeros, zeros, zeros, zeros, zeros, zeros)  # u, v, psi_ux, psi_uz, psi_sx, psi_sz
+    shape = (bsz, n_shots, nzp, nxp)
     fs = free_surface
     t, l = w.top, w.left
-
-    ax0, bx0 = prof["x0"]
-    axh, bxh = prof["xh"]
-    az0, bz0 = prof["z0"]
-    azh, bzh = prof["zh"]
+    s_ux, s_uz = _strips(prof["xh"], -1), _strips(prof["zh"], -2)
+    s_sx, s_sz = _strips(prof["x0"], -1), _strips(prof["z0"], -2)
+    groups = (s_ux, s_uz, s_sx, s_sz)
+    psi0 = [p for g in groups for p in _strip_zeros(g, shape, vs_p)]
+    state = (vs_p.new_zeros(shape), vs_p.new_zeros(shape), *psi0)  # u, v, then the CPML memory strips
+    cuts = [2]
+    for g in groups:
+        cuts.append(cuts[-1] + len(g))
     rec_idx, src_idx = setup.rec_idx, setup.src_idx
     nz, nx = vs.shape[-2:]
 
+    def split(st):
+        return [list(st[cuts[i]:cuts[i + 1]]) for i in range(4)]
+
     def step(n, state, save):
-        u, v, p_ux, p_uz, p_sx, p_sz = state
+        u, v = state[:2]
+        p_ux, p_uz, p_sx, p_sz = split(state)
         rec = _gather(u, rec_idx)
         snap = u[..., t:t + nz, l:l + nx] if return_wavefield else None
-        dux = _d_plus(u, -1, c, inv_dx)
-        duz = _d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None)
-        p_ux = bxh * p_ux + axh * dux
-        p_uz = bzh * p_uz + azh * duz
-        ex = dux + p_ux
-        ez = duz + p_uz
-        dsx = _d_minus(mu_x * ex, -1, c, inv_dx)
+        ex, p_ux = _stretch(_d_plus(u, -1, c, inv_dx), s_ux, p_ux)
+        ez, p_uz = _stretch(_d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None), s_uz, p_uz)
+        dsx, p_sx = _stretch(_d_minus(mu_x * ex, -1, c, inv_dx), s_sx, p_sx)
         sz = mu_z * ez
-        dsz = _d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None)
-        p_sx = bx0 * p_sx + ax0 * dsx
-        p_sz = bz0 * p_sz + az0 * dsz
-        div = dsx + p_sx + dsz + p_sz
-        v = _inject(v + buoy_dt * div, src_idx, amps[..., n])
-        u = u + dt * v
+        dsz, p_sz = _stretch(_d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None), s_sz,
+                             p_sz)
+        div = dsx + dsz
+        v = _inject(torch.addcmul(v, buoy_dt, div), src_idx, amps[..., n])
+        u = torch.add(u, v, alpha=dt)
         if save is not None:
             save[0], save[1], save[2] = ex, ez, div
-        return (u, v, p_ux, p_uz, p_sx, p_sz), rec, snap
+        return (u, v, *p_ux, *p_uz, *p_sx, *p_sz), rec, snap
 
     def adjoint(n, lam, g_rec, saved, g_co, g_amps):
-        lu, lv, l_ux, l_uz, l_sx, l_sz = lam
+        lu, lv = lam[:2]
+        l_ux, l_uz, l_sx, l_sz = split(lam)
         ex, ez, div = saved
-        lv = lv + dt * lu
+        lv = torch.add(lv, lu, alpha=dt)
         g_amps[..., n] = _gather(lv, src_idx)
         g_co[2].addcmul_(lv, div)
         r = buoy_dt * lv
-        tt = l_sx + r
-        l_sx, ld_sx = bx0 * tt, r + ax0 * tt
-        tt = l_sz + r
-        l_sz, ld_sz = bz0 * tt, r + az0 * tt
+        ld_sx, l_sx = _stretch_t(r, s_sx, l_sx, inplace=False)
+        ld_sz, l_sz = _stretch_t(r, s_sz, l_sz, inplace=True)
         lsx = -_d_plus(ld_sx, -1, c, inv_dx)
         lsz = _d_minus_image_t(ld_sz, c, inv_dx, -1.0) if fs else -_d_plus(ld_sz, -2, c, inv_dx)
         g_co[0].addcmul_(lsx, ex)
         g_co[1].addcmul_(lsz, ez)
-        qx = mu_x * lsx
-        qz = mu_z * lsz
-        tt = l_ux + qx
-        l_ux, ld_ux = bxh * tt, qx + axh * tt
-        tt = l_uz + qz
-        l_uz, ld_uz = bzh * tt, qz + azh * tt
+        ld_ux, l_ux = _stretch_t(mu_x * lsx, s_ux, l_ux, inplace=True)
+        ld_uz, l_uz = _stretch_t(mu_z * lsz, s_uz, l_uz, inplace=True)
         lu = lu - _d_minus(ld_ux, -1, c, inv_dx)
         lu = lu + (_d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else -_d_minus(ld_uz, -2, c, inv_dx))
-        lu = lu + _scatter(lu.shape, rec_idx, g_rec, lu)
-        return (lu, lv, l_ux, l_uz, l_sx, l_sz)
+        lu = _scatter_add_(lu, rec_idx, g_rec)
+        return (lu, lv, *l_ux, *l_uz, *l_sx, *l_sz)
 
     spec = _Spec(step, adjoint, 3, rec_idx.shape[-1])
     recs, snaps = _run(spec, (mu_x, mu_z, buoy_dt), amps, state, nt, checkpoint_every,
@@ -617,6 +742,8 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         lam2mu_xx, lam_xx = lam2mu, lam
     mu_xz = _harmonic([mu, _shift(mu, -1),
                        _shift(mu, -2), _shift(_shift(mu, -1), -2)])
+    # moduli times dt: the stress update is sigma += (dt C) (strain rate)
+    lam2mu_xx, lam_xx, lam, lam2mu, mu_xz = (dt * f for f in (lam2mu_xx, lam_xx, lam, lam2mu, mu_xz))
     bx_dt = dt / _average_next(rho_p, -1, harmonic=False)
     bz_dt = dt / _average_next(rho_p, -2, harmonic=False)
     prof = _profiles(setup, dx, dt, _as_batch(vp).detach().amax(dim=(-2, -1)), vp)
@@ -634,40 +761,42 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         bdt = bz_dt if source_type == "force_z" else bx_dt
         scale = torch.gather(bdt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2, setup.src_idx.expand(bsz, -1, -1))
         amps = amps * scale.unsqueeze(-1)
-    zeros = vp_p.new_zeros((bsz, n_shots, nzp, nxp))
-    # vx, vz, sxx, szz, sxz, psi: dvx/dx, dvz/dz, dvx/dz, dvz/dx, dsxx/dx, dsxz/dz, dsxz/dx, dszz/dz
-    state = (zeros,) * 13
+    shape = (bsz, n_shots, nzp, nxp)
     t, l = w.top, w.left
     nz, nx = vp.shape[-2:]
     surface_mask = None
     if fs:
         surface_mask = torch.ones((nzp, 1), dtype=vp.dtype, device=vp.device)
         surface_mask[0] = 0
-
-    ax0, bx0 = prof["x0"]
-    axh, bxh = prof["xh"]
-    az0, bz0 = prof["z0"]
-    azh, bzh = prof["zh"]
+    # CPML memory strips of dvx/dx, dvz/dz, dvx/dz, dvz/dx, dsxx/dx, dsxz/dz, dsxz/dx, dszz/dz
+    groups = (_strips(prof["x0"], -1), _strips(prof["z0"], -2), _strips(prof["zh"], -2), _strips(prof["xh"], -1),
+              _strips(prof["xh"], -1), _strips(prof["z0"], -2), _strips(prof["x0"], -1), _strips(prof["zh"], -2))
+    s1, s2, s3, s4, s5, s6, s7, s8 = groups
+    psi0 = [p for g in groups for p in _strip_zeros(g, shape, vp_p)]
+    state = tuple(vp_p.new_zeros(shape) for _ in range(5)) + tuple(psi0)  # vx, vz, sxx, szz, sxz, strips
+    cuts = [5]
+    for g in groups:
+        cuts.append(cuts[-1] + len(g))
     rec_idx, src_idx = setup.rec_idx, setup.src_idx
     rc = receiver_component
 
+    def split(st):
+        return [list(st[cuts[i]:cuts[i + 1]]) for i in range(8)]
+
     def step(n, state, save):
-        vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8 = state
+        vx, vz, sxx, szz, sxz = state[:5]
+        p1, p2, p3, p4, p5, p6, p7, p8 = split(state)
         prs = -0.5 * (sxx + szz) if rc == "pressure" else None
         # velocities: t_{n-1/2} -> t_{n+1/2}
-        d5 = _d_plus(sxx, -1, c, inv_dx)
-        d6 = _d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None)
-        d7 = _d_minus(sxz, -1, c, inv_dx)
-        d8 = _d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None)
-        p5 = bxh * p5 + axh * d5
-        p6 = bz0 * p6 + az0 * d6
-        p7 = bx0 * p7 + ax0 * d7
-        p8 = bzh * p8 + azh * d8
-        fx = d5 + p5 + d6 + p6
-        fz = d7 + p7 + d8 + p8
+        d5, p5 = _stretch(_d_plus(sxx, -1, c, inv_dx), s5, p5)
+        d6, p6 = _stretch(_d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None), s6, p6)
+        d7, p7 = _stretch(_d_minus(sxz, -1, c, inv_dx), s7, p7)
+        d8, p8 = _stretch(_d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None), s8, p8)
+        fx = d5 + d6
+        fz = d7 + d8
         vx_old, vz_old = vx, vz
-        vx = vx + bx_dt * fx
-        vz = vz + bz_dt * fz
+        vx = torch.addcmul(vx, bx_dt, fx)
+        vz = torch.addcmul(vz, bz_dt, fz)
         if source_type == "force_x":
             vx = _inject(vx, src_idx, amps[..., n])
         elif source_type == "force_z":
@@ -681,20 +810,14 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         if return_wavefield:
             snap = snap[..., t:t + nz, l:l + nx]
         # stresses: t_n -> t_{n+1}
-        d1 = _d_minus(vx, -1, c, inv_dx)
-        d2 = _d_minus(vz, -2, c, inv_dx)
-        d3 = _d_plus(vx, -2, c, inv_dx)
-        d4 = _d_plus(vz, -1, c, inv_dx)
-        p1 = bx0 * p1 + ax0 * d1
-        p2 = bz0 * p2 + az0 * d2
-        p3 = bzh * p3 + azh * d3
-        p4 = bxh * p4 + axh * d4
-        exx = dt * (d1 + p1)
-        ezz = dt * (d2 + p2)
-        exz = dt * (d3 + p3 + d4 + p4)
-        sxx = sxx + lam2mu_xx * exx + lam_xx * ezz
-        szz = szz + lam * exx + lam2mu * ezz
-        sxz = sxz + mu_xz * exz
+        d1, p1 = _stretch(_d_minus(vx, -1, c, inv_dx), s1, p1)
+        d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
+        d3, p3 = _stretch(_d_plus(vx, -2, c, inv_dx), s3, p3)
+        d4, p4 = _stretch(_d_plus(vz, -1, c, inv_dx), s4, p4)
+        exx, ezz, exz = d1, d2, d3 + d4
+        sxx = torch.addcmul(torch.addcmul(sxx, lam2mu_xx, exx), lam_xx, ezz)
+        szz = torch.addcmul(torch.addcmul(szz, lam, exx), lam2mu, ezz)
+        sxz = torch.addcmul(sxz, mu_xz, exz)
         if source_type == "explosive":
             sxx = _inject(sxx, src_idx, amps[..., n])
             szz = _inject(szz, src_idx, amps[..., n])
@@ -702,10 +825,11 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
             szz = szz * surface_mask
         if save is not None:
             save[0], save[1], save[2], save[3], save[4] = fx, fz, exx, ezz, exz
-        return (vx, vz, sxx, szz, sxz, p1, p2, p3, p4, p5, p6, p7, p8), rec, snap
+        return (vx, vz, sxx, szz, sxz, *p1, *p2, *p3, *p4, *p5, *p6, *p7, *p8), rec, snap
 
     def adjoint(n, lam_st, g_rec, saved, g_co, g_amps):
-        lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8 = lam_st
+        lvx, lvz, lsxx, lszz, lsxz = lam_st[:5]
+        l1, l2, l3, l4, l5, l6, l7, l8 = split(lam_st)
         fx, fz, exx, ezz, exz = saved
         if fs:
             lszz = lszz * surface_mask
@@ -717,26 +841,20 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         g_co[4].addcmul_(lszz, exx)
         g_co[5].addcmul_(lszz, ezz)
         g_co[6].addcmul_(lsxz, exz)
-        q1 = dt * (lam2mu_xx * lsxx + lam * lszz)
-        q2 = dt * (lam_xx * lsxx + lam2mu * lszz)
-        q34 = dt * (mu_xz * lsxz)
-        tt = l1 + q1
-        l1, ld1 = bx0 * tt, q1 + ax0 * tt
-        tt = l2 + q2
-        l2, ld2 = bz0 * tt, q2 + az0 * tt
-        tt = l3 + q34
-        l3, ld3 = bzh * tt, q34 + azh * tt
-        tt = l4 + q34
-        l4, ld4 = bxh * tt, q34 + axh * tt
+        q1 = torch.addcmul(lam2mu_xx * lsxx, lam, lszz)
+        q2 = torch.addcmul(lam_xx * lsxx, lam2mu, lszz)
+        q34 = mu_xz * lsxz
+        ld1, l1 = _stretch_t(q1, s1, l1, inplace=True)
+        ld2, l2 = _stretch_t(q2, s2, l2, inplace=True)
+        ld3, l3 = _stretch_t(q34, s3, l3, inplace=False)
+        ld4, l4 = _stretch_t(q34, s4, l4, inplace=True)
         lvx = lvx - _d_plus(ld1, -1, c, inv_dx) - _d_minus(ld3, -2, c, inv_dx)
         lvz = lvz - _d_plus(ld2, -2, c, inv_dx) - _d_minus(ld4, -1, c, inv_dx)
-        half = None
-        if rc != "pressure":
-            half = _scatter(lvx.shape, rec_idx, 0.5 * g_rec, lvx)
-            if rc == "vx":
-                lvx = lvx + half
-            else:
-                lvz = lvz + half
+        half = 0.5 * g_rec
+        if rc == "vx":
+            lvx = _scatter_add_(lvx, rec_idx, half)
+        elif rc == "vz":
+            lvz = _scatter_add_(lvz, rec_idx, half)
         # velocity update
         if source_type == "force_x":
             g_amps[..., n] = _gather(lvx, src_idx)
@@ -746,27 +864,22 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         g_co[1].addcmul_(lvz, fz)
         rx = bx_dt * lvx
         rz = bz_dt * lvz
-        tt = l5 + rx
-        l5, ld5 = bxh * tt, rx + axh * tt
-        tt = l6 + rx
-        l6, ld6 = bz0 * tt, rx + az0 * tt
-        tt = l7 + rz
-        l7, ld7 = bx0 * tt, rz + ax0 * tt
-        tt = l8 + rz
-        l8, ld8 = bzh * tt, rz + azh * tt
+        ld5, l5 = _stretch_t(rx, s5, l5, inplace=False)
+        ld6, l6 = _stretch_t(rx, s6, l6, inplace=True)
+        ld7, l7 = _stretch_t(rz, s7, l7, inplace=False)
+        ld8, l8 = _stretch_t(rz, s8, l8, inplace=True)
         if rc == "vx":
-            lvx = lvx + half
+            lvx = _scatter_add_(lvx, rec_idx, half)
         elif rc == "vz":
-            lvz = lvz + half
+            lvz = _scatter_add_(lvz, rec_idx, half)
         lsxx = lsxx - _d_minus(ld5, -1, c, inv_dx)
         lsxz = lsxz + (_d_minus_image_t(ld6, c, inv_dx, -1.0) if fs else -_d_plus(ld6, -2, c, inv_dx))
         lsxz = lsxz - _d_plus(ld7, -1, c, inv_dx)
         lszz = lszz + (_d_plus_image_t(ld8, c, inv_dx, -1.0) if fs else -_d_minus(ld8, -2, c, inv_dx))
         if rc == "pressure":
-            sp = _scatter(lsxx.shape, rec_idx, -0.5 * g_rec, lsxx)
-            lsxx = lsxx + sp
-            lszz = lszz + sp
-        return (lvx, lvz, lsxx, lszz, lsxz, l1, l2, l3, l4, l5, l6, l7, l8)
+            lsxx = _scatter_add_(lsxx, rec_idx, -half)
+            lszz = _scatter_add_(lszz, rec_idx, -half)
+        return (lvx, lvz, lsxx, lszz, lsxz, *l1, *l2, *l3, *l4, *l5, *l6, *l7, *l8)
 
     spec = _Spec(step, adjoint, 5, rec_idx.shape[-1])
     coeffs = (bx_dt, bz_dt, lam2mu_xx, lam_xx, lam, lam2mu, mu_xz)
