@@ -401,15 +401,25 @@ def sample_grf(shape: Sequence[int], dx: float, *, n: int = 1, covariance: str =
     device = torch.device("cpu") if device is None else torch.device(device)
     mean_t = _check_mean(mean, (nz, nx), dtype, device)
 
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but device is {device}: create the generator with "
+                         f"torch.Generator(device={str(device)!r})")
+
     root_np, _, mz, mx = _embedding(nz, nx, dx, smooth, a_z, a_x)
     root = torch.tensor(root_np, dtype=dtype, device=device)  # a copy: the cached array is read-only
     n_complex = (n + 1) // 2
-    # xi = xi_1 + i xi_2 with independent standard normal parts (E|xi|^2 = 2): y = fft2(sqrt(lambda / M) xi) has
-    # E[y y^H] = 2 R and E[y y^T] = 0, so Re y and Im y are independent with covariance R (Dietrich & Newsam 1997).
-    # (Real randn viewed as complex: twice as fast as complex randn in float64.)
-    xi = torch.view_as_complex(torch.randn((n_complex, mz, mx, 2), generator=generator, dtype=dtype, device=device))
-    y = torch.fft.fft2(root * xi)[:, :nz, :nx]
-    fields = torch.cat([y.real, y.imag], dim=0)[:n].to(dtype)
+    # in chunks of about 2^22 embedding points, so thousands of models do not hold thousands of padded spectra
+    chunk = max(1, (1 << 22) // (mz * mx))
+    parts = []
+    for start in range(0, n_complex, chunk):
+        m = min(chunk, n_complex - start)
+        # xi = xi_1 + i xi_2 with independent standard normal parts (E|xi|^2 = 2): y = fft2(sqrt(lambda / M) xi) has
+        # E[y y^H] = 2 R and E[y y^T] = 0, so Re y and Im y are independent with covariance R (Dietrich & Newsam
+        # 1997). (Real randn viewed as complex: twice as fast as complex randn in float64.)
+        xi = torch.view_as_complex(torch.randn((m, mz, mx, 2), generator=generator, dtype=dtype, device=device))
+        y = torch.fft.fft2(root * xi)[:, :nz, :nx]
+        parts.append(torch.stack([y.real, y.imag], dim=1).reshape(2 * m, nz, nx))  # real, imag of draw 0, then 1..
+    fields = torch.cat(parts, dim=0)[:n]
     return mean_t + std * fields
 
 

@@ -217,6 +217,13 @@ def test_paper1_models_statistics():
     for hz, hx in [(10, 0), (0, 10), (3, 4)]:
         rho = pooled_estimate(v, 3000.0, hz, hx) / 150.0 ** 2
         assert abs(rho - math.exp(-math.hypot(hz, hx) / 10)) < 5 * pooled_se(c, (64, 64), hz, hx, n)
+    # many models are generated in chunks of 256 spectra (128 x 128 embedding): still distinct, same statistics
+    big = paper1_models(2 * 257 + 1, seed=0, dtype=torch.float64)
+    assert big.shape == (515, 64, 64)
+    dist = torch.cdist(big.reshape(515, -1), big.reshape(515, -1)) + torch.eye(515) * 1e9
+    assert float(dist.min()) > 150.0 * 64  # distinct fields: E dist = 150 sqrt(2 * 4096) = 13576 m/s
+    var = pooled_estimate(big, 3000.0, 0, 0)
+    assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, 515)
     with pytest.raises(ValueError, match="either seed or generator"):
         paper1_models(1, seed=1, generator=torch.Generator())
 
