@@ -159,7 +159,8 @@ def _check_bounds(bounds, shape, dtype, device) -> tuple[torch.Tensor, torch.Ten
         try:
             t = torch.broadcast_to(t, shape).clone()
         except RuntimeError:
-            raise ValueError(f"bounds {name} must be broadcastable to shape {shape}, got shape {tuple(t.shape)}") from None
+            raise ValueError(f"bounds {name} must be broadcastable to shape {shape}, "
+                             f"got shape {tuple(t.shape)}") from None
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"bounds {name} must be finite, got {b!r}")
         out.append(t)
@@ -229,8 +230,8 @@ def von_karman_covariance(hz, hx, *, hurst: float, a_z: float, a_x: float):
 
 
 def matern_covariance(hz, hx, *, nu: float, a_z: float, a_x: float):
-    r"""Matern correlation :math:`\rho = 2^{1-\nu}/\Gamma(\nu)\, r^\nu K_\nu(r)`, the same as :func:`von_karman_covariance`
-    with ``hurst = nu``. See :func:`von_karman_covariance` for the parameters (``nu`` replaces ``hurst``)."""
+    r"""Matern correlation :math:`\rho = 2^{1-\nu}/\Gamma(\nu)\, r^\nu K_\nu(r)`, the same as
+    :func:`von_karman_covariance` with ``hurst = nu``. See there for the parameters (``nu`` replaces ``hurst``)."""
     nu = _check_positive("nu", nu)
     return _covariance(hz, hx, nu, _check_positive("a_z", a_z), _check_positive("a_x", a_x))
 
