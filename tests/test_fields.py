@@ -224,6 +224,14 @@ def test_paper1_models_statistics():
     assert float(dist.min()) > 150.0 * 16  # no repeats (0); E dist = 150 sqrt(2 * 4096) = 13576 m/s, min 8356 seen
     var = pooled_estimate(big, 3000.0, 0, 0)
     assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, 515)
+    # 2x resolution: same domain, same covariance in metres (lag 20 cells = 1.6 km)
+    fine = paper1_models(32, seed=1, dtype=torch.float64, refine=2)
+    assert fine.shape == (32, 128, 128)
+    c2 = lag_covariance((128, 128), 80.0, 0.5, 1600.0, 1600.0)
+    rho = pooled_estimate(fine, 3000.0, 20, 0) / 150.0 ** 2
+    assert abs(rho - math.exp(-1)) < 5 * pooled_se(c2, (128, 128), 20, 0, 32)
+    with pytest.raises(ValueError, match=re.escape("refine must be a positive integer")):
+        paper1_models(1, refine=0)
     with pytest.raises(ValueError, match="either seed or generator"):
         paper1_models(1, seed=1, generator=torch.Generator())
 
