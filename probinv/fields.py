@@ -758,6 +758,13 @@ def _check_like(name: str, x: torch.Tensor, ref: torch.Tensor, owner: str) -> No
         raise ValueError(f"{name} is on {x.device} but the {owner} is on {ref.device}: call .to({str(x.device)!r})")
 
 
+def _outside_message(field: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> str:
+    bad = ~((field > lo) & (field < hi))
+    return (f"field must lie strictly inside the bounds (lo, hi) to be inverted: {int(bad.sum())} of {field.numel()} "
+            f"values are outside (field range [{float(field.min()):g}, {float(field.max()):g}], bounds "
+            f"[{float(lo.min()):g}, {float(hi.max()):g}])")
+
+
 class WhitenedField(torch.nn.Module):
     r"""Whitened (Karhunen-Loeve) parameterisation of a Gaussian random-field prior: ``field = mean + L z``.
 
@@ -917,7 +924,9 @@ class WhitenedField(torch.nn.Module):
         """Latent ``z[..., latent_dim]`` of ``field[..., nz, nx]``: least squares in the kept modes.
 
         Exact round trip ``inverse(forward(z)) == z`` (to rounding); a field outside the span of the kept modes is
-        projected onto it. With bounds the field must lie strictly inside ``(lo, hi)``.
+        projected onto it. With bounds the field must lie strictly inside ``(lo, hi)``; it is first mapped back to
+        the Gaussian field ``u`` (inverse squashing) and the least squares are taken there. Modes whose prior
+        variance is numerically zero (below ``N eps`` of the largest) get ``z = 0``.
         """
         _check_like("field", field, self.modes, "WhitenedField")
         if field.ndim < 2 or tuple(field.shape[-2:]) != self.shape:
@@ -925,7 +934,7 @@ class WhitenedField(torch.nn.Module):
                              f"got {tuple(field.shape)}")
         if self.lo is not None:
             if not bool(((field > self.lo) & (field < self.hi)).all()):
-                raise ValueError("field must lie strictly inside the bounds (lo, hi) to be inverted")
+                raise ValueError(_outside_message(field, self.lo, self.hi))
             p = (field - self.lo) / (self.hi - self.lo)
             u = (torch.log(p) - torch.log1p(-p) - self._beta) / self._alpha
         else:
@@ -1017,7 +1026,7 @@ class BoxField(torch.nn.Module):
             raise ValueError(f"field must be shaped [..., nz, nx] = [..., {self.latent_shape[0]}, "
                              f"{self.latent_shape[1]}], got {tuple(field.shape)}")
         if not bool(((field > self.lo) & (field < self.hi)).all()):
-            raise ValueError("field must lie strictly inside the bounds (lo, hi) to be inverted")
+            raise ValueError(_outside_message(field, self.lo, self.hi))
         p = (field - self.lo) / (self.hi - self.lo)
         return torch.log(p) - torch.log1p(-p)
 

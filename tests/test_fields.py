@@ -497,7 +497,8 @@ def test_error_messages():
     b = BoxField((2, 2), (0.0, 1.0))
     with pytest.raises(ValueError, match=re.escape("u must be shaped [..., nz, nx] = [..., 2, 2], got (3,)")):
         b(torch.zeros(3))
-    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi)")):
+    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi) to be inverted: "
+                                                   "4 of 4 values are outside (field range [1, 1], bounds [0, 1])")):
         b.inverse(torch.ones(2, 2))
     with pytest.raises(ValueError, match=re.escape("BoxField needs bounds=(lo, hi) or both lo= and hi=")):
         BoxField((2, 2))
