@@ -217,6 +217,21 @@ def test_paper1_models_statistics():
     for hz, hx in [(10, 0), (0, 10), (3, 4)]:
         rho = pooled_estimate(v, 3000.0, hz, hx) / 150.0 ** 2
         assert abs(rho - math.exp(-math.hypot(hz, hx) / 10)) < 5 * pooled_se(c, (64, 64), hz, hx, n)
+    # many models are generated in chunks of 256 spectra (128 x 128 embedding): still distinct, same statistics
+    big = paper1_models(2 * 257 + 1, seed=0, dtype=torch.float64)
+    assert big.shape == (515, 64, 64)
+    dist = torch.cdist(big.reshape(515, -1), big.reshape(515, -1)) + torch.eye(515) * 1e9
+    assert float(dist.min()) > 150.0 * 16  # no repeats (0); E dist = 150 sqrt(2 * 4096) = 13576 m/s, min 8356 seen
+    var = pooled_estimate(big, 3000.0, 0, 0)
+    assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, 515)
+    # 2x resolution: same domain, same covariance in metres (lag 20 cells = 1.6 km)
+    fine = paper1_models(32, seed=1, dtype=torch.float64, refine=2)
+    assert fine.shape == (32, 128, 128)
+    c2 = lag_covariance((128, 128), 80.0, 0.5, 1600.0, 1600.0)
+    rho = pooled_estimate(fine, 3000.0, 20, 0) / 150.0 ** 2
+    assert abs(rho - math.exp(-1)) < 5 * pooled_se(c2, (128, 128), 20, 0, 32)
+    with pytest.raises(ValueError, match=re.escape("refine must be a positive integer")):
+        paper1_models(1, refine=0)
     with pytest.raises(ValueError, match="either seed or generator"):
         paper1_models(1, seed=1, generator=torch.Generator())
 
@@ -288,6 +303,28 @@ def test_leading_modes_and_disk_cache(tmp_path):
     w2 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
     assert torch.equal(w1.modes, w2.modes) and torch.equal(w1.scales, w2.scales)
     torch.testing.assert_close(w1.modes, full[:, :7], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("covariance,kw", [("von_karman", dict(hurst=0.5)), ("matern", dict(nu=1.5))])
+def test_iterative_leading_modes_match_dense(covariance, kw):
+    shape, k = (30, 26), 40
+    args = dict(covariance=covariance, **kw, a_z=80.0, a_x=120.0)
+    lam, dense = F.grid_covariance_eigh(shape, 10.0, **args, n_modes=k)
+    lam_it, modes = F.grid_covariance_eigh(shape, 10.0, **args, n_modes=k, method="iterative")
+    assert lam_it.shape == (k,) and modes.shape == (780, k)
+    # Ritz values converge to 1e-9 of lambda_1; the ordering of near-degenerate pairs may differ, so compare the
+    # spanned subspaces through the projected covariance rather than mode by mode
+    torch.testing.assert_close(lam_it, lam[:k], rtol=1e-6, atol=1e-9 * float(lam[0]))
+    torch.testing.assert_close(modes.T @ modes, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-10)
+    dense_full = _dense_correlation(shape, 10.0, kw.get("hurst", kw.get("nu")), 80.0, 120.0)
+    torch.testing.assert_close(modes.T @ dense_full @ modes, torch.diag(lam_it), rtol=0, atol=1e-6 * float(lam[0]))
+    w = WhitenedField(shape, 10.0, **args, n_modes=k, method="iterative", dtype=torch.float64)
+    assert w.explained_variance == pytest.approx(float(lam[:k].sum()) / 780, rel=1e-7)
+    z = torch.randn(3, k, dtype=torch.float64)
+    torch.testing.assert_close(w.inverse(w(z)), z, rtol=0, atol=1e-9)
+    assert w.modes_for_variance(w.explained_variance) == k
+    with pytest.raises(ValueError, match=re.escape(f"only the {k} leading eigenvalues are known")):
+        w.modes_for_variance(0.999)
 
 
 def test_whitened_full_rank_has_the_analytic_covariance():
@@ -460,10 +497,16 @@ def test_error_messages():
     b = BoxField((2, 2), (0.0, 1.0))
     with pytest.raises(ValueError, match=re.escape("u must be shaped [..., nz, nx] = [..., 2, 2], got (3,)")):
         b(torch.zeros(3))
-    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi)")):
+    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi) to be inverted: "
+                                                   "4 of 4 values are outside (field range [1, 1], bounds [0, 1])")):
         b.inverse(torch.ones(2, 2))
     with pytest.raises(ValueError, match=re.escape("BoxField needs bounds=(lo, hi) or both lo= and hi=")):
         BoxField((2, 2))
     with pytest.raises(ValueError, match=re.escape("shape (130, 128) has 16640 points: the dense eigendecomposition "
                                                    "is limited to 16384 points (128 x 128)")):
+        WhitenedField((130, 128), 1.0, nu=1.5, method="dense", **kw)
+    with pytest.raises(ValueError, match=re.escape("the iterative eigendecomposition of the 130 x 128 grid (16640 "
+                                                   "points) needs n_modes between 1 and 4096, got n_modes=None")):
         WhitenedField((130, 128), 1.0, nu=1.5, **kw)
+    with pytest.raises(ValueError, match=re.escape("method must be 'auto', 'dense' or 'iterative', got 'lanczos'")):
+        WhitenedField((4, 4), 1.0, nu=1.5, method="lanczos", **kw)
