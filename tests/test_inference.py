@@ -86,16 +86,16 @@ def test_laplace_randomised_low_rank_is_exact_for_low_rank_misfit():
     rank 12 + 5 probes (< 30) captures it exactly (to rounding)."""
     lin = Linear(n_modes=30)
     post = laplace(lin.model(), rank=12, oversample=5, num_samples=10, map_kwargs={"num_steps": 200})
-    assert post.attrs["rank"] == 12 and post.attrs["solver_passes"] == 3 * 2 * 17
+    assert post.attrs["rank"] == 12 and post.attrs["solver_passes"] == 2 + 2 * 2 * 17
     assert torch.allclose(post.gaussian.covariance(), lin.C, atol=1e-9)
 
 
 def test_nuts_recovers_the_exact_posterior(lin, lap):
-    post = nuts(lin.model(), num_samples=400, warmup_steps=150, num_chains=2, laplace_posterior=lap, seed=1)
+    post = nuts(lin.model(), num_samples=300, warmup_steps=100, num_chains=2, laplace_posterior=lap, seed=1)
     z = post.samples["vp_z"]
-    assert z.shape == (2, 400, 6)
+    assert z.shape == (2, 300, 6)
     err = ((post.mean("vp_z") - lin.mu) / lin.sd).abs()
-    # ESS ~ 800 draws: Monte-Carlo error of the mean ~ 0.035 sd, of the std ~ 2.5 %
+    # ESS ~ 600 draws: Monte-Carlo error of the mean ~ 0.04 sd, of the std ~ 3 % (so 10 % is > 3 MC sigma)
     assert float(err.mean()) < 0.15
     assert float((post.std("vp_z") / lin.sd - 1).abs().max()) < 0.10
     stats = post.sample_stats
@@ -128,7 +128,7 @@ def test_nuts_without_preconditioning_runs(lin):
 def test_svi_multivariate_normal_matches_the_exact_posterior(lin):
     """Started away from the answer (MAP-free prior mean, scale 0.1): the full-covariance guide must find N(mu, C);
     20000 guide draws give Monte-Carlo errors ~ 0.007 sd (mean) and 0.5 % (std)."""
-    post = svi(lin.model(), guide="multivariate", num_steps=2000, lr=0.03, lr_final=3e-4, num_particles=64,
+    post = svi(lin.model(), guide="multivariate", num_steps=1000, lr=0.05, lr_final=3e-4, num_particles=64,
                tol=None, num_samples=20000, seed=0)
     err = ((post.mean("vp_z") - lin.mu) / lin.sd).abs()
     assert float(err.mean()) < 0.05
@@ -138,7 +138,7 @@ def test_svi_multivariate_normal_matches_the_exact_posterior(lin):
 def test_svi_mean_field_gives_the_conditional_std(lin, lap):
     """The KL(q||p)-optimal factorised Gaussian of N(mu, P^-1) has mean mu and std 1/sqrt(P_ii) (exactly);
     started from the Laplace solution (diagonal of C, larger), it must shrink to the conditional std."""
-    post = svi(lin.model(), guide="normal", laplace_posterior=lap, num_steps=1500, lr=0.03, lr_final=3e-4,
+    post = svi(lin.model(), guide="normal", laplace_posterior=lap, num_steps=800, lr=0.05, lr_final=3e-4,
                num_particles=32, tol=None, num_samples=20000, seed=0)
     cond_sd = lin.P.diagonal().rsqrt()
     assert float((post.std("vp_z") / cond_sd - 1).abs().max()) < 0.05
