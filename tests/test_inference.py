@@ -196,3 +196,21 @@ def test_errors(lin):
         svgd(lin.model(), num_particles=1)
     with pytest.raises(TypeError, match="model must be a probinv.models.SeismicModel"):
         map(lambda: None, lin.d)
+
+
+def test_box_prior_and_latent_sigma_models_run(lin):
+    """Bounded flat prior (BoxField, sampled through Pyro's sigmoid transform) with a latent noise sigma: MAP moves
+    towards the data, NUTS stays inside the box, and sigma's posterior brackets the true noise level (2) (its
+    hyperprior is broad: log-normal with median 1 and log-sd 1; 12 data constrain sigma to ~ +-20 %; a short unpreconditioned chain: only a smoke-level bracket is asserted)."""
+    from probinv.fields import BoxField
+    from probinv.models import GaussianLatentSigma
+
+    box = BoxField((6, 6), (2000.0, 3000.0), dtype=DT)
+    model = build_model({"vp": box}, lin.forward, lin.d, noise=GaussianLatentSigma(scale=1.0))
+    m = map(model, num_steps=200, lr=0.05)
+    assert m.attrs["loss"][-1] < m.attrs["loss"][0]
+    post = nuts(model, num_samples=10, warmup_steps=10, num_chains=1, precondition=None,
+                init={"vp": m.mean("vp"), "sigma": m.mean("sigma")}, seed=0, max_tree_depth=4)
+    vp = post.samples["vp"]
+    assert bool(((vp > 2000.0) & (vp < 3000.0)).all())
+    assert 0.2 < float(post.mean("sigma")) < 20.0

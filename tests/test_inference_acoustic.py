@@ -18,7 +18,7 @@ from probinv.models import AcousticForward, Flat, Gaussian, build_model
 from probinv.physics import acoustic, ricker
 
 DT = torch.float64
-N, DX, STEP, NT, NMODES = 16, 20.0, 0.005, 110, 6
+N, DX, STEP, NT, NMODES = 16, 20.0, 0.004, 138, 6  # dt stable up to 2600 m/s (the prior's upper bound)
 
 
 def _geometry():
