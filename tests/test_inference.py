@@ -6,7 +6,6 @@ is ``N(mu, C)`` with ``C = (I + A^T A)^-1``, ``mu = C A^T b``, ``A = G L / sigma
 The data inform the parameters: sigma is chosen so the posterior std of the leading modes is 2-30x smaller than the
 prior's (checked in ``test_problem_is_informative``).
 """
-import math
 import re
 
 import numpy as np

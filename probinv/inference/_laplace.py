@@ -2,10 +2,8 @@ r"""Laplace (Gaussian) approximation at the MAP point with a low-rank Gauss-Newt
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Mapping
 
-import pyro
 import torch
 
 from ._common import Linearisation, check_model, check_positive_int, log, resolve_data
@@ -70,7 +68,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     .. math:: H = I + J^T \Sigma^{-1} J + H_{reg}, \qquad J = \partial d_{pred} / \partial z,
 
     whose misfit part (the prior-preconditioned data-misfit Hessian) is replaced by its ``rank`` leading eigenpairs
-    :math:`V \Lambda V^T` (randomised range finder from Jacobian-vector / vector-Jacobian products: ~4 solver passes per
+    :math:`V \Lambda V^T` (randomised range finder from Jacobian-vector / vector-Jacobian products: 2 solver passes per
     probe, or exact when ``rank + oversample`` exceeds the latent dimension). The posterior covariance is the
     low-rank update of the prior (Bui-Thanh et al. 2013, Flath et al. 2011)
 
