@@ -6,7 +6,6 @@ is ``N(mu, C)`` with ``C = (I + A^T A)^-1``, ``mu = C A^T b``, ``A = G L / sigma
 The data inform the parameters: sigma is chosen so the posterior std of the leading modes is 2-30x smaller than the
 prior's (checked in ``test_problem_is_informative``).
 """
-import math
 import re
 
 import numpy as np
@@ -86,16 +85,16 @@ def test_laplace_randomised_low_rank_is_exact_for_low_rank_misfit():
     rank 12 + 5 probes (< 30) captures it exactly (to rounding)."""
     lin = Linear(n_modes=30)
     post = laplace(lin.model(), rank=12, oversample=5, num_samples=10, map_kwargs={"num_steps": 200})
-    assert post.attrs["rank"] == 12 and post.attrs["solver_passes"] == 3 * 2 * 17
+    assert post.attrs["rank"] == 12 and post.attrs["solver_passes"] == 2 + 2 * 2 * 17
     assert torch.allclose(post.gaussian.covariance(), lin.C, atol=1e-9)
 
 
 def test_nuts_recovers_the_exact_posterior(lin, lap):
-    post = nuts(lin.model(), num_samples=400, warmup_steps=150, num_chains=2, laplace_posterior=lap, seed=1)
+    post = nuts(lin.model(), num_samples=300, warmup_steps=100, num_chains=2, laplace_posterior=lap, seed=1)
     z = post.samples["vp_z"]
-    assert z.shape == (2, 400, 6)
+    assert z.shape == (2, 300, 6)
     err = ((post.mean("vp_z") - lin.mu) / lin.sd).abs()
-    # ESS ~ 800 draws: Monte-Carlo error of the mean ~ 0.035 sd, of the std ~ 2.5 %
+    # ESS ~ 600 draws: Monte-Carlo error of the mean ~ 0.04 sd, of the std ~ 3 % (so 10 % is > 3 MC sigma)
     assert float(err.mean()) < 0.15
     assert float((post.std("vp_z") / lin.sd - 1).abs().max()) < 0.10
     stats = post.sample_stats
@@ -128,7 +127,7 @@ def test_nuts_without_preconditioning_runs(lin):
 def test_svi_multivariate_normal_matches_the_exact_posterior(lin):
     """Started away from the answer (MAP-free prior mean, scale 0.1): the full-covariance guide must find N(mu, C);
     20000 guide draws give Monte-Carlo errors ~ 0.007 sd (mean) and 0.5 % (std)."""
-    post = svi(lin.model(), guide="multivariate", num_steps=2000, lr=0.03, lr_final=3e-4, num_particles=64,
+    post = svi(lin.model(), guide="multivariate", num_steps=1000, lr=0.05, lr_final=3e-4, num_particles=64,
                tol=None, num_samples=20000, seed=0)
     err = ((post.mean("vp_z") - lin.mu) / lin.sd).abs()
     assert float(err.mean()) < 0.05
@@ -138,7 +137,7 @@ def test_svi_multivariate_normal_matches_the_exact_posterior(lin):
 def test_svi_mean_field_gives_the_conditional_std(lin, lap):
     """The KL(q||p)-optimal factorised Gaussian of N(mu, P^-1) has mean mu and std 1/sqrt(P_ii) (exactly);
     started from the Laplace solution (diagonal of C, larger), it must shrink to the conditional std."""
-    post = svi(lin.model(), guide="normal", laplace_posterior=lap, num_steps=1500, lr=0.03, lr_final=3e-4,
+    post = svi(lin.model(), guide="normal", laplace_posterior=lap, num_steps=800, lr=0.05, lr_final=3e-4,
                num_particles=32, tol=None, num_samples=20000, seed=0)
     cond_sd = lin.P.diagonal().rsqrt()
     assert float((post.std("vp_z") / cond_sd - 1).abs().max()) < 0.05
@@ -196,3 +195,21 @@ def test_errors(lin):
         svgd(lin.model(), num_particles=1)
     with pytest.raises(TypeError, match="model must be a probinv.models.SeismicModel"):
         map(lambda: None, lin.d)
+
+
+def test_box_prior_and_latent_sigma_models_run(lin):
+    """Bounded flat prior (BoxField, sampled through Pyro's sigmoid transform) with a latent noise sigma: MAP moves
+    towards the data, NUTS stays inside the box, and sigma's posterior brackets the true noise level (2) (its
+    hyperprior is broad: log-normal with median 1 and log-sd 1; 12 data constrain sigma to ~ +-20 %; a short unpreconditioned chain: only a smoke-level bracket is asserted)."""
+    from probinv.fields import BoxField
+    from probinv.models import GaussianLatentSigma
+
+    box = BoxField((6, 6), (2000.0, 3000.0), dtype=DT)
+    model = build_model({"vp": box}, lin.forward, lin.d, noise=GaussianLatentSigma(scale=1.0))
+    m = map(model, num_steps=200, lr=0.05)
+    assert m.attrs["loss"][-1] < m.attrs["loss"][0]
+    post = nuts(model, num_samples=10, warmup_steps=10, num_chains=1, precondition=None,
+                init={"vp": m.mean("vp"), "sigma": m.mean("sigma")}, seed=0, max_tree_depth=4)
+    vp = post.samples["vp"]
+    assert bool(((vp > 2000.0) & (vp < 3000.0)).all())
+    assert 0.2 < float(post.mean("sigma")) < 20.0

@@ -183,6 +183,56 @@ def jvp(f, x: torch.Tensor, v: torch.Tensor, mode: str = "auto", fd_step: float 
         return (f(x + h * v) - f(x - h * v)) / (2 * h)
 
 
+class Linearisation:
+    """Jacobian products of ``f`` at ``x`` sharing one forward evaluation.
+
+    ``mode="reverse"`` (or ``"auto"``): one forward ``y = f(x)`` and one differentiable backward ``g(u) = J^T u``
+    are recorded; then ``J v = d(g . v)/du`` (double backward, exact, works through custom autograd Functions whose
+    backward is made of differentiable torch operations) and ``J^T w`` reuse them without re-running the solver.
+    ``mode="fd"``: central differences for ``J v`` (two forwards each), reverse mode for ``J^T w``.
+    ``auto`` falls back to ``fd`` with a warning when the double backward is unavailable.
+    """
+
+    def __init__(self, f, x: torch.Tensor, mode: str = "auto", fd_step: float = 1e-4):
+        self.f, self.x, self.fd_step = f, x.detach(), fd_step
+        self.passes = 0
+        self.mode = "fd" if mode == "fd" else "reverse"
+        with torch.enable_grad():
+            self._xx = self.x.clone().requires_grad_(True)
+            self._y = f(self._xx)
+            self.passes += 1
+            if self.mode == "reverse":
+                try:
+                    self._u = torch.zeros_like(self._y, requires_grad=True)
+                    (self._g,) = torch.autograd.grad(self._y, self._xx, self._u, create_graph=True)
+                    self.passes += 1
+                    if not self._g.requires_grad:
+                        raise RuntimeError("the backward of f is not differentiable")
+                except Exception as err:
+                    if mode == "reverse":
+                        raise
+                    warnings.warn(f"double-backward Jacobian products unavailable ({err}); using central finite "
+                                  f"differences", RuntimeWarning, stacklevel=2)
+                    self.mode = "fd"
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self._y.detach()
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        if self.mode == "reverse":
+            (jv,) = torch.autograd.grad(self._g, self._u, v.to(self._g.dtype), retain_graph=True)
+            self.passes += 1
+            return jv.detach()
+        self.passes += 2
+        return jvp(self.f, self.x, v, mode="fd", fd_step=self.fd_step)
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad(self._y, self._xx, w, retain_graph=True)
+        self.passes += 1
+        return g.detach()
+
+
 def vjp(f, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         xx = x.detach().requires_grad_(True)
