@@ -39,9 +39,11 @@ solution with the layers held fixed).
 ``-2 - i``. ``wave="sh"``: traction free, ``du/dz = 0`` on row 0 (``z = 0``), as in :func:`probinv.physics.sh`,
 by the image method (the ghost row above row 0 mirrors row 1; positive image at row ``-i``).
 
-*wave="sh"*: the visco-elastic SH equation of paper 2 eq. 44, ``lap U + omega^2 / vs(omega)^2 U = -S``, i.e. the
-SH displacement of a line force in a medium of constant density, normalised by ``mu = rho vs^2`` (pass ``v = vs`` and
-``q = Qs``). The only differences from the acoustic case are the units of the field and the free-surface condition.
+*wave="sh"*: the visco-elastic SH equation of paper 2 eq. 44, ``lap U + omega^2 / vs(omega)^2 U = -S`` (pass
+``v = vs`` and ``q = Qs``). In a homogeneous medium ``U`` is ``mu = rho vs(omega)^2`` times the SH displacement of a
+unit line force; in a heterogeneous one eq. 44 (like the paper) drops the ``grad(mu) . grad(U) / mu`` term of
+``div(mu grad U) / mu``, so it is the full visco-elastic SH equation only where ``mu`` varies slowly. The only
+differences from the acoustic case are therefore the meaning of the field and the free-surface condition.
 
 Measured accuracy
 -----------------
