@@ -49,8 +49,13 @@ COMPLEX_MISFITS = ("l2", "l2_trace", "global_correlation", "attenuation")
 @pytest.mark.parametrize("name", sorted(REAL_MISFITS))
 def test_zero_on_identical_data(name):
     d = batch([0.0, 3.3])
+    x = d.clone().requires_grad_()
+    val = REAL_MISFITS[name](x, d)
     # traveltime: Newton refinement on an exact peak at lag 0 leaves only rounding (~1e-16 s^2)
-    assert abs(float(REAL_MISFITS[name](d, d.clone()))) < 1e-12
+    assert abs(float(val.detach())) < 1e-12
+    # at the minimum the gradient is zero (and finite: no 0/0 from norms or square roots); rounding level
+    (g,) = torch.autograd.grad(val, x)
+    assert bool(torch.isfinite(g).all()) and float(g.abs().max()) < 1e-12
 
 
 @pytest.mark.parametrize("name", COMPLEX_MISFITS)

@@ -34,13 +34,16 @@ solution with the layers held fixed).
 ``W^{-1} D + k^2`` (an effective Laplacian) with a point source, which removes the ``1 / M(k h)`` amplitude bias
 (3.6 % at 10 points per wavelength) that an unweighted point source gets from the lumped mass.
 
-*Free surface* (at the grid row ``z = 0``). ``wave="acoustic"``: pressure release, ``u = 0`` on row 0 (sources and
-receivers on row 0 therefore give zero). ``wave="sh"``: traction free, ``du/dz = 0``, by the image method (the ghost
-row above row 0 mirrors row 1).
+*Free surface* (no top layer). ``wave="acoustic"``: pressure release, ``u = 0`` one cell above row 0 (at
+``z = -dx``), as in :func:`probinv.physics.acoustic`: a source at row ``i`` has its (negative) image at row
+``-2 - i``. ``wave="sh"``: traction free, ``du/dz = 0`` on row 0 (``z = 0``), as in :func:`probinv.physics.sh`,
+by the image method (the ghost row above row 0 mirrors row 1; positive image at row ``-i``).
 
-*wave="sh"*: the visco-elastic SH equation of paper 2 eq. 44, ``lap U + omega^2 / vs(omega)^2 U = -S``, i.e. the
-SH displacement of a line force in a medium of constant density, normalised by ``mu = rho vs^2`` (pass ``v = vs`` and
-``q = Qs``). The only differences from the acoustic case are the units of the field and the free-surface condition.
+*wave="sh"*: the visco-elastic SH equation of paper 2 eq. 44, ``lap U + omega^2 / vs(omega)^2 U = -S`` (pass
+``v = vs`` and ``q = Qs``). In a homogeneous medium ``U`` is ``mu = rho vs(omega)^2`` times the SH displacement of a
+unit line force; in a heterogeneous one eq. 44 (like the paper) drops the ``grad(mu) . grad(U) / mu`` term of
+``div(mu grad U) / mu``, so it is the full visco-elastic SH equation only where ``mu`` varies slowly. The only
+differences from the acoustic case are therefore the meaning of the field and the free-surface condition.
 
 Measured accuracy
 -----------------
@@ -153,7 +156,6 @@ class _Pattern(NamedTuple):
     perm: np.ndarray        # COO -> CSC permutation of the entries
     coo_rows: np.ndarray
     coo_cols: np.ndarray
-    active: np.ndarray      # [N] bool: False on Dirichlet rows (acoustic free surface), identity rows there
     w_data: np.ndarray      # [nnz] real mass-lumping weights W in CSC order
     # parts of D built per frequency from the stretching factors: entry -> (kind, offsets)
     jz: np.ndarray          # [nnz_coo] row (z) of the equation
@@ -169,9 +171,6 @@ def _build_pattern(nz: int, nx: int, wave: str, free_surface: bool) -> _Pattern:
     jj, ii = np.meshgrid(np.arange(nz), np.arange(nx), indexing="ij")
     jj, ii = jj.ravel(), ii.ravel()
     n = nz * nx
-    active = np.ones(n, dtype=bool)
-    if free_surface and wave == "acoustic":
-        active[jj == 0] = False
     mirror = free_surface and wave == "sh"
     rows, cols, jzs, ixs, dzs, dxs, ws = [], [], [], [], [], [], []
     for dz in (-1, 0, 1):
@@ -179,9 +178,8 @@ def _build_pattern(nz: int, nx: int, wave: str, free_surface: bool) -> _Pattern:
             jt, it = jj + dz, ii + dxo
             if mirror:
                 jt = np.where(jt < 0, -jt, jt)     # image of row -1 is row 1 (traction free at row 0)
-            ok = (jt >= 0) & (jt < nz) & (it >= 0) & (it < nx)
+            ok = (jt >= 0) & (jt < nz) & (it >= 0) & (it < nx)      # outside: u = 0 (Dirichlet)
             col = jt * nx + it
-            ok &= active[jj * nx + ii] & np.where(ok, active[np.clip(col, 0, n - 1)], False)
             w = c if (dz == 0 and dxo == 0) else (d if (dz == 0 or dxo == 0) else e)
             rows.append((jj * nx + ii)[ok])
             cols.append(col[ok])
@@ -190,15 +188,13 @@ def _build_pattern(nz: int, nx: int, wave: str, free_surface: bool) -> _Pattern:
             dzs.append(np.full(ok.sum(), dz))
             dxs.append(np.full(ok.sum(), dxo))
             ws.append(np.full(ok.sum(), w))
-    # identity rows for the inactive (Dirichlet) nodes
-    dead = np.nonzero(~active)[0]
-    coo_rows = np.concatenate(rows + [dead])
-    coo_cols = np.concatenate(cols + [dead])
+    coo_rows = np.concatenate(rows)
+    coo_cols = np.concatenate(cols)
     jz = np.concatenate(jzs)
     ix = np.concatenate(ixs)
     dzo = np.concatenate(dzs)
     dxo_ = np.concatenate(dxs)
-    w_coo = np.concatenate(ws + [np.zeros(dead.size)])
+    w_coo = np.concatenate(ws)
     # several stencil points can fold onto one matrix entry (mirror): sum them through the COO -> CSC conversion;
     # record, for every COO entry, the position of its (row, col) pair in the CSC data array
     key = coo_rows.astype(np.int64) * n + coo_cols
@@ -210,20 +206,19 @@ def _build_pattern(nz: int, nx: int, wave: str, free_surface: bool) -> _Pattern:
     perm = order[inverse]                   # COO entry -> CSC data slot
     w_data = np.bincount(perm, weights=w_coo, minlength=uniq.size)
     rows_csc = csc.indices.astype(np.int64)
-    return _Pattern(nz, nx, rows_csc, csc.indices, csc.indptr, perm, coo_rows, coo_cols, active, w_data,
+    return _Pattern(nz, nx, rows_csc, csc.indices, csc.indptr, perm, coo_rows, coo_cols, w_data,
                     jz, ix, dzo, dxo_)
 
 
 def _laplacian_data(pat: _Pattern, widths: Widths, dx: float, omega: float, vmax: float) -> np.ndarray:
-    """CSC data of ``D`` (stretched, average-derivative Laplacian) at one frequency, plus 1 on the identity rows."""
+    """CSC data of ``D`` (stretched, average-derivative Laplacian) at one frequency."""
     a = ADM9[0]
     nz, nx = pat.nz, pat.nx
     sz, szh = _stretch(nz, widths.top, widths.bottom, dx, omega, vmax)
     sx, sxh = _stretch(nx, widths.left, widths.right, dx, omega, vmax)
     jz, ix, dz, dxo = pat.jz, pat.ix, pat.dz, pat.dxo
     h2 = dx * dx
-    n_sten = jz.size
-    val = np.zeros(n_sten, dtype=np.complex128)
+    val = np.zeros(jz.size, dtype=np.complex128)
     # x-term on line jz + dz (weight a on the centre line, (1 - a)/2 on the two others):
     # [ax(i+1/2)(u_{i+1} - u_i) - ax(i-1/2)(u_i - u_{i-1})] / h^2, ax = sz(line) / sx(half node)
     wline = np.where(dz == 0, a, (1.0 - a) / 2.0)
@@ -240,7 +235,7 @@ def _laplacian_data(pat: _Pattern, widths: Widths, dx: float, omega: float, vmax
     val += np.where(dz == 1, wcol * az_p, 0) + np.where(dz == -1, wcol * az_m, 0)
     val -= np.where(dz == 0, wcol * (az_p + az_m), 0)
     val /= h2
-    full = np.concatenate([val, np.ones(pat.coo_rows.size - n_sten)])
+    full = val
     # sum the stencil points that fold onto one matrix entry (bincount: much faster than np.add.at)
     size = pat.w_data.size
     return (np.bincount(pat.perm, weights=full.real, minlength=size)
@@ -255,7 +250,7 @@ def _stretch_product(pat: _Pattern, widths: Widths, dx: float, omega: float, vma
 
 
 def _matrix(pat: _Pattern, d_data: np.ndarray, m_flat: np.ndarray) -> sp.csc_matrix:
-    """``A = D + diag(m) W`` (identity on the inactive rows)."""
+    """``A = D + diag(m) W``."""
     n = pat.nz * pat.nx
     data = d_data + m_flat[pat.rows] * pat.w_data
     return sp.csc_matrix((data, pat.indices, pat.indptr), shape=(n, n))
@@ -283,7 +278,6 @@ class _HelmholtzSparse(torch.autograd.Function):
         n_shots = src.shape[0]
         m_np = m.detach().to("cpu", torch.complex128).numpy()
         amp_np = amp.detach().to("cpu", torch.complex128).numpy()
-        src_ok = pat.active[src]            # sources on Dirichlet rows inject nothing
         shot_idx = np.broadcast_to(np.arange(n_shots)[:, None], src.shape)
         keep = (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]) and setup.keep_factors
         w = sp.csc_matrix((pat.w_data, pat.indices, pat.indptr), shape=(n, n))
@@ -292,7 +286,7 @@ class _HelmholtzSparse(torch.autograd.Function):
         for f in range(m_np.shape[0]):
             lu = spla.splu(_matrix(pat, setup.d_data[f], m_np[f]))
             pts = np.zeros((n, n_shots), dtype=np.complex128)
-            np.add.at(pts, (src[src_ok], shot_idx[src_ok]), -amp_np[..., f][src_ok] / setup.dx ** 2)
+            np.add.at(pts, (src, shot_idx), -amp_np[..., f] / setup.dx ** 2)
             u = lu.solve(w @ pts)                                           # b = W (-a delta / dx^2)
             out[..., f] = u[rec, np.arange(n_shots)[:, None]]
             if keep:
@@ -317,7 +311,6 @@ class _HelmholtzSparse(torch.autograd.Function):
         grad_m = np.zeros((n_freqs, n), dtype=np.complex128)
         grad_amp = np.zeros((n_shots, src.shape[1], n_freqs), dtype=np.complex128)
         shots = np.broadcast_to(np.arange(n_shots)[:, None], rec.shape)
-        src_ok = pat.active[src]
         for f in range(n_freqs):
             if setup.keep_factors:
                 lu, u = ctx.lus[f], ctx.fields[f]
@@ -325,14 +318,14 @@ class _HelmholtzSparse(torch.autograd.Function):
                 lu = spla.splu(_matrix(pat, setup.d_data[f], ctx.m_np[f]))
                 pts = np.zeros((n, n_shots), dtype=np.complex128)
                 shot_idx = np.broadcast_to(np.arange(n_shots)[:, None], src.shape)
-                np.add.at(pts, (src[src_ok], shot_idx[src_ok]), -ctx.amp_np[..., f][src_ok] / setup.dx ** 2)
+                np.add.at(pts, (src, shot_idx), -ctx.amp_np[..., f] / setup.dx ** 2)
                 u = lu.solve(w @ pts)
             rhs = np.zeros((n, n_shots), dtype=np.complex128)
             np.add.at(rhs, (rec, shots), np.conj(g[..., f]))
             mu = lu.solve(rhs, trans="T")                                   # A^T mu = conj(g)
-            grad_m[f] = -np.conj((mu * (w @ u)).sum(axis=1)) * pat.active
+            grad_m[f] = -np.conj((mu * (w @ u)).sum(axis=1))
             wt_mu = w.T @ mu                                                # b = W p  ->  grad_p = W^T grad_b
-            grad_amp[..., f] = np.where(src_ok, -np.conj(wt_mu[src, np.arange(n_shots)[:, None]]) / setup.dx ** 2, 0)
+            grad_amp[..., f] = -np.conj(wt_mu[src, np.arange(n_shots)[:, None]]) / setup.dx ** 2
         gm = torch.from_numpy(grad_m).to(device=ctx.m_meta[1], dtype=ctx.m_meta[0]) if ctx.needs_input_grad[0] else None
         ga = (torch.from_numpy(grad_amp).to(device=ctx.amp_meta[1], dtype=ctx.amp_meta[0])
               if ctx.needs_input_grad[1] else None)
@@ -354,14 +347,13 @@ def _dense_solve(m, amp, setup):
     n_shots = setup.src.shape[0]
     src = torch.as_tensor(setup.src, device=dev)
     rec = torch.as_tensor(setup.rec, device=dev)
-    src_ok = torch.as_tensor(pat.active[setup.src], device=dev)
     shots = torch.arange(n_shots, device=dev)[:, None].expand_as(src)
     out = []
     for f in range(m.shape[0]):
         vals = torch.as_tensor(setup.d_data[f], dtype=cdt, device=dev) + m[f][rows] * w_data
         a = torch.zeros(n, n, dtype=cdt, device=dev).index_put((rows, cols), vals)
         pts = torch.zeros(n, n_shots, dtype=cdt, device=dev)
-        amps = torch.where(src_ok, -amp[..., f] / setup.dx ** 2, torch.zeros((), dtype=cdt, device=dev))
+        amps = -amp[..., f] / setup.dx ** 2
         pts = pts.index_put((src.reshape(-1), shots.reshape(-1)), amps.reshape(-1), accumulate=True)
         rhs = torch.zeros_like(pts).index_add(0, rows, w_data[:, None] * pts[cols])      # W pts
         u = torch.linalg.solve(a, rhs)
@@ -436,7 +428,8 @@ def helmholtz(v: torch.Tensor, q, dx: float, frequencies, source_locations: torc
     pml_width : int or 4 ints
         Absorbing-layer thickness in cells (top, bottom, left, right), added outside the model.
     free_surface : bool
-        Free surface on the top row ``z = 0`` (pressure release for acoustic, traction free for SH).
+        Free surface on top instead of a layer: pressure release one cell above row 0 for acoustic, traction free
+        on row 0 for SH (the conventions of :func:`probinv.physics.acoustic` and :func:`probinv.physics.sh`).
     wave : {"acoustic", "sh"}
         Which equation (paper 2 eq. 42 or eq. 44); see the module docstring.
     rho : None
