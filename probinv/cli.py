@@ -144,7 +144,8 @@ def _cmd_invert(args) -> int:
                                  accuracy=cfg.physics.accuracy)
     model = workflow.build_model(setup, observed, sigma, prior)
     log.info(f"probinv invert: method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
-    res = workflow.run_inversion(model, method=inf["method"], steps=inf["steps"], lr=inf["lr"],
+    res = workflow.run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"],
+                                 lr=inf["lr"], rank=inf["rank"],
                                  num_samples=inf["num_samples"], warmup=inf["warmup"], num_chains=inf["num_chains"],
                                  n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
                                  checkpoint_every=cfg.output.checkpoint_every, resume=args.resume,
@@ -154,6 +155,9 @@ def _cmd_invert(args) -> int:
     post.dt = setup.acquisition.dt
     post.attrs.update(probinv_config=cfg.to_json(), noise_sigma=sigma)
     post.to_netcdf(out / "posterior.nc")
+    if args.no_figures:
+        print(f"probinv invert: {inf['method']} posterior in {(out / 'posterior.nc').resolve()}")
+        return 0
     map_vp = res.map.mean("vp")
     from torch import no_grad
 
@@ -220,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, help="overrides [inference].steps")
     i.add_argument("--resume", action="store_true", help="continue from the checkpoints in the output folder")
     i.add_argument("--out", help="output folder (default: [output].directory)")
+    i.add_argument("--no-figures", action="store_true", help="write posterior.nc only (figures later: probinv report)")
     i.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook: simulate a kill after N blocks
     i.set_defaults(func=_cmd_invert)
 

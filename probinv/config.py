@@ -220,8 +220,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "inference": {
         "method": Key((str,), "map", "map | laplace | svi | svgd | nuts", _one_of(*METHODS)),
-        "steps": Key((int,), 200, "optimisation steps (map, svi, svgd)", _positive),
-        "lr": Key(_NUM, 0.02, "learning rate (map, svi, svgd)", _positive),
+        "optimizer": Key((str,), "adam", "MAP optimiser: adam (the papers' FWI) or lbfgs (fewer gradients)",
+                         _one_of("adam", "lbfgs")),
+        "steps": Key((int,), 200, "optimisation steps (map: Adam steps or L-BFGS iterations; svi, svgd)", _positive),
+        "lr": Key(_NUM, 0.02, "learning rate (map with adam, svi, svgd; L-BFGS uses 1)", _positive),
+        "rank": Key((int,), None, "Laplace rank (default: the latent dimension, at most 100)", _positive),
         "num_samples": Key((int,), 200, "posterior samples (laplace, nuts)", _positive),
         "warmup": Key((int,), 100, "NUTS warm-up steps", _nonneg),
         "num_chains": Key((int,), 2, "NUTS chains", _positive),

@@ -44,8 +44,8 @@ def demo_config(small: bool = False, *, method: str = "laplace") -> dict:
         "physics": {"accuracy": 4, "pml_width": 10},
         "noise": {"relative": 0.02, "seed": 0},
         "prior": {"type": "whitened", "covariance": "matern", "nu": 1.5,
-                  "correlation_length": 100.0 if small else 140.0, "std": 150.0, "n_modes": 24 if small else 40},
-        "inference": {"method": method, "steps": 40 if small else 150, "lr": 0.05,
+                  "correlation_length": 80.0 if small else 100.0, "std": 200.0, "n_modes": 40 if small else 60},
+        "inference": {"method": method, "optimizer": "lbfgs", "steps": 15 if small else 40, "lr": 1.0,
                       "num_samples": 100 if small else 400, "warmup": 30 if small else 100, "num_chains": 2,
                       "seed": 0},
         "output": {"directory": "rerun", "checkpoint_every": 25},
@@ -106,17 +106,10 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
                                  accuracy=cfg.physics.accuracy)
     model = workflow.build_model(setup, sim.observed, sim.sigma, prior)
     inf = cfg.inference
-    res = workflow.run_inversion(model, method="laplace", steps=inf.steps, lr=inf.lr, num_samples=inf.num_samples,
-                                 seed=inf.seed, progress=progress, checkpoint_dir=out / "checkpoints",
-                                 checkpoint_every=0)
+    res = workflow.run_inversion(model, method=method, optimizer=inf.optimizer, steps=inf.steps, lr=inf.lr, num_samples=inf.num_samples,
+                                 warmup=inf.warmup, num_chains=inf.num_chains, seed=inf.seed, progress=progress,
+                                 log_fn=say)
     post = res.posterior
-    if nuts:
-        from . import inference
-
-        say("NUTS preconditioned by the Laplace approximation ...")
-        post = inference.nuts(model, init=workflow._latent_init(res.map, model), num_samples=inf.num_samples // 2,
-                              warmup_steps=inf.warmup, num_chains=inf.num_chains, seed=inf.seed,
-                              preconditioner=res.posterior)
     map_vp = res.map.mean("vp")
     with torch.no_grad():
         predicted = workflow.forward_data(map_vp, setup)

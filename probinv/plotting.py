@@ -190,7 +190,7 @@ def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, rec
     nrec, nt = o.shape
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), constrained_layout=True)
     v = float(np.quantile(np.abs(o), 0.98)) or 1.0
-    for ax, d, t in zip(axes[:3], (o, p, o - p), (*titles, "difference")):
+    for ax, d, t in zip(axes[:3], (o, p, o - p), (*titles, "difference (same scale)")):
         plot_gather(d, dt, ax=ax, title=t, receiver_x=receiver_x)
         ax.images[0].set_clim(-v, v)
     t = np.arange(nt) * dt

@@ -429,10 +429,10 @@ def demo(*, size: str = "full", dtype=None, device=None) -> Scenario:
     z, x = _grid(nz, nx, dx, dtype, device)
     bg = 2000.0 + 1.0 * z + 0 * x
     layer_top = 0.78 * nz * dx
-    layer = 0.5 * (1 + torch.tanh((z + 0 * x - layer_top) / dx))
+    layer = 0.5 * (1 + torch.tanh((z + 0 * x - layer_top) / (2 * dx)))  # edges 2 cells wide: a smooth truth
     true_bg = bg + 300.0 * layer
     r = torch.sqrt((z - 0.42 * nz * dx) ** 2 + (x - 0.5 * (nx - 1) * dx) ** 2)
-    blob = 0.5 * (1 - torch.tanh((r - 0.16 * nz * dx) / dx))
+    blob = 0.5 * (1 - torch.tanh((r - 0.16 * nz * dx) / (2 * dx)))
     vp = true_bg * (1 + 0.12 * blob)
     vmin, vmax = float(vp.min()), float(vp.max())
     freq = _default_freq(vmin, dx)
