@@ -135,3 +135,16 @@ def test_train_fno_script_end_to_end(tmp_path):
     assert evaluate(sur, va)["rel_l2"] == pytest.approx(meta["val_rel_l2"], rel=2e-3)  # float16 weight rounding
     # a second call resumes the finished schedule without training further
     assert mod.main(args)["step"] == 2
+
+
+def test_generator_command_line(tmp_path):
+    from probinv.surrogate.data import main
+
+    path = str(tmp_path / "cli.nc")
+    main([path, "--samples", "2", "--seed", "4", "--batch-size", "2", "--nz", "20", "--nx", "20", "--dx", "70",
+          "--dt", str(1 / 128), "--freq", "2", "--t0", "0.5", "--n-frames", "4", "--frame-every", "32",
+          "--pml-width", "8", "--accuracy", "4"])
+    d = load_dataset(path)
+    assert d["config"] == TINY.to_dict() and d["manifest"]["seed"] == 4
+    v, src = sample_batch(TINY, 4, 0, 2)
+    assert torch.equal(d["velocity"], v) and torch.equal(d["source"], src)

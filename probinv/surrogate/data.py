@@ -397,3 +397,34 @@ def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torc
                "time": torch.from_numpy(np.asarray(ds["time"][:], dtype=np.float64)),
                "dx": float(manifest["config"]["dx"]), "config": manifest["config"], "manifest": manifest}
     return out
+
+
+def main(argv=None) -> None:
+    """Command line: ``python -m probinv.surrogate.data OUT.nc --samples 5000 --seed 0`` (paper 1's generator)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m probinv.surrogate.data",
+                                 description="Simulate paper 1's FNO training data into a NetCDF file (resumable).")
+    ap.add_argument("path", help="output .nc file (extended if it exists with the same parameters)")
+    ap.add_argument("--samples", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--storage", default="float32", choices=["float32", "compressed"])
+    ap.add_argument("--threads", type=int, default=None)
+    for f in dataclasses.fields(SimulationConfig):
+        kind = int if f.type in ("int", int) else float
+        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=f"default {f.default}")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimulationConfig)
+                 if getattr(args, f.name) is not None}
+    config = SimulationConfig(**overrides)
+    generate_dataset(args.path, args.samples, config, seed=args.seed, batch_size=args.batch_size,
+                     storage=args.storage)
+    log.info("%s: %d samples, config %s", args.path, args.samples, config.to_dict())
+
+
+if __name__ == "__main__":
+    main()
