@@ -1,0 +1,195 @@
+"""Evaluation of the trained FNO surrogate against the solver, and FNO-FWI vs finite-difference FWI (paper 1).
+
+Parts (``--parts``):
+
+``val``
+    validation relative L2 of the checkpoint on ``--val`` held-out samples of ``--data`` (the last ones), next to
+    the homogeneous-medium baseline and paper 1's 0.273.
+``generalisation``
+    the square 5 % anomaly in a 3000 m/s background (outside the training family) on 64 x 64, and a paper-1 model
+    refined to 128 x 128 (80 m, evaluated without retraining): relative L2 FNO vs solver and the waveforms at 8
+    receivers (saved in the JSON).
+``fwi``
+    paper 1 Fig. 5: 20 sources, a receiver at every node, homogeneous 3000 m/s start, Adam (lr 0.01 on km/s),
+    ``--iterations`` iterations, noise-free solver data; once through the FNO and once through the
+    finite-difference solver (probinv.physics.acoustic, AD gradient), relative L2 model misfit and seconds per
+    iteration side by side (the ratio is the honest speed-up on this machine).
+``timing``
+    only the seconds per FWI iteration of both (no trained network needed: the cost does not depend on the
+    weights), for a quick CPU/GPU comparison.
+
+Run::
+
+    OMP_NUM_THREADS=2 python3 benchmarks/fno.py --checkpoint probinv/surrogate/pretrained/paper1.pt \\
+        --data fno_data.nc --parts val,generalisation,fwi --iterations 1000
+    OMP_NUM_THREADS=2 python3 benchmarks/fno.py --parts timing --repeats 3
+
+Writes ``benchmarks/results/fno.json`` and ``benchmarks/results/fno.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from probinv.surrogate import FNOSurrogate, evaluate, load_pretrained  # noqa: E402
+from probinv.surrogate.data import (SimulationConfig, homogeneous_response, load_dataset,  # noqa: E402
+                                    sample_batch, simulate_wavefields)
+
+PAPER1 = {"val_rel_l2": 0.273, "fwi_fno": 0.0319, "fwi_sem": 0.0289}
+
+
+def fwi_sources(n: int = 20, nz: int = 64, nx: int = 64) -> torch.Tensor:
+    """``n`` sources on a 4 x 5 lattice inside the grid, ``Tensor[n, 2]`` (z, x)."""
+    zs = torch.linspace(8, nz - 9, 4).round().long()
+    xs = torch.linspace(6, nx - 7, 5).round().long()
+    src = torch.stack(torch.meshgrid(zs, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+    return src[:n]
+
+
+def fno_data(sur: FNOSurrogate, v: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """All-node frames for every source through the FNO, ``[n_src, n_frames, nz, nx]``."""
+    return sur(v[None].expand(src.shape[0], *v.shape), src)
+
+
+def fd_data(v: torch.Tensor, src: torch.Tensor, cfg: SimulationConfig) -> torch.Tensor:
+    """All-node frames for every source through the solver (one call, 20 shots; differentiable),
+    ``[n_src, n_frames, nz, nx]``."""
+    from probinv.physics import acoustic, ricker
+
+    amp = ricker(cfg.freq, cfg.nt, cfg.dt, cfg.t0, dtype=v.dtype, device=v.device).expand(src.shape[0], 1, cfg.nt)
+    loc = src.reshape(-1, 1, 2).to(v.device)
+    _, snaps = acoustic(v, cfg.dx, cfg.dt, amp.contiguous(), loc, loc, pml_width=cfg.pml_width,
+                        accuracy=cfg.accuracy, return_wavefield=True, wavefield_every=cfg.frame_every)
+    return snaps[:, 1:cfg.n_frames + 1]  # snapshot j is step j * frame_every; frame k is snapshot k + 1
+
+
+def run_fwi(forward, v_true: torch.Tensor, observed: torch.Tensor, iterations: int, lr: float = 0.01) -> dict:
+    """Adam on the velocity in km/s from a homogeneous 3000 m/s start; L2 misfit of all frames at all nodes."""
+    vkm = torch.full_like(v_true, 3.0).requires_grad_(True)
+    opt = torch.optim.Adam([vkm], lr=lr)
+    times, losses = [], []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = ((forward(1000 * vkm) - observed) ** 2).sum()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+        losses.append(float(loss.detach()))
+    v = 1000 * vkm.detach()
+    return {"rel_l2_model": float((v - v_true).norm() / v_true.norm()), "seconds_per_iteration":
+            sorted(times)[len(times) // 2], "loss_first": losses[0], "loss_last": losses[-1], "iterations": iterations}
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="trained checkpoint (default: load_pretrained())")
+    ap.add_argument("--data", default=None, help="data file for the validation part")
+    ap.add_argument("--val", type=int, default=200)
+    ap.add_argument("--parts", default="val,generalisation,fwi")
+    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3, help="iterations timed by the timing part")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    cfg = SimulationConfig()
+    dev = torch.device(args.device)
+    res = {"threads": args.threads, "device": str(dev), "load_average_before": os.getloadavg(), "paper1": PAPER1}
+    if parts == ["timing"]:
+        torch.manual_seed(0)
+        sur = FNOSurrogate(cfg.n_frames, {"nz": 64, "nx": 64, "dx": cfg.dx}, cfg.times, v_mean=3000.0,
+                           v_std=150.0, target="residual", simulation=cfg.to_dict(), device=dev)
+        sur.homogeneous.copy_(homogeneous_response(cfg).to(dev))
+    else:
+        sur = load_pretrained(path=args.checkpoint, map_location=dev) if args.checkpoint else load_pretrained()
+        res["metadata"] = {k: v for k, v in sur.metadata.items() if k not in ("residual_std", "time")}
+    for p in sur.parameters():
+        p.requires_grad_(False)  # FWI differentiates w.r.t. the velocity only
+    v_true = sample_batch(cfg, seed=12345, batch=0, batch_size=1)[0][0].to(dev)
+    src = fwi_sources().to(dev)
+
+    if "val" in parts:
+        if args.data is None:
+            raise SystemExit("--data is needed for the validation part")
+        data = load_dataset(args.data)
+        n = data["velocity"].shape[0]
+        va = {k: data[k][n - args.val:] for k in ("velocity", "source", "wavefield")}
+        ev = evaluate(sur, va)
+        res["val"] = {"rel_l2": ev["rel_l2"], "baseline_rel_l2": ev.get("baseline_rel_l2"), "n": args.val}
+
+    if "generalisation" in parts:
+        out = {}
+        anomaly = torch.full((64, 64), 3000.0, device=dev)
+        anomaly[24:40, 24:40] = 3150.0  # square 5 % anomaly
+        fine_v = torch.nn.functional.interpolate(v_true[None, None], size=(128, 128), mode="bilinear",
+                                                 align_corners=False)[0, 0]
+        receivers = [(2, 8 * k + 4) for k in range(8)]  # 8 receivers along a line near the top
+        for name, v, s, dx in (("anomaly_64", anomaly, torch.tensor([[32, 10]]), cfg.dx),
+                               ("random_128", fine_v, torch.tensor([[64, 40]]), cfg.dx / 2)):
+            with torch.no_grad():
+                pred = sur(v[None], s.to(dev), dx=dx)[0]
+                true = simulate_wavefields(v[None].double(), s, cfg, dx=dx)[0].to(pred)
+            f = 1 if v.shape[0] == 64 else 2
+            out[name] = {"rel_l2": _rel(pred, true),
+                         "receivers": [(f * z, f * x) for z, x in receivers],
+                         "fno": [pred[:, f * z, f * x].tolist() for z, x in receivers],
+                         "solver": [true[:, f * z, f * x].tolist() for z, x in receivers]}
+        res["generalisation"] = out
+
+    if "fwi" in parts or "timing" in parts:
+        iters = args.iterations if "fwi" in parts else args.repeats
+        with torch.no_grad():
+            observed = fd_data(v_true.double(), src, cfg).to(v_true)
+        fno_run = run_fwi(lambda v: fno_data(sur, v, src), v_true, observed, iters)
+        fd_run = run_fwi(lambda v: fd_data(v, src, cfg), v_true, observed, iters)
+        res["fwi"] = {"fno": fno_run, "finite_difference": fd_run,
+                      "fd_over_fno_time": fd_run["seconds_per_iteration"] / fno_run["seconds_per_iteration"]}
+    res["load_average_after"] = os.getloadavg()
+
+    lines = [f"# FNO evaluation ({res['device']}, {args.threads} threads, load "
+             f"{res['load_average_before'][0]:.2f} / {res['load_average_after'][0]:.2f})", "",
+             "| quantity | probinv | paper 1 |", "|---|---|---|"]
+    if "val" in res:
+        lines.append(f"| validation rel. L2 ({res['val']['n']} models) | {res['val']['rel_l2']:.3f} | 0.273 |")
+        if res["val"]["baseline_rel_l2"] is not None:
+            lines.append(f"| homogeneous-medium baseline rel. L2 | {res['val']['baseline_rel_l2']:.3f} | - |")
+    for name, g in res.get("generalisation", {}).items():
+        lines.append(f"| {name}: FNO vs solver rel. L2 | {g['rel_l2']:.3f} | - |")
+    if "fwi" in res:
+        f = res["fwi"]
+        if "fwi" in parts:
+            lines.append(f"| FWI model rel. L2, FNO ({f['fno']['iterations']} it.) | {f['fno']['rel_l2_model']:.4f} | "
+                         f"0.0319 |")
+            lines.append(f"| FWI model rel. L2, finite differences | {f['finite_difference']['rel_l2_model']:.4f} | "
+                         f"0.0289 (SEM + adjoint) |")
+        lines.append(f"| s / FWI iteration, FNO | {f['fno']['seconds_per_iteration']:.3f} | ~1 (V100) |")
+        lines.append(f"| s / FWI iteration, finite differences | {f['finite_difference']['seconds_per_iteration']:.3f} "
+                     f"| ~100 (SEM) |")
+        lines.append(f"| speed-up FD / FNO | {f['fd_over_fno_time']:.2f} | ~100 |")
+    os.makedirs(args.out, exist_ok=True)
+    for name, text in (("fno.json", json.dumps(res, indent=2)), ("fno.md", "\n".join(lines) + "\n")):
+        fd, tmp = tempfile.mkstemp(dir=args.out)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, os.path.join(args.out, name))
+    print("\n".join(lines))
+    return res
+
+
+if __name__ == "__main__":
+    main()
