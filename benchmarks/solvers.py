@@ -14,7 +14,7 @@ Usage::
     python benchmarks/solvers.py                       # all sizes, writes benchmarks/results/solvers.{json,md}
     python benchmarks/solvers.py --sizes 100 --nt 200  # a quick run
 
-Each process first makes one untimed 20-step warm-up call (lazy imports, first-touch allocations) so the medians
+Each process first makes one untimed 64-step warm-up call (lazy imports, first-touch allocations) so the medians
 measure the steady state of both libraries alike.
 
 Writes ``benchmarks/results/solvers.json`` and ``solvers.md`` (atomically: temp file + os.replace).
@@ -130,7 +130,7 @@ def _worker(solver: str, mode: str, n: int, nt: int, repeats: int) -> dict:
         return d
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    run(min(nt, 20))  # warm-up (lazy imports, first-touch allocations), untimed, for every solver alike
+    run(min(nt, 64))  # warm-up (lazy imports, first-touch allocations), untimed, for every solver alike
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -226,6 +226,8 @@ def main(argv=None):
     ap.add_argument("--adjoint-sizes", type=int, nargs="*", default=None,
                     help="sizes at which the hand-written adjoint runs (default all)")
     ap.add_argument("--max-rss-gb", type=float, default=8.0, help="kill a configuration above this RSS")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the runs of an existing solvers.json that this invocation does not redo")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -247,6 +249,15 @@ def main(argv=None):
                          f"deepwave {dw_version}",
               "repeats": args.repeats, "runs": [], "ratios": {}}
     rows = {}
+    path = os.path.join(RESULTS, "solvers.json")
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        result["command"] = old["command"] + " ; " + result["command"]
+        for r in old["runs"]:
+            redo = r["n"] in args.sizes and (args.only is None or r["solver"] in args.only)
+            if not redo:
+                rows[(r["n"], r["solver"], r["mode"])] = r
     for n in args.sizes:
         nt = args.nt_largest if (args.nt_largest and n == max(args.sizes)) else args.nt
         for name, solver, mode in CONFIGS:
@@ -265,9 +276,12 @@ def main(argv=None):
             r.update(name=name, solver=solver, mode=mode, n=n, nt=nt_run, load_before=load0,
                      load_after=os.getloadavg())
             rows[(n, solver, mode)] = r
-            result["runs"].append(r)
+            result["runs"] = list(rows.values())
             print(json.dumps(r), flush=True)
             _atomic_write(os.path.join(RESULTS, "solvers.json"), json.dumps(result, indent=1))
+    order = {key: i for i, (_, key, _) in enumerate(CONFIGS)}
+    result["runs"] = sorted(rows.values(), key=lambda r: (r["n"], order[r["solver"]], r["mode"] != "fwd"))
+    for n in sorted({r["n"] for r in result["runs"]}):
         result["ratios"][str(n)] = {
             "acoustic fwd+grad time / deepwave": (_ratio(rows, n, "acoustic", "dw_scalar", "median_s"), "<= 1.0"),
             "acoustic forward time / deepwave": (_ratio(rows, n, "acoustic", "dw_scalar", "median_s", "fwd", "fwd"),
@@ -284,8 +298,8 @@ def main(argv=None):
             "AD gradient peak RSS / hand-written adjoint": (_ratio(rows, n, "acoustic", "adjoint", "peak_rss_mb"),
                                                             "(same budget)"),
         }
-        _atomic_write(os.path.join(RESULTS, "solvers.json"), json.dumps(result, indent=1))
-        _atomic_write(os.path.join(RESULTS, "solvers.md"), _markdown(result))
+    _atomic_write(os.path.join(RESULTS, "solvers.json"), json.dumps(result, indent=1))
+    _atomic_write(os.path.join(RESULTS, "solvers.md"), _markdown(result))
     print(_markdown(result))
 
 
