@@ -74,6 +74,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from . import _checks
@@ -429,7 +430,9 @@ class _TimeBlock(torch.autograd.Function):
     Each step is linear in the wavefield state with the (padded) medium coefficients as pointwise multipliers. The
     forward saves, per step, only the fields that multiply a coefficient (``spec.n_save``); the backward runs the
     exact transpose of each step backwards in time (the discrete adjoint) and accumulates the coefficient gradients.
-    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes.
+    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes. It is
+    differentiable once: ``create_graph=True`` through it raises an error instead of returning wrong second
+    derivatives.
     """
 
     @staticmethod
@@ -450,6 +453,7 @@ class _TimeBlock(torch.autograd.Function):
         return (*state, recs)
 
     @staticmethod
+    @once_differentiable  # second derivatives would need the adjoint of the adjoint: refuse them loudly
     def backward(ctx, *grads):
         spec, n0, n1 = ctx.spec, ctx.n0, ctx.n1
         saves, *coeffs = ctx.saved_tensors
