@@ -416,3 +416,14 @@ def test_errors():
     w = ricker(10.0, 300, 1e-3, dtype=torch.float64)[None, None]
     with pytest.warns(UserWarning, match=r"only 1\.\d\d grid points per minimum wavelength \(vmin = 100\d"):
         psv(vp, vs, rho, 20.0, 1e-3, w, src, rec)
+
+
+def test_second_derivatives_are_refused_not_wrong():
+    vp, vs, rho, w = _args()
+    vs = vs.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = sh(vs, rho, DX, 1e-4, w, _loc((2, 2)), _loc((5, 5)), pml_width=2)
+    (g,) = torch.autograd.grad(d.pow(2).sum(), vs, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()

@@ -74,6 +74,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from . import _checks
@@ -429,7 +430,9 @@ class _TimeBlock(torch.autograd.Function):
     Each step is linear in the wavefield state with the (padded) medium coefficients as pointwise multipliers. The
     forward saves, per step, only the fields that multiply a coefficient (``spec.n_save``); the backward runs the
     exact transpose of each step backwards in time (the discrete adjoint) and accumulates the coefficient gradients.
-    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes.
+    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes. It is
+    differentiable once: ``create_graph=True`` through it raises an error instead of returning wrong second
+    derivatives.
     """
 
     @staticmethod
@@ -450,6 +453,7 @@ class _TimeBlock(torch.autograd.Function):
         return (*state, recs)
 
     @staticmethod
+    @once_differentiable  # second derivatives would need the adjoint of the adjoint: refuse them loudly
     def backward(ctx, *grads):
         spec, n0, n1 = ctx.spec, ctx.n0, ctx.n1
         saves, *coeffs = ctx.saved_tensors
@@ -611,11 +615,11 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         sz = mu_z * ez
         dsz, p_sz = _stretch(_d_minus(sz, -2, c, inv_dx, _image_antisymmetric_half(sz, m) if fs else None), s_sz,
                              p_sz)
-        div = dsx + dsz
+        div = dsx + dsz if save is None else torch.add(dsx, dsz, out=save[2])
         v = _inject(torch.addcmul(v, buoy_dt, div), src_idx, amps[..., n])
         u = torch.add(u, v, alpha=dt)
         if save is not None:
-            save[0], save[1], save[2] = ex, ez, div
+            save[0], save[1] = ex, ez
         return (u, v, *p_ux, *p_uz, *p_sx, *p_sz), rec, snap
 
     def adjoint(n, lam, g_rec, saved, g_co, g_amps):
@@ -792,8 +796,8 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         d6, p6 = _stretch(_d_minus(sxz, -2, c, inv_dx, _image_antisymmetric_half(sxz, m) if fs else None), s6, p6)
         d7, p7 = _stretch(_d_minus(sxz, -1, c, inv_dx), s7, p7)
         d8, p8 = _stretch(_d_plus(szz, -2, c, inv_dx, _image_antisymmetric_integer(szz, m) if fs else None), s8, p8)
-        fx = d5 + d6
-        fz = d7 + d8
+        fx = d5 + d6 if save is None else torch.add(d5, d6, out=save[0])
+        fz = d7 + d8 if save is None else torch.add(d7, d8, out=save[1])
         vx_old, vz_old = vx, vz
         vx = torch.addcmul(vx, bx_dt, fx)
         vz = torch.addcmul(vz, bz_dt, fz)
@@ -814,7 +818,8 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
         d3, p3 = _stretch(_d_plus(vx, -2, c, inv_dx), s3, p3)
         d4, p4 = _stretch(_d_plus(vz, -1, c, inv_dx), s4, p4)
-        exx, ezz, exz = d1, d2, d3 + d4
+        exx, ezz = d1, d2
+        exz = d3 + d4 if save is None else torch.add(d3, d4, out=save[4])
         sxx = torch.addcmul(torch.addcmul(sxx, lam2mu_xx, exx), lam_xx, ezz)
         szz = torch.addcmul(torch.addcmul(szz, lam, exx), lam2mu, ezz)
         sxz = torch.addcmul(sxz, mu_xz, exz)
@@ -824,7 +829,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         if fs:
             szz = szz * surface_mask
         if save is not None:
-            save[0], save[1], save[2], save[3], save[4] = fx, fz, exx, ezz, exz
+            save[2], save[3] = exx, ezz
         return (vx, vz, sxx, szz, sxz, *p1, *p2, *p3, *p4, *p5, *p6, *p7, *p8), rec, snap
 
     def adjoint(n, lam_st, g_rec, saved, g_co, g_amps):
