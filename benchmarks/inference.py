@@ -174,8 +174,8 @@ CONFIG = {
 QUICK = {
     "linear": dict(nuts_samples=300, nuts_warmup=100, svi_steps=1000, svgd_steps=300, cal_nuts_samples=200,
                    cal_nuts_warmup=100, truths=20),
-    "acoustic": dict(nuts_samples=60, nuts_warmup=40, svi_steps=100, svgd_particles=8, svgd_steps=40,
-                     cal_nuts_samples=60, cal_nuts_warmup=40, truths=3, eff_chains=1, max_tree_depth=6),
+    "acoustic": dict(nuts_samples=40, nuts_warmup=30, svi_steps=50, svgd_particles=8, svgd_steps=20,
+                     cal_nuts_samples=60, cal_nuts_warmup=40, truths=0, eff_chains=1, max_tree_depth=5),
 }
 
 
