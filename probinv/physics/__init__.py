@@ -6,6 +6,8 @@ downwards; locations are int64 ``(z, x)`` grid indices ``[n_shots, n_per_shot, 2
 from . import adjoint as adjoint
 from .acoustic import acoustic as acoustic
 from .boundaries import cpml_profile as cpml_profile
+from .elastic import psv as psv
+from .elastic import sh as sh
 from .wavelets import ricker as ricker
 
-__all__ = ["acoustic", "adjoint", "cpml_profile", "ricker"]
+__all__ = ["acoustic", "adjoint", "cpml_profile", "psv", "ricker", "sh"]

@@ -10,13 +10,18 @@ pressure-release free surface on top.
 
 How the gradient is computed
 ----------------------------
-The time loop runs inside a :class:`torch.autograd.Function` over blocks of time steps whose backward is the
-hand-derived transpose of the discrete step (reverse-mode AD of the time loop, with one fused node per block instead of
-thousands of tiny autograd nodes). The forward saves one wavefield per step (``lap p + s``, what ``dL/dv`` needs; plus
-``p`` itself when ``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not
-fragment. ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`: only
-the block-boundary states are kept and each block is recomputed during backward. A plain-operator reference of the
-same scheme (:func:`_propagate_reference`, autograd through ordinary torch ops) is kept for the tests.
+The whole time loop is one :class:`torch.autograd.Function` whose backward runs the hand-derived transpose of the
+discrete step in reverse (reverse-mode AD of the time loop with one fused node instead of thousands of tiny autograd
+nodes). The forward saves one wavefield per step (``q^n = L p^n + s^n``, what ``dL/dv`` needs; plus ``p^n`` when
+``rho`` is given) in one preallocated buffer, so the memory is predictable and the heap does not fragment.
+``checkpoint_every=k`` keeps only the state at the start of every block of ``k`` steps; backward re-runs each block
+from it (saving that block's ``q^n`` only) before transposing it: the same gradient to rounding, memory ~ ``nt / k``
+states + ``k`` wavefields.
+
+The fast kernel keeps the wavefields in zero-padded buffers updated in place and does the CPML work only in the
+layer strips. The plain full-grid kernel (:func:`_step`, :func:`_step_transpose`) is used where the strips would
+touch the free-surface mirror rows (models shallower than ``accuracy`` cells); :func:`_propagate_reference` runs it
+with autograd through ordinary torch operations, the reference the tests compare with.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from . import _checks, _fd
 from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml_widths
+
+#: Use the strip kernel (False: the plain full-grid kernel everywhere; the tests compare the two).
+_FAST_KERNEL = True
 
 #: Smallest points-per-wavelength (of the highest significant source frequency) before a warning, per accuracy.
 MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
@@ -99,8 +106,15 @@ class _Ops(NamedTuple):
     bz: torch.Tensor
 
 
-def _build_ops(accuracy: int, dx: float, dt: float, shape: tuple[int, int], widths: Widths, vmax: float,
-               freq: float, free_surface: bool, dtype, device) -> _Ops:
+def _pml_vmax(vmax: float) -> float:
+    """``vmax`` rounded up to two significant digits (the CPML strength; see :func:`_build_ops`)."""
+    scale10 = 10.0 ** (math.floor(math.log10(vmax)) - 1)
+    return math.ceil(vmax / scale10 - 1e-9) * scale10
+
+
+def _build_ops(accuracy: int, dx: float, dt: float, shape: tuple[int, int], widths: Widths, vmax: list[float],
+               freq: list[float], free_surface: bool, dtype, device) -> _Ops:
+    """Stencil weights and CPML coefficients; ``vmax`` and ``freq`` per model of the batch (one profile each)."""
     c = _fd.SECOND_DERIVATIVE[accuracy]
     w2 = tuple(x / dx ** 2 for x in (list(reversed(c[1:])) + list(c)))
     c1 = _fd.CENTRAL_FIRST_DERIVATIVE[accuracy]
@@ -112,12 +126,21 @@ def _build_ops(accuracy: int, dx: float, dt: float, shape: tuple[int, int], widt
     else:
         c2m = c1m = None
     h, w = shape
-    # a CPML layer absorbs best when its reflection coefficient is small; 1e-5 with a quadratic profile gives
-    # < 1e-6 reflected energy with 20 cells (tests/test_boundaries.py)
-    px = cpml_profile(w, (widths.left, widths.right), dx, dt, vmax, freq, r=1e-5, dtype=dtype, device=device)
-    pz = cpml_profile(h, (widths.top, widths.bottom), dx, dt, vmax, freq, r=1e-5, dtype=dtype, device=device)
-    return _Ops(w2, w1, c2m, c1m, px.a.view(1, 1, 1, w), px.b.view(1, 1, 1, w), pz.a.view(1, 1, h, 1),
-                pz.b.view(1, 1, h, 1))
+    # The damping uses vmax rounded up to two significant digits: the layer (and so the forward map) then stays
+    # fixed under small model perturbations and AD gives the gradient of exactly the function evaluated. A
+    # reflection coefficient of 1e-5 with a quadratic profile gives ~2e-10 reflected energy with 20 cells
+    # (tests/test_boundaries.py).
+    prof = []
+    for vm, fr in zip(vmax, freq):
+        px = cpml_profile(w, (widths.left, widths.right), dx, dt, _pml_vmax(vm), fr, r=1e-5, dtype=dtype,
+                          device=device)
+        pz = cpml_profile(h, (widths.top, widths.bottom), dx, dt, _pml_vmax(vm), fr, r=1e-5, dtype=dtype,
+                          device=device)
+        prof.append((px.a, px.b, pz.a, pz.b))
+    ax, bx, az, bz = (torch.stack([p[i] for p in prof]) for i in range(4))
+    n = len(prof)
+    return _Ops(w2, w1, c2m, c1m, ax.view(n, 1, 1, w), bx.view(n, 1, 1, w), az.view(n, 1, h, 1),
+                bz.view(n, 1, h, 1))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -213,53 +236,332 @@ def _run_block(state, v2dt2, gx, gz, amp, geom: _Geometry, ops: _Ops, n0: int, s
     return state, data, snap, qs, ps
 
 
-class _AcousticBlock(torch.autograd.Function):
-    """A block of time steps as one autograd node; backward runs the transposed steps in reverse."""
+# ----------------------------------------------------------------------------------------------------------------------
+# the fast kernel: wavefields kept in zero-padded buffers, in-place updates, CPML work only in the layer strips
+#
+# Same discrete operator as _step (the tests compare the two to rounding). The state is
+# (p^n buffer, p^{n-1} buffer, psi per strip, zeta per strip): the buffers carry M = accuracy/2 halo cells (zeros,
+# or the free-surface odd mirror on top, refreshed every step), and psi/zeta exist only where the CPML coefficient
+# a != 0 (they are identically zero elsewhere), so the interior costs one Laplacian and one update per step.
+
+
+class _Strip(NamedTuple):
+    axis: int  # -1: x (left/right layers), -2: z (top/bottom)
+    lo: int  # first padded-grid index of the layer along axis
+    n: int  # layer thickness in cells
+    o0: int  # range [o0, o1) where d(psi) is non-zero (the layer plus M cells inwards, clipped to the grid)
+    o1: int
+    a: torch.Tensor  # CPML coefficients of the layer, broadcastable to [batch, shots, ..strip..]
+    b: torch.Tensor
+
+
+class _Fast(NamedTuple):
+    m: int
+    h: int
+    w: int
+    strips: tuple
+    src_q: torch.Tensor  # source indices into the unpadded (H*W) grid
+    src_buf: torch.Tensor  # ... into the padded ((H+2M)*(W+2M)) buffer
+    rec_q: torch.Tensor
+    rec_buf: torch.Tensor
+    free_surface: bool
+
+
+def _build_fast(ops: _Ops, widths: Widths, h: int, w: int, geom: "_Geometry", free_surface: bool,
+                nz: int) -> _Fast | None:
+    m = (len(ops.w2) - 1) // 2
+    if free_surface and nz < 2 * m:
+        return None  # the bottom layer would reach the mirror rows: use the plain full-grid kernel
+    strips = []
+    for axis, (w0, w1), a, b, n_ax in ((-1, (widths.left, widths.right), ops.ax, ops.bx, w),
+                                       (-2, (widths.top, widths.bottom), ops.az, ops.bz, h)):
+        for lo, n in ((0, w0), (n_ax - w1, w1)):
+            if n == 0:
+                continue
+            o0, o1 = max(0, lo - m), min(n_ax, lo + n + m)
+            strips.append(_Strip(axis, lo, n, o0, o1, a.narrow(axis, lo, n), b.narrow(axis, lo, n)))
+    wp = w + 2 * m
+
+    def to_buf(idx):
+        return (idx // w + m) * wp + idx % w + m
+
+    return _Fast(m, h, w, tuple(strips), geom.src_idx, to_buf(geom.src_idx), geom.rec_idx, to_buf(geom.rec_idx),
+                 free_surface)
+
+
+def _d_along(src: torch.Tensor, axis: int, weights, start: int, length: int, offset: int) -> torch.Tensor:
+    """``out[i] = sum_k w_k src[offset + start + i + k]`` along ``axis``, ``i < length`` (no bounds padding)."""
+    m = (len(weights) - 1) // 2
+    out = None
+    for j, wk in enumerate(weights):
+        if wk == 0:
+            continue
+        sl = src.narrow(axis, offset + start + j - m, length)
+        if out is None:
+            out = sl * wk
+        else:
+            out.add_(sl, alpha=wk)
+    return out
+
+
+def _spread(target: torch.Tensor, u: torch.Tensor, axis: int, weights, lo: int) -> None:
+    """``target += S^T u`` where ``u`` sits at ``[lo, lo + len)`` along ``axis`` and S is the zero-halo stencil."""
+    m = (len(weights) - 1) // 2
+    n_ax = target.shape[axis]
+    length = u.shape[axis]
+    upp = F.pad(u, (2 * m, 2 * m) if axis == -1 else (0, 0, 2 * m, 2 * m))
+    val = _d_along(upp, axis, tuple(reversed(weights)), 0, length + 2 * m, m)
+    j0, j1 = max(0, lo - m), min(n_ax, lo + length + m)
+    target.narrow(axis, j0, j1 - j0).add_(val.narrow(axis, j0 - (lo - m), j1 - j0))
+
+
+def _fast_init_state(fast: _Fast, batch: int, shots: int, like: torch.Tensor):
+    m, h, w = fast.m, fast.h, fast.w
+    bufs = [like.new_zeros(batch, shots, h + 2 * m, w + 2 * m) for _ in range(2)]
+    psis, zetas = [], []
+    for s in fast.strips:
+        shape = [batch, shots, h, w]
+        shape[s.axis] = s.n + 4 * m
+        psis.append(like.new_zeros(shape))
+        shape[s.axis] = s.n
+        zetas.append(like.new_zeros(shape))
+    return tuple(bufs + psis + zetas)
+
+
+def _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops: _Ops, fast: _Fast, n0: int, store: bool,
+                    keep_p: bool = False):
+    """The fast forward over ``amp.shape[-1]`` steps (no autograd); same outputs as :func:`_run_block`.
+
+    ``store``: keep ``q^n = L p^n + s^n`` of every step (what dL/dv needs); ``keep_p``: keep ``p^n`` too.
+    """
+    m, h, w = fast.m, fast.h, fast.w
+    ns = len(fast.strips)
+    cur, prev = (t.clone() for t in state[:2])
+    psis = [t.clone() for t in state[2:2 + ns]]
+    zetas = [t.clone() for t in state[2 + ns:]]
+    batch, shots = cur.shape[:2]
+    nsteps = amp.shape[-1]
+    nr = fast.rec_buf.shape[-1]
+    data = cur.new_empty(batch, shots, nr, nsteps)
+    qs = cur.new_empty(nsteps, batch, shots, h, w) if store else None
+    ps = cur.new_empty(nsteps, batch, shots, h, w) if keep_p or (store and gx is not None) else None
+    q_tmp = None if store else cur.new_empty(batch, shots, h, w)
+    snaps = []
+    t, bt, lf, rt = geom.crop
+    w2, w1 = ops.w2, ops.w1
+    for i in range(nsteps):
+        if fast.free_surface:
+            for k in range(1, m):
+                cur[..., m - 1 - k, :].copy_(cur[..., m - 1 + k, :]).neg_()
+        inner = cur[..., m:m + h, m:m + w]
+        if nr:
+            data[..., i] = cur.flatten(-2).gather(-1, fast.rec_buf)
+        if geom.snap_every and (n0 + i) % geom.snap_every == 0:
+            snaps.append(inner[..., t:h - bt, lf:w - rt].clone())
+        if ps is not None:
+            ps[i] = inner
+        q = qs[i] if store else q_tmp
+        torch.mul(inner, 2 * w2[m], out=q)
+        for k in range(-m, m + 1):
+            if k:
+                q.add_(cur[..., m + k:m + k + h, m:m + w], alpha=w2[m + k])
+                q.add_(cur[..., m:m + h, m + k:m + k + w], alpha=w2[m + k])
+        rows, cols = cur[..., m:m + h, :], cur[..., :, m:m + w]
+        for j, s in enumerate(fast.strips):
+            src = rows if s.axis == -1 else cols
+            dp = _d_along(src, s.axis, w1, s.lo, s.n, m)
+            psi = psis[j]
+            psi_in = psi.narrow(s.axis, 2 * m, s.n)
+            psi_in.mul_(s.b).addcmul_(s.a, dp)
+            dpsi = _d_along(psi, s.axis, w1, s.o0, s.o1 - s.o0, 2 * m - s.lo)
+            d2p = _d_along(src, s.axis, w2, s.lo, s.n, m)
+            d2p.add_(dpsi.narrow(s.axis, s.lo - s.o0, s.n))
+            zetas[j].mul_(s.b).addcmul_(s.a, d2p)
+            q.narrow(s.axis, s.o0, s.o1 - s.o0).add_(dpsi)
+            q.narrow(s.axis, s.lo, s.n).add_(zetas[j])
+        if gx is not None:
+            q.addcmul_(gx, _d_along(rows, -1, w1, 0, w, m), value=-1)
+            q.addcmul_(gz, _d_along(cols, -2, w1, 0, h, m), value=-1)
+        if fast.src_q.shape[-1]:
+            q.flatten(-2).scatter_add_(-1, fast.src_q, amp[..., i])
+        prev[..., m:m + h, m:m + w].mul_(-1).add_(inner, alpha=2).addcmul_(v2dt2, q)
+        cur, prev = prev, cur
+    snap = torch.stack(snaps, dim=2) if snaps else cur.new_empty(batch, shots, 0, h - t - bt, w - lf - rt)
+    return (cur, prev, *psis, *zetas), data, snap, qs, ps
+
+
+def _fast_backward(g_data, g_snap, g_state, v2dt2, gx, gz, qs, ps, geom, ops: _Ops, fast: _Fast, n0: int):
+    """Transposed steps of :func:`_fast_run_block` in reverse; returns the adjoints of its inputs."""
+    m, h, w = fast.m, fast.h, fast.w
+    ns = len(fast.strips)
+    nsteps = qs.shape[0]
+    a1 = g_state[0][..., m:m + h, m:m + w].clone()  # adjoint of p^{n+1}
+    a0 = g_state[1][..., m:m + h, m:m + w].clone()  # adjoint of the output slot holding p^n
+    s_adj = [g.narrow(s.axis, 2 * m, s.n).clone() for g, s in zip(g_state[2:2 + ns], fast.strips)]
+    z_adj = [g.clone() for g in g_state[2 + ns:]]
+    batch, shots = a1.shape[:2]
+    qbuf = a1.new_zeros(batch, shots, h + 2 * m, w + 2 * m)
+    qb = qbuf[..., m:m + h, m:m + w]
+    gacc = torch.zeros_like(a1)
+    g_gx = torch.zeros_like(gx) if gx is not None else None
+    g_gz = torch.zeros_like(gz) if gz is not None else None
+    g_amp = a1.new_zeros(*fast.src_q.shape, nsteps)
+    w2, w1 = ops.w2, ops.w1
+    t, bt, lf, rt = geom.crop
+    snap_pos = {}
+    if geom.snap_every:
+        snap_pos = {i: j for j, i in enumerate(i for i in range(nsteps) if (n0 + i) % geom.snap_every == 0)}
+    for i in range(nsteps - 1, -1, -1):
+        torch.mul(v2dt2, a1, out=qb)
+        gacc.addcmul_(a1, qs[i])
+        if fast.src_buf.shape[-1]:
+            g_amp[..., i] = qbuf.flatten(-2).gather(-1, fast.src_buf)
+        pb = qb * (2 * w2[m])
+        for k in range(-m, m + 1):
+            if k:
+                pb.add_(qbuf[..., m + k:m + k + h, m:m + w], alpha=w2[m - k])
+                pb.add_(qbuf[..., m:m + h, m + k:m + k + w], alpha=w2[m - k])
+        if ops.c2 is not None:
+            r = ops.c2.shape[0]
+            pb[..., :r, :] += torch.einsum("ji,...jx->...ix", ops.c2, qb[..., :r, :])
+        pb.add_(a1, alpha=2).add_(a0)
+        for j, s in enumerate(fast.strips):
+            zb = z_adj[j].add_(qb.narrow(s.axis, s.lo, s.n))
+            d2pb = s.a * zb
+            zb.mul_(s.b)
+            dpsib = qb.narrow(s.axis, s.o0, s.o1 - s.o0).clone()
+            dpsib.narrow(s.axis, s.lo - s.o0, s.n).add_(d2pb)
+            _spread(pb, d2pb, s.axis, w2, s.lo)
+            before, after = s.o0 - (s.lo - m), s.lo + s.n + m - s.o1
+            dpp = F.pad(dpsib, (before, after) if s.axis == -1 else (0, 0, before, after))
+            sb = s_adj[j].add_(_d_along(dpp, s.axis, tuple(reversed(w1)), 0, s.n, m))
+            _spread(pb, s.a * sb, s.axis, w1, s.lo)
+            sb.mul_(s.b)
+        if gx is not None:
+            pn = ps[i]
+            g_gx.sub_((qb * _stencil(pn, w1, -1)).sum(1, keepdim=True))
+            g_gz.sub_((qb * _stencil(pn, w1, -2, ops.c1)).sum(1, keepdim=True))
+            pb.sub_(_stencil_t(gx * qb, w1, -1)).sub_(_stencil_t(gz * qb, w1, -2, ops.c1))
+        if fast.rec_q.shape[-1]:
+            pb.flatten(-2).scatter_add_(-1, fast.rec_q, g_data[..., i])
+        if i in snap_pos:
+            pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, snap_pos[i]]
+        a0 = a1.neg_()
+        a1 = pb
+    pad = (m, m, m, m)
+    g_states = [F.pad(a1, pad), F.pad(a0, pad)]
+    for sa, s in zip(s_adj, fast.strips):
+        g_states.append(F.pad(sa, (2 * m, 2 * m) if s.axis == -1 else (0, 0, 2 * m, 2 * m)))
+    g_states += z_adj
+    return gacc.sum(1, keepdim=True), g_gx, g_gz, g_amp, tuple(g_states)
+
+
+def _full_backward(g_data, g_snap, g_state, v2dt2, gx, gz, qs, ps, geom, ops: _Ops, n0: int):
+    """Transposed steps of :func:`_run_block` in reverse; returns the adjoints of its inputs."""
+    nsteps = qs.shape[0]
+    bar = tuple(g_state)
+    g_v = torch.zeros_like(v2dt2)
+    g_gx = torch.zeros_like(gx) if gx is not None else None
+    g_gz = torch.zeros_like(gz) if gz is not None else None
+    ns = geom.src_idx.shape[-1]
+    g_amp = v2dt2.new_zeros(*geom.src_idx.shape, nsteps)
+    t, bt, lf, rt = geom.crop
+    h, w = v2dt2.shape[-2:]
+    snap_steps = [i for i in range(nsteps) if geom.snap_every and (n0 + i) % geom.snap_every == 0]
+    for i in range(nsteps - 1, -1, -1):
+        bar, gv, ggx, ggz, ga = _step_transpose(bar, v2dt2, gx, gz, qs[i], None if ps is None else ps[i],
+                                                geom.src_idx, ops)
+        g_v += gv
+        if gx is not None:
+            g_gx += ggx
+            g_gz += ggz
+        if ns:
+            g_amp[..., i] = ga
+        pb = bar[0]
+        if geom.rec_idx.shape[-1]:
+            pb = pb.flatten(-2).scatter_add(-1, geom.rec_idx, g_data[..., i]).view_as(pb)
+        if snap_steps and i in snap_steps:
+            pb = pb.clone()
+            pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, snap_steps.index(i)]
+        bar = (pb,) + bar[1:]
+    return g_v, g_gx, g_gz, g_amp, bar
+
+
+def _run(state, v2dt2, gx, gz, amp, geom, ops, fast, n0, store):
+    if fast is not None:
+        return _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops, fast, n0, store=store)
+    return _run_block(state, v2dt2, gx, gz, amp, geom, ops, n0, store=store)
+
+
+def _initial_state(fast, batch, shots, h, w, like):
+    if fast is not None:
+        return _fast_init_state(fast, batch, shots, like)
+    return tuple(like.new_zeros(batch, shots, h, w) for _ in range(6))
+
+
+class _AcousticPropagation(torch.autograd.Function):
+    """The whole time loop as one autograd node; backward runs the hand-transposed steps in reverse.
+
+    With ``every = k < nt`` (checkpointing) the forward keeps only the state at the start of each block of ``k``
+    steps; backward re-runs each block from its state (saving ``q^n`` of that block only) before transposing it.
+    """
 
     @staticmethod
-    def forward(ctx, v2dt2, gx, gz, amp, geom, ops, n0, *state):
-        state, data, snap, qs, ps = _run_block(tuple(state), v2dt2, gx, gz, amp, geom, ops, n0, store=True)
-        ctx.geom, ctx.ops, ctx.n0 = geom, ops, n0
-        ctx.save_for_backward(v2dt2, gx, gz, qs, ps)
-        ctx.nsteps = amp.shape[-1]
-        return (data, snap) + tuple(state)
+    def forward(ctx, v2dt2, gx, gz, amp, geom, ops, fast, every, shape):
+        batch, shots, h, w = shape
+        nt = amp.shape[-1]
+        state = _initial_state(fast, batch, shots, h, w, v2dt2)
+        k = nt if every is None else min(every, nt)
+        datas, snaps, starts = [], [], []
+        saved = (None, None)
+        for n0 in range(0, nt, k):
+            if k < nt:
+                starts.append(state)
+            state, data, snap, qs, ps = _run(state, v2dt2, gx, gz, amp[..., n0:n0 + k], geom, ops, fast, n0,
+                                             store=k >= nt)
+            datas.append(data)
+            snaps.append(snap)
+            saved = (qs, ps)
+        ctx.geom, ctx.ops, ctx.fast, ctx.k, ctx.nt, ctx.starts = geom, ops, fast, k, nt, starts
+        ctx.save_for_backward(v2dt2, gx, gz, amp, *saved)
+        data = torch.cat(datas, -1) if len(datas) > 1 else datas[0]
+        snap = torch.cat(snaps, 2) if len(snaps) > 1 else snaps[0]
+        return data, snap
 
     @staticmethod
-    def backward(ctx, g_data, g_snap, *g_state):
-        v2dt2, gx, gz, qs, ps = ctx.saved_tensors
-        geom, ops, n0 = ctx.geom, ctx.ops, ctx.n0
-        nsteps = ctx.nsteps
-        bar = tuple(g_state)
+    def backward(ctx, g_data, g_snap):
+        v2dt2, gx, gz, amp, qs, ps = ctx.saved_tensors
+        geom, ops, fast, k, nt = ctx.geom, ctx.ops, ctx.fast, ctx.k, ctx.nt
         g_v = torch.zeros_like(v2dt2)
         g_gx = torch.zeros_like(gx) if gx is not None else None
         g_gz = torch.zeros_like(gz) if gz is not None else None
-        ns = geom.src_idx.shape[-1]
-        g_amp = v2dt2.new_zeros(*geom.src_idx.shape, nsteps)
-        t, bt, lf, rt = geom.crop
-        h, w = v2dt2.shape[-2:]
-        snap_steps = [i for i in range(nsteps) if geom.snap_every and (n0 + i) % geom.snap_every == 0]
-        for i in range(nsteps - 1, -1, -1):
-            bar, gv, ggx, ggz, ga = _step_transpose(bar, v2dt2, gx, gz, qs[i], None if ps is None else ps[i],
-                                                    geom.src_idx, ops)
+        g_amp = torch.zeros_like(amp)
+        g_state = None
+        snap_idx = 0 if not geom.snap_every else -(-nt // geom.snap_every)  # snapshots after the current block
+        for b, n0 in reversed(list(enumerate(range(0, nt, k)))):
+            n1 = min(n0 + k, nt)
+            if k < nt:
+                with torch.no_grad():
+                    _, _, _, qs, ps = _run(ctx.starts[b], v2dt2, gx, gz, amp[..., n0:n1], geom, ops, fast, n0,
+                                           store=True)
+                ctx.starts[b] = None  # free the block's start state as soon as it has been used
+            if g_state is None:  # the final state does not reach the outputs: zero adjoint
+                g_state = _initial_state(fast, *g_data.shape[:2], *v2dt2.shape[-2:], v2dt2)
+            n_snap = sum(1 for i in range(n0, n1) if geom.snap_every and i % geom.snap_every == 0)
+            gs = g_snap[:, :, snap_idx - n_snap:snap_idx]
+            snap_idx -= n_snap
+            if fast is not None:
+                gv, ggx, ggz, ga, g_state = _fast_backward(g_data[..., n0:n1], gs, g_state, v2dt2, gx, gz, qs, ps,
+                                                           geom, ops, fast, n0)
+            else:
+                gv, ggx, ggz, ga, g_state = _full_backward(g_data[..., n0:n1], gs, g_state, v2dt2, gx, gz, qs, ps,
+                                                           geom, ops, n0)
             g_v += gv
             if gx is not None:
                 g_gx += ggx
                 g_gz += ggz
-            if ns:
-                g_amp[..., i] = ga
-            pb = bar[0]
-            if geom.rec_idx.shape[-1]:
-                pb = pb.flatten(-2).scatter_add(-1, geom.rec_idx, g_data[..., i]).view_as(pb)
-            if snap_steps and i in snap_steps:
-                j = snap_steps.index(i)
-                pb = pb.clone()
-                pb[..., t:h - bt, lf:w - rt] += g_snap[:, :, j]
-            bar = (pb,) + bar[1:]
-        return (g_v, g_gx, g_gz, g_amp, None, None, None) + tuple(bar)
-
-
-def _block_call(v2dt2, gx, gz, amp, geom, ops, n0, *state):
-    return _AcousticBlock.apply(v2dt2, gx, gz, amp, geom, ops, n0, *state)
+            g_amp[..., n0:n1] = ga
+        return g_v, g_gx, g_gz, g_amp, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -276,6 +578,7 @@ class _Setup(NamedTuple):
     widths: Widths
     batched: bool
     shape: tuple  # (batch, shots, H, W)
+    fast: _Fast | None  # the strip kernel's layout, None: the plain full-grid kernel
 
 
 def _check_amplitudes(source_amplitudes, v) -> torch.Tensor:
@@ -359,8 +662,9 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
     v2dt2 = vp.square() * dt ** 2
     scale = 1.0 / dx ** 2
     gx = gz = None
-    ops = _build_ops(accuracy, dx, dt, (h, w), widths, vmax, dominant_frequency(amp, dt), free_surface,
-                     v.dtype, v.device)
+    vmax_b = [float(m) for m in vb.detach().flatten(1).max(1).values]
+    freq_b = [dominant_frequency(a, dt) for a in amp]
+    ops = _build_ops(accuracy, dx, dt, (h, w), widths, vmax_b, freq_b, free_surface, v.dtype, v.device)
     if rho is not None:
         rb = rho if rho.ndim == 3 else rho.unsqueeze(0).expand(batch, nz, nx)
         lnr = pad_model(rb, widths).log().unsqueeze(1)
@@ -372,7 +676,8 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
     amp = amp * scale
     geom = _Geometry(src_idx, rec_idx, int(wavefield_every) if wavefield_every else 0,
                      (widths.top, widths.bottom, widths.left, widths.right))
-    return _Setup(v2dt2, gx, gz, amp, geom, ops, widths, batched, (batch, n_shots, h, w))
+    fast = _build_fast(ops, widths, h, w, geom, free_surface, nz) if _FAST_KERNEL else None
+    return _Setup(v2dt2, gx, gz, amp, geom, ops, widths, batched, (batch, n_shots, h, w), fast)
 
 
 def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Tensor,
@@ -396,10 +701,12 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     dx : float
         Grid spacing in m (equal in z and x).
     dt : float
-        Time step in s; must satisfy the CFL limit of ``accuracy`` (see :func:`probinv.physics._fd.max_stable_dt_second_order`).
+        Time step in s; must satisfy the CFL limit of ``accuracy``
+        (:func:`probinv.physics._fd.max_stable_dt_second_order`; the error message states it).
     source_amplitudes : Tensor [n_shots, n_sources_per_shot, nt]
-        Source time functions ``f`` (sample ``n`` at ``t = n dt``), in units of pressure times m^2 / s^2... i.e. the
-        right-hand side's unit times m^2. With a batch of models it may also be ``[batch, n_shots, n_sources, nt]``.
+        Source time functions ``f`` (sample ``n`` at ``t = n dt``); the point source is ``f delta(x - x_s)``, so ``f``
+        carries the unit of ``p`` times m^2 / s^2... i.e. of the right-hand side times m^2. With a batch of models it
+        may also be ``[batch, n_shots, n_sources, nt]`` (one set of sources per model).
     source_locations : int64 Tensor [n_shots, n_sources_per_shot, 2]
         ``(z, x)`` grid indices; every index of the model grid is valid (the PML lies outside it). With a batch of
         models it may also be given per model, ``[batch, n_shots, n_sources_per_shot, 2]``.
@@ -417,7 +724,8 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         Spatial order of the central differences.
     checkpoint_every : int, optional
         Gradient checkpointing: keep only the state every ``k`` steps and recompute each block of ``k`` steps during
-        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``).
+        backward (same gradient to rounding, memory ~ ``nt / k`` states + ``k`` wavefields instead of ``nt``;
+        ``k ~ sqrt(2 nt)`` is about the smallest). Costs one extra forward.
     return_wavefield : bool
         Also return pressure snapshots of the user grid.
     wavefield_every : int
@@ -447,28 +755,15 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
                accuracy, wavefield_every if return_wavefield else None)
     batch, shots, h, w = s.shape
-    state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
-    nt = s.amp.shape[-1]
     params = (s.v2dt2, s.gx, s.gz, s.amp)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
     if not need_grad:
         with torch.no_grad():
-            _, data, snap, _, _ = _run_block(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, 0, store=False)
+            state = _initial_state(s.fast, batch, shots, h, w, s.v2dt2)
+            _, data, snap, _, _ = _run(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast, 0, store=False)
     else:
-        k = nt if checkpoint_every is None else checkpoint_every
-        datas, snaps = [], []
-        for n0 in range(0, nt, k):
-            amp = s.amp[..., n0:n0 + k]
-            if checkpoint_every is None:
-                out = _block_call(s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, n0, *state)
-            else:
-                out = checkpoint(_block_call, s.v2dt2, s.gx, s.gz, amp, s.geom, s.ops, n0, *state,
-                                 use_reentrant=False)
-            datas.append(out[0])
-            snaps.append(out[1])
-            state = tuple(out[2:])
-        data = torch.cat(datas, -1) if len(datas) > 1 else datas[0]
-        snap = torch.cat(snaps, 2) if len(snaps) > 1 else snaps[0]
+        data, snap = _AcousticPropagation.apply(s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast,
+                                                checkpoint_every, s.shape)
     if not s.batched:
         data, snap = data[0], snap[0]
     return (data, snap) if return_wavefield else data

@@ -1,8 +1,11 @@
 r"""Hand-written adjoint-state gradient of the acoustic L2 misfit (constant density).
 
 Kept to prove that reverse-mode AD through :func:`probinv.physics.acoustic` gives the same gradient (paper 2's claim)
-and to measure AD's overhead. It shares only the grid set-up and the stencil primitives with the solver; the
-time loop, the adjoint wave equation and the imaging condition are written out here.
+and to measure AD's overhead. It shares the grid set-up, the stencil primitives and the forward time loop with the
+solver (it keeps the whole forward wavefield instead of what the AD node saves); the adjoint wave equation with its
+transposed CPML and the imaging condition are written out here, independently of the AD node's backward. Its
+backward loop is the plain full-grid version (no strip optimisation), so timings of it are a reference, not a tuned
+competitor.
 
 For the discrete forward :math:`p^{n+1} = 2p^n - p^{n-1} + v^2\Delta t^2 (L p^n + s^n)`, the Lagrangian gives the
 adjoint wave equation run backwards in time, driven by the residual :math:`r^n = d^n_{pred} - d^n_{obs}` at the
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .acoustic import _setup, _step, _stencil_t
+from .acoustic import _fast_init_state, _fast_run_block, _setup, _step, _stencil_t
 from .boundaries import pad_model
 
 
@@ -69,15 +72,22 @@ def l2_gradient(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.
         obs = obs if s.batched else obs.unsqueeze(0)
         ops, src, rec = s.ops, s.geom.src_idx, s.geom.rec_idx
 
-        # forward, storing the whole wavefield p^0 .. p^nt
-        wavefield = v.new_empty(nt + 1, batch, shots, h, w)
-        state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
-        data = v.new_empty(batch, shots, rec.shape[-1], nt)
-        for n in range(nt):
-            wavefield[n] = state[0]
-            data[..., n] = state[0].flatten(-2).gather(-1, rec)
-            state, _ = _step(state, s.v2dt2, None, None, s.amp[..., n], src, ops)
-        wavefield[nt] = state[0]
+        # forward, storing the whole wavefield p^0 .. p^nt (the solver's fast kernel when it applies)
+        if s.fast is not None:
+            state = _fast_init_state(s.fast, batch, shots, s.v2dt2)
+            state, data, _, _, ps = _fast_run_block(state, s.v2dt2, None, None, s.amp, s.geom, ops, s.fast, 0,
+                                                    store=False, keep_p=True)
+            m = s.fast.m
+            wavefield = torch.cat([ps, state[0][None, ..., m:m + h, m:m + w]])
+        else:
+            wavefield = v.new_empty(nt + 1, batch, shots, h, w)
+            state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
+            data = v.new_empty(batch, shots, rec.shape[-1], nt)
+            for n in range(nt):
+                wavefield[n] = state[0]
+                data[..., n] = state[0].flatten(-2).gather(-1, rec)
+                state, _ = _step(state, s.v2dt2, None, None, s.amp[..., n], src, ops)
+            wavefield[nt] = state[0]
         residual = data - obs
         loss = 0.5 * residual.square().sum()
 
