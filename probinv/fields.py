@@ -7,7 +7,8 @@ prior parameterisations that the Pyro models build on:
 * :func:`paper1_models` -- the random velocity models of Yang et al. (2021) in one call;
 * :class:`WhitenedField` -- ``field = mean + L z`` with ``z ~ N(0, I)`` and ``L`` the covariance square root on the
   grid (Karhunen-Loeve modes), optionally truncated to the leading modes and squashed into bounds;
-* :class:`BoxField` -- a flat prior inside ``[lo, hi]`` per pixel.
+* :class:`BoxField` -- a flat prior inside ``[lo, hi]`` per pixel;
+* :func:`grid_covariance_eigh` -- the Karhunen-Loeve modes themselves (exact up to 128 x 128, leading modes beyond).
 
 Conventions (DESIGN.md): fields are ``(nz, nx)`` with z first, a batch is ``(batch, nz, nx)``; the grid spacing ``dx``
 and the correlation lengths ``a_z``, ``a_x`` are in metres, wavenumbers in rad/m.
@@ -32,7 +33,7 @@ The 2D power spectral density, with the Fourier convention
 .. math:: P(k_z, k_x) = \frac{4 \pi \nu \, a_z a_x}{\left(1 + k_z^2 a_z^2 + k_x^2 a_x^2\right)^{\nu + 1}},
 
 normalised so that :math:`(2\pi)^{-2} \iint P \, d\mathbf k = \rho(0) = 1` (the field's variance before scaling by
-``std**2``); its units are m^2 (rad/m)^-2 per unit variance. A field sampled at spacing ``dx`` on ``nz x nx`` points has
+``std**2``); it has units of m^2 (area, per unit variance). A field sampled at spacing ``dx`` on ``nz x nx`` points has
 expected periodogram :math:`E|\sum_j f_j e^{-i \mathbf k \cdot \mathbf x_j}|^2 \, dx^2 / (n_z n_x) \to P(\mathbf k)`
 (aliased) on large grids.
 
@@ -71,9 +72,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _COVARIANCES = ("von_karman", "matern")
-#: Largest number of grid points for which :class:`WhitenedField` builds the dense covariance and eigendecomposes
-#: it (96 x 96: the 4D covariance tensor is 680 MB in float64). Larger grids raise a ValueError.
-MAX_EIGH_POINTS = 96 * 96
+#: Largest number of grid points for which :class:`WhitenedField` eigendecomposes the covariance matrix (128 x 128:
+#: four symmetry blocks of 4096 x 4096). Larger grids raise a ValueError.
+MAX_EIGH_POINTS = 128 * 128
 #: Largest circulant-embedding size (points) that :func:`sample_grf` tries before clipping negative eigenvalues.
 _MAX_EMBEDDING_POINTS = 2 ** 24
 #: Negative-eigenvalue mass (fraction of the total) accepted silently after clipping in the circulant embedding.
@@ -106,7 +107,7 @@ def _check_shape(shape) -> tuple[int, int]:
     return int(nz), int(nx)
 
 
-def _smoothness(covariance: str, hurst, nu) -> float:
+def _smoothness(covariance: str, hurst, nu, hurst_default=None) -> float:
     """The Matern smoothness nu of the named family (von Karman: nu = hurst)."""
     if covariance not in _COVARIANCES:
         raise ValueError(f"covariance must be one of {_COVARIANCES}, got {covariance!r}")
@@ -117,6 +118,9 @@ def _smoothness(covariance: str, hurst, nu) -> float:
         return _check_positive("hurst", hurst)
     if nu is None:
         raise ValueError("covariance='matern' needs the smoothness nu (e.g. nu=1.5), got nu=None")
+    if hurst is not None and hurst != hurst_default:
+        raise ValueError(f"covariance='matern' takes nu (got nu={nu!r}), not hurst (got hurst={hurst!r}); "
+                         f"use covariance='von_karman' for hurst")
     return _check_positive("nu", nu)
 
 
@@ -155,7 +159,8 @@ def _check_bounds(bounds, shape, dtype, device) -> tuple[torch.Tensor, torch.Ten
         try:
             t = torch.broadcast_to(t, shape).clone()
         except RuntimeError:
-            raise ValueError(f"bounds {name} must be broadcastable to shape {shape}, got shape {tuple(t.shape)}") from None
+            raise ValueError(f"bounds {name} must be broadcastable to shape {shape}, "
+                             f"got shape {tuple(t.shape)}") from None
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"bounds {name} must be finite, got {b!r}")
         out.append(t)
@@ -225,8 +230,8 @@ def von_karman_covariance(hz, hx, *, hurst: float, a_z: float, a_x: float):
 
 
 def matern_covariance(hz, hx, *, nu: float, a_z: float, a_x: float):
-    r"""Matern correlation :math:`\rho = 2^{1-\nu}/\Gamma(\nu)\, r^\nu K_\nu(r)`, the same as :func:`von_karman_covariance`
-    with ``hurst = nu``. See :func:`von_karman_covariance` for the parameters (``nu`` replaces ``hurst``)."""
+    r"""Matern correlation :math:`\rho = 2^{1-\nu}/\Gamma(\nu)\, r^\nu K_\nu(r)`, the same as
+    :func:`von_karman_covariance` with ``hurst = nu``. See there for the parameters (``nu`` replaces ``hurst``)."""
     nu = _check_positive("nu", nu)
     return _covariance(hz, hx, nu, _check_positive("a_z", a_z), _check_positive("a_x", a_x))
 
@@ -304,8 +309,10 @@ def _embedding(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float) -
     non-negative definite to rounding (negative eigenvalue mass <= 1e-10 of the total); if it never is within
     ``_MAX_EMBEDDING_POINTS``, negative eigenvalues are clipped to zero and their mass is returned (and warned about).
     """
-    mz, mx = _fast_len(2 * nz), _fast_len(2 * nx)
+    grow = 1.0
     while True:
+        # grow the padding in 25 % steps: the smallest valid embedding keeps each sample cheap
+        mz, mx = _fast_len(math.ceil(2 * nz * grow)), _fast_len(math.ceil(2 * nx * grow))
         iz = np.arange(mz)
         ix = np.arange(mx)
         hz = np.minimum(iz, mz - iz) * dx
@@ -314,9 +321,9 @@ def _embedding(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float) -
         c = _matern_correlation_np(r, nu)
         lam = np.fft.fft2(c).real  # c is even in both axes: its DFT is real
         neg_mass = float(-lam[lam < 0].sum() / np.abs(lam).sum())
-        if neg_mass <= _NEGATIVE_MASS_TOL or 4 * mz * mx > _MAX_EMBEDDING_POINTS:
+        if neg_mass <= _NEGATIVE_MASS_TOL or 1.6 * mz * mx > _MAX_EMBEDDING_POINTS:
             break
-        mz, mx = _fast_len(2 * mz), _fast_len(2 * mx)
+        grow *= 1.25
     if neg_mass > _NEGATIVE_MASS_TOL:
         warnings.warn(f"circulant embedding of the covariance ({mz} x {mx}) is not non-negative definite: clipped "
                       f"negative eigenvalues holding {neg_mass:.2e} of the spectral mass; the samples' covariance is "
@@ -370,6 +377,11 @@ def sample_grf(shape: Sequence[int], dx: float, *, n: int = 1, covariance: str =
     Tensor[n, nz, nx]
         Independent samples, in the units of ``mean`` and ``std``.
 
+    Notes
+    -----
+    Cost per pair of fields: one complex FFT of the embedding grid (at least ``2 nz x 2 nx``; smooth, long-range
+    covariances need more padding, found automatically in 25 % steps and cached per grid and covariance).
+
     Examples
     --------
     >>> v = sample_grf((64, 64), 160.0, n=4, hurst=0.5, a_z=1600.0, a_x=1600.0, mean=3000.0, std=150.0)
@@ -381,7 +393,7 @@ def sample_grf(shape: Sequence[int], dx: float, *, n: int = 1, covariance: str =
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer number of fields, got {n!r}")
     n = int(n)
-    smooth = _smoothness(covariance, hurst, nu)
+    smooth = _smoothness(covariance, hurst, nu, hurst_default=0.5)
     a_z = _check_positive("a_z", a_z)
     a_x = _check_positive("a_x", a_x)
     std = _check_positive("std", std)
@@ -391,20 +403,31 @@ def sample_grf(shape: Sequence[int], dx: float, *, n: int = 1, covariance: str =
     device = torch.device("cpu") if device is None else torch.device(device)
     mean_t = _check_mean(mean, (nz, nx), dtype, device)
 
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but device is {device}: create the generator with "
+                         f"torch.Generator(device={str(device)!r})")
+
     root_np, _, mz, mx = _embedding(nz, nx, dx, smooth, a_z, a_x)
     root = torch.tensor(root_np, dtype=dtype, device=device)  # a copy: the cached array is read-only
     n_complex = (n + 1) // 2
-    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    xi = torch.randn((n_complex, mz, mx), generator=generator, dtype=cdtype, device=device)
-    # torch's complex randn has E|xi|^2 = 1 (real and imaginary parts of variance 1/2): scale by sqrt(2) so that the
-    # real and the imaginary part of fft2(root * xi) each have the covariance rho exactly.
-    y = torch.fft.fft2(root * xi * math.sqrt(2.0))[:, :nz, :nx]
-    fields = torch.cat([y.real, y.imag], dim=0)[:n].to(dtype)
+    # in chunks of about 2^22 embedding points, so thousands of models do not hold thousands of padded spectra
+    chunk = max(1, (1 << 22) // (mz * mx))
+    parts = []
+    for start in range(0, n_complex, chunk):
+        m = min(chunk, n_complex - start)
+        # xi = xi_1 + i xi_2 with independent standard normal parts (E|xi|^2 = 2): y = fft2(sqrt(lambda / M) xi) has
+        # E[y y^H] = 2 R and E[y y^T] = 0, so Re y and Im y are independent with covariance R (Dietrich & Newsam
+        # 1997). (Real randn viewed as complex: twice as fast as complex randn in float64.)
+        xi = torch.view_as_complex(torch.randn((m, mz, mx, 2), generator=generator, dtype=dtype, device=device))
+        y = torch.fft.fft2(root * xi)[:, :nz, :nx]
+        parts.append(torch.stack([y.real, y.imag], dim=1).reshape(2 * m, nz, nx))  # real, imag of draw 0, then 1..
+    fields = torch.cat(parts, dim=0)[:n]
     return mean_t + std * fields
 
 
 def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
-                  dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                  refine: int = 1) -> torch.Tensor:
     r"""Random velocity models of paper 1 (Yang et al. 2021, "Seismic wave propagation and inversion with neural
     operators"): von Karman, Hurst :math:`\kappa = 0.5`, :math:`a_x = a_z = 1.6` km, mean 3000 m/s, std 150 m/s, on
     a 64 x 64 grid at dx = 160 m (10.24 km square).
@@ -429,10 +452,13 @@ def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator
         Random generator on ``device``.
     dtype, device : optional
         Of the result.
+    refine : int
+        Grid refinement: ``refine = 2`` gives 128 x 128 at 80 m, the same 10.24 km domain and covariance (the paper's
+        evaluation at 2x resolution, its Fig. 4d-f).
 
     Returns
     -------
-    Tensor[n, 64, 64]
+    Tensor[n, 64 * refine, 64 * refine]
         Velocities in m/s.
     """
     if seed is not None and generator is not None:
@@ -443,116 +469,280 @@ def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator
         dev = torch.device("cpu") if device is None else torch.device(device)
         generator = torch.Generator(device=dev)
         generator.manual_seed(int(seed))
-    return sample_grf((64, 64), 160.0, n=n, covariance="von_karman", hurst=0.5, a_z=1600.0, a_x=1600.0,
-                      mean=3000.0, std=150.0, generator=generator, dtype=dtype, device=device)
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 1:
+        raise ValueError(f"refine must be a positive integer (1: 64 x 64 at 160 m, 2: 128 x 128 at 80 m), "
+                         f"got {refine!r}")
+    return sample_grf((64 * int(refine), 64 * int(refine)), 160.0 / int(refine), n=n, covariance="von_karman",
+                      hurst=0.5, a_z=1600.0, a_x=1600.0, mean=3000.0, std=150.0, generator=generator, dtype=dtype,
+                      device=device)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Karhunen-Loeve modes on the grid: dense eigendecomposition split by the grid's reflection symmetries
 # ----------------------------------------------------------------------------------------------------------------------
-def _reflect(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """Orthogonal change of basis along ``dim`` to [even part (ceil(n/2)), odd part (floor(n/2))] under reflection."""
-    n = v.shape[dim]
+def _parity_bases(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Even and odd orthonormal bases of R^n under the reflection i -> n-1-i.
+
+    Returns, for each parity with at least one vector, ``(idx, w, phi)``: basis vector ``a`` is
+    ``w[a, 0] delta_{idx[a, 0]} + w[a, 1] delta_{idx[a, 1]}`` (``phi[:, a]`` densely, ``phi`` of shape ``[n, n_a]``).
+    Even: ``(delta_i + delta_{n-1-i}) / sqrt 2`` for ``i < n // 2`` and ``delta_mid`` (odd n, written as two halves);
+    odd: ``(delta_i - delta_{n-1-i}) / sqrt 2``.
+    """
     h = n // 2
-    a = v.narrow(dim, 0, h)
-    b = v.flip(dim).narrow(dim, 0, h)
     s = 1.0 / math.sqrt(2.0)
-    parts = [(a + b) * s]
-    if n % 2:
-        parts.append(v.narrow(dim, h, 1))
-    parts.append((a - b) * s)
-    return torch.cat(parts, dim)
+    i = np.arange(h)
+    out = []
+    for sign in (1.0, -1.0):
+        idx = np.stack([i, n - 1 - i], axis=1)
+        w = np.tile([s, sign * s], (h, 1))
+        if sign > 0 and n % 2:
+            idx = np.concatenate([idx, [[h, h]]])
+            w = np.concatenate([w, [[0.5, 0.5]]])
+        if len(idx) == 0:
+            continue
+        phi = np.zeros((n, len(idx)))
+        for col in range(2):
+            np.add.at(phi, (idx[:, col], np.arange(len(idx))), w[:, col])
+        out.append((idx, w, phi))
+    return out
 
 
-def _unreflect(w: torch.Tensor, dim: int) -> torch.Tensor:
-    """Inverse (= transpose) of :func:`_reflect`."""
-    n = w.shape[dim]
-    h = n // 2
-    ne = n - h
-    e = w.narrow(dim, 0, h)
-    o = w.narrow(dim, ne, h)
-    s = 1.0 / math.sqrt(2.0)
-    parts = [(e + o) * s]
-    if n % 2:
-        parts.append(w.narrow(dim, h, 1))
-    parts.append(((e - o) * s).flip(dim))
-    return torch.cat(parts, dim)
+def _grid_eigh_blocks(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float):
+    """Eigendecompositions of the four reflection-symmetry blocks of the grid's correlation matrix (float64, CPU).
+
+    Returns ``(eigenvalues [N], order [N], blocks)``: ``order`` sorts the concatenated block eigenvalues decreasingly,
+    ``blocks`` is a list of ``(w, v)`` per (z parity, x parity) in :func:`_parity_bases` order.
+    """
+    iz = np.arange(nz)
+    ix = np.arange(nx)
+    table = _matern_correlation_np(np.sqrt((iz[:, None] * dx / a_z) ** 2 + (ix[None, :] * dx / a_x) ** 2), nu)
+    # R[(i,j),(k,l)] = table[|i-k|, |j-l|] commutes with the reflections z -> nz-1-z and x -> nx-1-x, so in the
+    # even/odd bases of both axes it is block diagonal with four blocks of about N/4: four eigh of size N/4 cost about
+    # 1/16 of one of size N. Each block is gathered straight from the lag table: with basis vectors of two weighted
+    # deltas per axis and the reflection invariance, phi_a^T T phi_b = 2 sum_q w_0(a) w_q(b) T[idx_0(a), idx_q(b)].
+    blocks = []
+    for idx_z, w_z, _ in _parity_bases(nz):
+        for idx_x, w_x, _ in _parity_bases(nx):
+            na, nb_x = len(idx_z), len(idx_x)
+            block = np.zeros((na, nb_x, na, nb_x))
+            for qz in range(2):
+                dz = np.abs(idx_z[:, 0][:, None] - idx_z[:, qz][None, :])
+                wz = 2.0 * w_z[:, 0][:, None] * w_z[:, qz][None, :]
+                for qx in range(2):
+                    dxx = np.abs(idx_x[:, 0][:, None] - idx_x[:, qx][None, :])
+                    wx = 2.0 * w_x[:, 0][:, None] * w_x[:, qx][None, :]
+                    block += (wz[:, None, :, None] * wx[None, :, None, :]) * table[dz[:, None, :, None],
+                                                                                   dxx[None, :, None, :]]
+            nb = na * nb_x
+            w, v = torch.linalg.eigh(torch.from_numpy(block.reshape(nb, nb)))
+            del block
+            blocks.append((w, v))
+    lam = torch.cat([b[0] for b in blocks])
+    order = torch.argsort(lam, descending=True, stable=True)
+    lam = lam[order].clamp_min(0.0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
+    return lam, order, blocks
+
+
+def _cache_file(cache_dir, key: tuple) -> str:
+    import hashlib
+    import os
+
+    from ._version import __version__
+    digest = hashlib.sha256(repr((__version__, "grid_eigh_v1") + key).encode()).hexdigest()[:20]
+    return os.path.join(os.fspath(cache_dir), f"grid_eigh_{key[0]}x{key[1]}_{digest}.pt")
 
 
 @functools.lru_cache(maxsize=4)
-def _grid_eigh_cached(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float):
+def _grid_eigh_memo(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float, cache_dir):
+    import os
+    import tempfile
+    key = (nz, nx, dx, nu, a_z, a_x)
+    path = _cache_file(cache_dir, key) if cache_dir is not None else None
+    if path is not None and os.path.exists(path):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if tuple(data["key"]) == key:
+            logger.info("loaded the %d x %d grid eigendecomposition from %s", nz, nx, path)
+            return data["lam"], data["order"], list(zip(data["w"], data["v"]))
+    out = _grid_eigh_blocks(*key)
+    if path is not None:
+        os.makedirs(os.fspath(cache_dir), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.fspath(cache_dir), suffix=".tmp")  # atomic: write, then rename
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save({"key": list(key), "lam": out[0], "order": out[1], "w": [b[0] for b in out[2]],
+                            "v": [b[1] for b in out[2]]}, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        logger.info("saved the %d x %d grid eigendecomposition to %s", nz, nx, path)
+    return out
+
+
+def _assemble_modes(nz: int, nx: int, order: torch.Tensor, blocks, k: int) -> torch.Tensor:
+    """The ``k`` leading modes ``[N, k]`` (column-major storage) in grid coordinates, signs fixed."""
     n_pts = nz * nx
-    iz = np.arange(nz)
-    ix = np.arange(nx)
-    lag_table = torch.from_numpy(_matern_correlation_np(
-        np.sqrt((iz[:, None] * dx / a_z) ** 2 + (ix[None, :] * dx / a_x) ** 2), nu))  # [nz, nx], lags >= 0
-    dz = torch.from_numpy(np.abs(iz[:, None] - iz[None, :]))
-    dxx = torch.from_numpy(np.abs(ix[:, None] - ix[None, :]))
-    c4 = lag_table[dz[:, None, :, None], dxx[None, :, None, :]]  # [nz, nx, nz, nx]: C[(i,j),(k,l)]
-    # C commutes with the reflections z -> nz-1-z and x -> nx-1-x, so in the even/odd bases of both axes it is block
-    # diagonal with four blocks of about n_pts/4: four eigh of size N/4 cost 1/16 of one of size N.
-    for d in range(4):
-        c4 = _reflect(c4, d)
-    ez, ex = nz - nz // 2, nx - nx // 2
-    ranges_z = [(0, ez), (ez, nz)]
-    ranges_x = [(0, ex), (ex, nx)]
-    values, vectors = [], []
-    for z0, z1 in ranges_z:
-        for x0, x1 in ranges_x:
-            if z1 == z0 or x1 == x0:
-                continue
-            nb = (z1 - z0) * (x1 - x0)
-            block = c4[z0:z1, x0:x1, z0:z1, x0:x1].reshape(nb, nb)
-            w, v = torch.linalg.eigh(block)
-            vecs = torch.zeros(nb, nz, nx, dtype=torch.float64)
-            vecs[:, z0:z1, x0:x1] = v.T.reshape(nb, z1 - z0, x1 - x0)
-            values.append(w)
-            vectors.append(vecs)
-    del c4
-    lam = torch.cat(values)
-    modes = torch.cat(vectors)  # [N, nz, nx] in the reflected bases
-    modes = _unreflect(_unreflect(modes, 1), 2).reshape(n_pts, n_pts)
-    order = torch.argsort(lam, descending=True, stable=True)
-    lam = lam[order].clamp_min(0.0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
-    modes = modes[order]
-    # deterministic signs: the largest-magnitude entry of each mode is positive
-    idx = modes.abs().argmax(dim=1)
-    sign = torch.sign(modes.gather(1, idx[:, None]))
-    modes = (modes * sign).T.contiguous()  # [N, K]: columns are the modes
-    return lam, modes
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n_pts)
+    rows = torch.empty(k, n_pts, dtype=torch.float64)  # row j is mode j
+    start = 0
+    bases = [(pz, px) for _, _, pz in _parity_bases(nz) for _, _, px in _parity_bases(nx)]
+    for (w, v), (phi_z, phi_x) in zip(blocks, bases):
+        nb = len(w)
+        keep = rank[start:start + nb] < k
+        start += nb
+        if not bool(keep.any()):
+            continue
+        na, nb_x = phi_z.shape[1], phi_x.shape[1]
+        vk = v[:, keep]
+        # back to grid coordinates: mode = phi_z V phi_x^T (two small matmuls per mode, batched)
+        vecs = torch.from_numpy(phi_z) @ (vk.T.reshape(-1, na, nb_x) @ torch.from_numpy(phi_x).T)
+        vecs = vecs.reshape(-1, n_pts)
+        # deterministic signs: the largest-magnitude entry of each mode is positive
+        sign = torch.sign(vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True)))
+        rows[rank[start - nb:start][keep]] = vecs * sign  # row scatter: ~30x faster than scattering columns
+    return rows.T  # [points, modes] view: modes @ z and modes.T @ f both read it contiguously
+
+
+#: Largest number of leading modes the iterative path computes (its subspace holds 2 n_modes vectors of N points).
+_MAX_ITERATIVE_MODES = 4096
+
+
+@functools.lru_cache(maxsize=4)
+def _leading_modes_fft(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float, k: int,
+                       tol: float = 1e-9, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The ``k`` leading eigenpairs of the grid's correlation matrix by subspace iteration with FFT matrix products.
+
+    ``R v`` is computed in ``O(M log M)`` by embedding the (block-Toeplitz) correlation in a circulant of
+    ``M >= (2 nz - 1)(2 nx - 1)`` points (any circulant containing every lag works for products: no definiteness
+    needed). Subspace iteration on ``l = max(2k, k + 10)`` vectors with a Rayleigh-Ritz step per iteration converges
+    like ``(lambda_l / lambda_k)^iter`` (64 x 64: 3 to 8 iterations to 1e-9 for the families of the docstring
+    table); it stops when the ``k`` Ritz values change by less than ``tol * lambda_1``. Deterministic (fixed seed).
+    Returns ``(eigenvalues [k], modes [N, k], max relative residual |R v - lambda v| / lambda_1)``.
+    """
+    mz, mx = _fast_len(2 * nz - 1), _fast_len(2 * nx - 1)
+    iz, ix = np.arange(mz), np.arange(mx)
+    hz = np.minimum(iz, mz - iz) * dx
+    hx = np.minimum(ix, mx - ix) * dx
+    c = _matern_correlation_np(np.sqrt((hz[:, None] / a_z) ** 2 + (hx[None, :] / a_x) ** 2), nu)
+    c_hat = torch.from_numpy(np.ascontiguousarray(np.fft.rfft2(c).real))  # even c: real transform
+    n_pts = nz * nx
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:  # [N, b] -> R [N, b]
+        x = v.T.reshape(-1, nz, nx)
+        y = torch.fft.irfft2(torch.fft.rfft2(x, s=(mz, mx)) * c_hat, s=(mz, mx))[:, :nz, :nx]
+        return y.reshape(-1, n_pts).T
+
+    n_sub = min(n_pts, max(2 * k, k + 10))
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(matvec(torch.randn(n_pts, n_sub, generator=gen, dtype=torch.float64)))
+    previous = None
+    for it in range(max_iter):
+        z = matvec(q)
+        b = q.T @ z
+        w, u = torch.linalg.eigh(0.5 * (b + b.T))
+        w, u = w.flip(0), u.flip(1)
+        if previous is not None and float((w[:k] - previous).abs().max()) < tol * float(w[0]):
+            break
+        previous = w[:k]
+        q, _ = torch.linalg.qr(z)
+    modes = q @ u[:, :k]
+    lam = w[:k].clamp_min(0.0)
+    residual = float((matvec(modes) - modes * w[:k]).norm(dim=0).max() / w[0])
+    logger.info("leading %d modes of a %d x %d grid: %d subspace iterations, relative residual %.1e",
+                k, nz, nx, it + 1, residual)
+    if residual > 1e-4:
+        warnings.warn(f"the {k} leading modes of the {nz} x {nx} grid converged only to a relative residual of "
+                      f"{residual:.1e} in {max_iter} iterations", RuntimeWarning, stacklevel=4)
+    sign = torch.sign(modes.gather(0, modes.abs().argmax(dim=0, keepdim=True)))
+    return lam, modes * sign, residual
 
 
 def grid_covariance_eigh(shape: Sequence[int], dx: float, *, covariance: str = "matern", hurst: float | None = None,
-                         nu: float | None = None, a_z: float, a_x: float) -> tuple[torch.Tensor, torch.Tensor]:
+                         nu: float | None = None, a_z: float, a_x: float, n_modes: int | None = None,
+                         cache_dir=None, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     r"""Eigendecomposition of the correlation matrix of a von Karman / Matern field on a grid (Karhunen-Loeve modes).
 
-    The ``N x N`` matrix (``N = nz * nx``) :math:`R_{ij} = \rho(\mathbf x_i - \mathbf x_j)` is block-diagonalised by the
-    grid's two reflection symmetries into four blocks of about ``N/4``, each solved with ``torch.linalg.eigh`` in
-    float64 (64 x 64: four 1024 x 1024 problems, about 1 s instead of about 10 s for the dense 4096 x 4096 one).
-    Results are cached in memory (the last 4 grids/covariances).
+    The ``N x N`` matrix (``N = nz * nx``) :math:`R_{ij} = \rho(\mathbf x_i - \mathbf x_j)` is block-diagonalised by
+    the grid's two reflection symmetries into four blocks of about ``N/4``, each solved with ``torch.linalg.eigh`` in
+    float64: on 64 x 64, four 1024 x 1024 problems instead of one 4096 x 4096 (16x fewer flops; measured on one CPU
+    thread: 1.3 s for all 4096 modes against 14 s for ``torch.linalg.eigh`` of the dense matrix). The block
+    eigendecompositions are cached in memory (the last 4 grids/covariances) and, with ``cache_dir``, on disk
+    (written atomically; reloaded by later processes); only the ``n_modes`` leading modes are assembled.
+
+    Limits of this dense path: grids up to ``MAX_EIGH_POINTS`` = 128 x 128 points (blocks up to 4096 x 4096).
+    Measured CPU time on one thread, first call: 0.05 s (32 x 32), 0.9 s (64 x 64), 8.4 s (96 x 96), about a minute
+    (128 x 128, peak memory 1.5 GB, cache 0.5 GB); a cached call takes 0.02-0.15 s. The returned modes take
+    ``8 N n_modes`` bytes.
+
+    Larger grids (``method="iterative"``, automatic above ``MAX_EIGH_POINTS``) need ``n_modes`` (at most 4096): the
+    leading modes come from subspace iteration with FFT products by the correlation matrix (``O(M log M)`` each, no
+    ``N x N`` matrix), with Ritz values accurate to about 1e-9 of the largest; only ``n_modes`` eigenvalues are
+    returned then (and cached in memory only). Measured on 64 x 64 against the dense path: eigenvalues within 7e-7
+    relative for 100 and 400 modes, 0.5-9 s CPU; 256 x 256 with 200 modes (Matern 1.5, a = 10 cells, 89.8 % of the
+    variance): 48 s CPU. The cost grows like ``N n_modes^2`` (QR of the subspace).
+
+    Why not Fourier coefficients of the circulant embedding as the latent space (a circulant square root, as in
+    :func:`sample_grf`)? Their number is that of the padded grid, at least 4 N, and restricted to the grid about
+    three quarters of any band of them are nearly linearly dependent (Slepian concentration), so the latent
+    coordinates would be poorly identified by data: bad geometry for samplers. Karhunen-Loeve modes are orthonormal
+    on the grid itself.
 
     Parameters
     ----------
     shape, dx, covariance, hurst, nu, a_z, a_x
         As in :func:`sample_grf` (``hurst`` defaults to 0.5 for ``von_karman``).
+    n_modes : int, optional
+        Number of leading modes to return (default all ``N``).
+    cache_dir : str or os.PathLike, optional
+        Folder for an on-disk cache of the eigendecompositions (default: none; dense path only).
+    method : {"auto", "dense", "iterative"}
+        ``auto``: dense (exact, all eigenvalues) up to ``MAX_EIGH_POINTS`` points, iterative above.
 
     Returns
     -------
-    eigenvalues : Tensor[N]
-        Float64, CPU, sorted in decreasing order, clipped at 0; they sum to ``N`` (trace of a correlation matrix).
-    modes : Tensor[N, N]
+    eigenvalues : Tensor[N] (dense) or Tensor[n_modes] (iterative)
+        Eigenvalues, float64, CPU, decreasing, clipped at 0; all ``N`` of them sum to ``N`` (trace of a correlation
+        matrix).
+    modes : Tensor[N, n_modes]
         Float64, CPU, orthonormal columns ``modes[:, k]`` (flattened row-major ``(nz, nx)``), sign fixed so that the
-        largest-magnitude entry is positive. Treat both as read-only (they are the cached arrays).
+        largest-magnitude entry is positive. ``eigenvalues`` is cached: treat it as read-only.
     """
     nz, nx = _check_shape(shape)
-    if nz * nx > MAX_EIGH_POINTS:
-        raise ValueError(f"shape {shape} has {nz * nx} points: the dense eigendecomposition is limited to "
-                         f"{MAX_EIGH_POINTS} points (96 x 96); sample larger grids with sample_grf")
+    n_pts = nz * nx
+    if method not in ("auto", "dense", "iterative"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'iterative', got {method!r}")
+    if method == "auto":
+        method = "dense" if n_pts <= MAX_EIGH_POINTS else "iterative"
+    if method == "dense" and n_pts > MAX_EIGH_POINTS:
+        raise ValueError(f"shape {shape} has {n_pts} points: the dense eigendecomposition is limited to "
+                         f"{MAX_EIGH_POINTS} points (128 x 128); use method='iterative' with n_modes")
+    k = _check_n_modes(n_modes, nz, nx)
+    if method == "iterative" and (n_modes is None or k > _MAX_ITERATIVE_MODES):
+        raise ValueError(f"the iterative eigendecomposition of the {nz} x {nx} grid ({n_pts} points) needs n_modes "
+                         f"between 1 and {_MAX_ITERATIVE_MODES}, got n_modes={n_modes!r}")
     if covariance == "von_karman" and hurst is None and nu is None:
         hurst = 0.5
     smooth = _smoothness(covariance, hurst, nu)
-    return _grid_eigh_cached(nz, nx, _check_positive("dx", dx), smooth, _check_positive("a_z", a_z),
-                             _check_positive("a_x", a_x))
+    args = (nz, nx, _check_positive("dx", dx), smooth, _check_positive("a_z", a_z), _check_positive("a_x", a_x))
+    if method == "iterative":
+        lam, modes, _ = _leading_modes_fft(*args, k)
+        return lam, modes
+    lam, order, blocks = _grid_eigh_memo(*args, cache_dir)
+    return lam, _assemble_modes(nz, nx, order, blocks, k)
+
+
+def _check_n_modes(n_modes, nz: int, nx: int) -> int:
+    n_pts = nz * nx
+    if n_modes is None:
+        return n_pts
+    if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
+        raise ValueError(f"n_modes must be a positive integer, got {n_modes!r}")
+    if n_modes > n_pts:
+        raise ValueError(f"n_modes = {n_modes} is larger than the grid: a {nz} x {nx} grid has at most "
+                         f"{n_pts} modes")
+    return int(n_modes)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -566,6 +756,13 @@ def _check_like(name: str, x: torch.Tensor, ref: torch.Tensor, owner: str) -> No
                         f"dtype={x.dtype} or call .to({x.dtype})")
     if x.device != ref.device:
         raise ValueError(f"{name} is on {x.device} but the {owner} is on {ref.device}: call .to({str(x.device)!r})")
+
+
+def _outside_message(field: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> str:
+    bad = ~((field > lo) & (field < hi))
+    return (f"field must lie strictly inside the bounds (lo, hi) to be inverted: {int(bad.sum())} of {field.numel()} "
+            f"values are outside (field range [{float(field.min()):g}, {float(field.max()):g}], bounds "
+            f"[{float(lo.min()):g}, {float(hi.max()):g}])")
 
 
 class WhitenedField(torch.nn.Module):
@@ -602,7 +799,7 @@ class WhitenedField(torch.nn.Module):
     Parameters
     ----------
     shape : (int, int)
-        Grid ``(nz, nx)``; at most ``MAX_EIGH_POINTS`` (96 x 96) points.
+        Grid ``(nz, nx)``; above ``MAX_EIGH_POINTS`` (128 x 128) points ``n_modes`` is required.
     dx : float
         Grid spacing in m.
     covariance : {"matern", "von_karman"}
@@ -621,6 +818,11 @@ class WhitenedField(torch.nn.Module):
         Floats or tensors broadcastable to ``(nz, nx)`` with ``lo < mean < hi`` everywhere.
     dtype, device : optional
         Of the buffers (default torch's default dtype, CPU); ``.to()`` moves them. Inputs must match.
+    cache_dir : str or os.PathLike, optional
+        Folder for an on-disk cache of the eigendecomposition (see :func:`grid_covariance_eigh`).
+    method : {"auto", "dense", "iterative"}
+        How the modes are computed (:func:`grid_covariance_eigh`): exact dense eigendecomposition up to 128 x 128
+        points, leading modes by FFT-based subspace iteration above (needs ``n_modes``).
 
     Attributes
     ----------
@@ -633,7 +835,10 @@ class WhitenedField(torch.nn.Module):
     mean_field : Tensor[nz, nx]
         The prior mean (buffer).
     eigenvalues : Tensor[nz * nx]
-        All prior variances ``std^2 lambda_k`` (kept and dropped), decreasing (buffer).
+        All prior variances ``std^2 lambda_k`` (kept and dropped), decreasing (buffer); only the ``K`` kept ones
+        with ``method="iterative"``.
+    total_variance : float
+        ``std^2 nz nx``, the trace of the prior covariance.
     explained_variance : float
         Fraction of the prior variance (trace) kept by the ``K`` modes.
     lo, hi : Tensor[nz, nx] or None
@@ -643,7 +848,7 @@ class WhitenedField(torch.nn.Module):
     def __init__(self, shape: Sequence[int], dx: float, *, covariance: str = "matern", hurst: float | None = None,
                  nu: float | None = None, a_z: float, a_x: float, mean=0.0, std: float = 1.0,
                  n_modes: int | None = None, bounds=None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, cache_dir=None, method: str = "auto"):
         super().__init__()
         nz, nx = _check_shape(shape)
         n_pts = nz * nx
@@ -651,22 +856,19 @@ class WhitenedField(torch.nn.Module):
         std = _check_positive("std", std)
         dtype = _resolve_dtype(dtype)
         device = torch.device("cpu") if device is None else torch.device(device)
-        if n_modes is not None:
-            if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
-                raise ValueError(f"n_modes must be a positive integer, got {n_modes!r}")
-            if n_modes > n_pts:
-                raise ValueError(f"n_modes = {n_modes} is larger than the grid: a {nz} x {nx} grid has at most "
-                                 f"{n_pts} modes")
-        k = n_pts if n_modes is None else int(n_modes)
+        k = _check_n_modes(n_modes, nz, nx)
         mean_t = _check_mean(mean, (nz, nx), dtype, device)
-        lam, vecs = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x)
+        lam, vecs = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x,
+                                         n_modes=n_modes, cache_dir=cache_dir, method=method)
         self.shape = (nz, nx)
         self.dx = dx
         self.covariance = covariance
         self.std = std
         self.latent_dim = k
-        self.explained_variance = float(lam[:k].sum() / lam.sum())
-        self.register_buffer("modes", vecs[:, :k].to(dtype=dtype, device=device, copy=True))
+        # the trace of a correlation matrix is N exactly, whether or not all eigenvalues are known (iterative path)
+        self.total_variance = std ** 2 * n_pts
+        self.explained_variance = float(lam[:k].sum()) / n_pts
+        self.register_buffer("modes", vecs.to(dtype=dtype, device=device))  # vecs is freshly assembled: no copy
         self.register_buffer("scales", (std * lam[:k].sqrt()).to(dtype=dtype, device=device))
         self.register_buffer("eigenvalues", (std ** 2 * lam).to(dtype=dtype, device=device))
         self.register_buffer("mean_field", mean_t)
@@ -695,10 +897,13 @@ class WhitenedField(torch.nn.Module):
         """Smallest number of leading modes holding ``fraction`` (0 < fraction <= 1) of the prior variance."""
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-        cum = torch.cumsum(self.eigenvalues.to(torch.float64), 0)
-        cum = cum / cum[-1]
-        return int(torch.searchsorted(cum, torch.tensor(fraction, dtype=torch.float64,
-                                                            device=cum.device) - 1e-12).item()) + 1
+        cum = torch.cumsum(self.eigenvalues.to(torch.float64), 0) / self.total_variance
+        if float(cum[-1]) < fraction - 1e-9:
+            raise ValueError(f"only the {len(cum)} leading eigenvalues are known (iterative eigendecomposition), "
+                             f"holding {float(cum[-1]):.4f} of the variance; fraction {fraction} needs more: "
+                             f"build with a larger n_modes")
+        target = torch.tensor(min(fraction, float(cum[-1])), dtype=torch.float64, device=cum.device)
+        return int(torch.searchsorted(cum, target - 1e-12).item()) + 1
 
     def gaussian(self, z: torch.Tensor) -> torch.Tensor:
         """The unbounded Gaussian field ``mean + L z`` (before the bounds), ``[..., nz, nx]``."""
@@ -719,7 +924,9 @@ class WhitenedField(torch.nn.Module):
         """Latent ``z[..., latent_dim]`` of ``field[..., nz, nx]``: least squares in the kept modes.
 
         Exact round trip ``inverse(forward(z)) == z`` (to rounding); a field outside the span of the kept modes is
-        projected onto it. With bounds the field must lie strictly inside ``(lo, hi)``.
+        projected onto it. With bounds the field must lie strictly inside ``(lo, hi)``; it is first mapped back to
+        the Gaussian field ``u`` (inverse squashing) and the least squares are taken there. Modes whose prior
+        variance is numerically zero (below ``N eps`` of the largest) get ``z = 0``.
         """
         _check_like("field", field, self.modes, "WhitenedField")
         if field.ndim < 2 or tuple(field.shape[-2:]) != self.shape:
@@ -727,7 +934,7 @@ class WhitenedField(torch.nn.Module):
                              f"got {tuple(field.shape)}")
         if self.lo is not None:
             if not bool(((field > self.lo) & (field < self.hi)).all()):
-                raise ValueError("field must lie strictly inside the bounds (lo, hi) to be inverted")
+                raise ValueError(_outside_message(field, self.lo, self.hi))
             p = (field - self.lo) / (self.hi - self.lo)
             u = (torch.log(p) - torch.log1p(-p) - self._beta) / self._alpha
         else:
@@ -819,7 +1026,7 @@ class BoxField(torch.nn.Module):
             raise ValueError(f"field must be shaped [..., nz, nx] = [..., {self.latent_shape[0]}, "
                              f"{self.latent_shape[1]}], got {tuple(field.shape)}")
         if not bool(((field > self.lo) & (field < self.hi)).all()):
-            raise ValueError("field must lie strictly inside the bounds (lo, hi) to be inverted")
+            raise ValueError(_outside_message(field, self.lo, self.hi))
         p = (field - self.lo) / (self.hi - self.lo)
         return torch.log(p) - torch.log1p(-p)
 

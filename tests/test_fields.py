@@ -89,11 +89,6 @@ def test_spectrum_is_normalised_fourier_transform_of_covariance(nu):
     var = scipy.integrate.quad(lambda k: von_karman_spectrum(torch.tensor(k, dtype=torch.float64), 0.0, hurst=nu,
                                                              a_z=a, a_x=a).item() * k, 0, np.inf)[0] / (2 * np.pi)
     assert var == pytest.approx(1.0, rel=1e-8)
-    # anisotropic normalisation: substitute k = q / a per axis -> same integral
-    kz = torch.linspace(-400, 400, 4001, dtype=torch.float64)
-    kk = kz[1] - kz[0]
-    p = matern_spectrum(kz[:, None], kz[None, :], nu=1.5, a_z=0.5, a_x=0.25)
-    assert float(p.sum() * kk * kk) / (2 * np.pi) ** 2 == pytest.approx(1.0, rel=2e-3)  # truncation at |k| = 400
     # lag r > 0 (nu = 1.5: integrand decays as k^-4; J0 oscillations handled by splitting at its zeros)
     if nu == 1.5:
         for r in (0.5, 2.0, 5.0):
@@ -102,6 +97,12 @@ def test_spectrum_is_normalised_fourier_transform_of_covariance(nu):
             f = lambda k: (4 * np.pi * nu * a * a / (1 + k * k * a * a) ** (nu + 1)) * scipy.special.j0(k * r) * k
             total = sum(scipy.integrate.quad(f, lo, hi)[0] for lo, hi in zip(pts[:-1], pts[1:])) / (2 * np.pi)
             assert total == pytest.approx(matern_covariance(r, 0.0, nu=nu, a_z=a, a_x=a), abs=1e-6)
+        # anisotropic normalisation (k = q / a per axis gives the same integral): Riemann sum on |k| <= 400, whose
+        # truncated tail holds ~ (400 a)^-3 of the mass
+        kz = torch.linspace(-400, 400, 2001, dtype=torch.float64)
+        kk = kz[1] - kz[0]
+        p = matern_spectrum(kz[:, None], kz[None, :], nu=nu, a_z=0.5, a_x=0.25)
+        assert float(p.sum() * kk * kk) / (2 * np.pi) ** 2 == pytest.approx(1.0, rel=2e-3)
     # the torch function follows dtype/device and is differentiable
     k = torch.tensor([0.1, 1.0], dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda k: matern_spectrum(k, 0.5 * k, nu=nu, a_z=1.5, a_x=0.7), (k,))
@@ -115,7 +116,7 @@ def test_spectrum_is_normalised_fourier_transform_of_covariance(nu):
     ("matern", dict(nu=1.5), 4.0, 2.5),  # smooth: needs more than the minimal 2x padding
 ])
 def test_sample_grf_has_the_analytic_covariance(covariance, kw, a_z, a_x):
-    shape, dx, n = (24, 20), 1.0, 4000
+    shape, dx, n = (24, 20), 1.0, 3000
     g = torch.Generator().manual_seed(1)
     f = sample_grf(shape, dx, n=n, covariance=covariance, **kw, a_z=a_z, a_x=a_x, mean=2.0, std=3.0, generator=g,
                    dtype=torch.float64)
@@ -216,6 +217,21 @@ def test_paper1_models_statistics():
     for hz, hx in [(10, 0), (0, 10), (3, 4)]:
         rho = pooled_estimate(v, 3000.0, hz, hx) / 150.0 ** 2
         assert abs(rho - math.exp(-math.hypot(hz, hx) / 10)) < 5 * pooled_se(c, (64, 64), hz, hx, n)
+    # many models are generated in chunks of 256 spectra (128 x 128 embedding): still distinct, same statistics
+    big = paper1_models(2 * 257 + 1, seed=0, dtype=torch.float64)
+    assert big.shape == (515, 64, 64)
+    dist = torch.cdist(big.reshape(515, -1), big.reshape(515, -1)) + torch.eye(515) * 1e9
+    assert float(dist.min()) > 150.0 * 16  # no repeats (0); E dist = 150 sqrt(2 * 4096) = 13576 m/s, min 8356 seen
+    var = pooled_estimate(big, 3000.0, 0, 0)
+    assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, 515)
+    # 2x resolution: same domain, same covariance in metres (lag 20 cells = 1.6 km)
+    fine = paper1_models(32, seed=1, dtype=torch.float64, refine=2)
+    assert fine.shape == (32, 128, 128)
+    c2 = lag_covariance((128, 128), 80.0, 0.5, 1600.0, 1600.0)
+    rho = pooled_estimate(fine, 3000.0, 20, 0) / 150.0 ** 2
+    assert abs(rho - math.exp(-1)) < 5 * pooled_se(c2, (128, 128), 20, 0, 32)
+    with pytest.raises(ValueError, match=re.escape("refine must be a positive integer")):
+        paper1_models(1, refine=0)
     with pytest.raises(ValueError, match="either seed or generator"):
         paper1_models(1, seed=1, generator=torch.Generator())
 
@@ -228,13 +244,87 @@ def test_symmetry_split_eigh_equals_dense(shape):
     dx, a_z, a_x, nu = 10.0, 25.0, 40.0, 0.8
     lam, modes = F.grid_covariance_eigh(shape, dx, covariance="matern", nu=nu, a_z=a_z, a_x=a_x)
     nz, nx = shape
-    zz, xx = np.meshgrid(np.arange(nz), np.arange(nx), indexing="ij")
-    zz, xx = zz.ravel(), xx.ravel()
-    dense = torch.as_tensor(matern_covariance((zz[:, None] - zz[None, :]) * dx, (xx[:, None] - xx[None, :]) * dx,
-                                              nu=nu, a_z=a_z, a_x=a_x))
+    dense = _dense_correlation(shape, dx, nu, a_z, a_x)
     torch.testing.assert_close(lam, torch.linalg.eigvalsh(dense).flip(0), rtol=0, atol=1e-12)
     torch.testing.assert_close(modes.T @ modes, torch.eye(nz * nx, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(modes @ torch.diag(lam) @ modes.T, dense, rtol=0, atol=1e-12)
+
+
+def _dense_correlation(shape, dx, nu, a_z, a_x):
+    nz, nx = shape
+    zz, xx = np.meshgrid(np.arange(nz), np.arange(nx), indexing="ij")
+    zz, xx = zz.ravel(), xx.ravel()
+    return torch.as_tensor(matern_covariance((zz[:, None] - zz[None, :]) * dx, (xx[:, None] - xx[None, :]) * dx,
+                                             nu=nu, a_z=a_z, a_x=a_x))
+
+
+# modes needed for 90 / 95 / 99 % of the prior variance on 64 x 64 at dx = 160 m, a = 1.6 km (documented in
+# WhitenedField's docstring)
+DIMENSION_REDUCTION = {"von_karman": (dict(hurst=0.5), (326, 1049, 3226)), "matern": (dict(nu=1.5), (16, 27, 79))}
+
+
+@pytest.mark.parametrize("covariance", ["von_karman", "matern"])
+def test_dimension_reduction_on_64x64(covariance):
+    kw, counts = DIMENSION_REDUCTION[covariance]
+    w = WhitenedField((64, 64), 160.0, covariance=covariance, **kw, a_z=1600.0, a_x=1600.0, mean=3000.0, std=150.0,
+                      n_modes=counts[0], dtype=torch.float64)
+    assert tuple(w.modes_for_variance(f) for f in (0.90, 0.95, 0.99)) == counts
+    # the counts are minimal: one mode fewer holds less than the fraction
+    cum = torch.cumsum(w.eigenvalues, 0) / w.eigenvalues.sum()
+    for f, k in zip((0.90, 0.95, 0.99), counts):
+        assert float(cum[k - 2]) < f <= float(cum[k - 1])
+    assert w.explained_variance == pytest.approx(float(cum[counts[0] - 1]), rel=1e-12)
+    # the trace is exact: N std^2
+    assert float(w.eigenvalues.sum()) == pytest.approx(4096 * 150.0 ** 2, rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("covariance", ["von_karman", "matern"])
+def test_dimension_reduction_against_dense_eigvalsh(covariance):
+    kw, counts = DIMENSION_REDUCTION[covariance]
+    nu = kw.get("hurst", kw.get("nu"))
+    lam = torch.linalg.eigvalsh(_dense_correlation((64, 64), 160.0, nu, 1600.0, 1600.0)).flip(0)
+    cum = torch.cumsum(lam, 0) / lam.sum()
+    assert tuple(int(torch.searchsorted(cum, f)) + 1 for f in (0.90, 0.95, 0.99)) == counts
+    ours, _ = F.grid_covariance_eigh((64, 64), 160.0, covariance=covariance, **kw, a_z=1600.0, a_x=1600.0)
+    torch.testing.assert_close(ours, lam.clamp_min(0), rtol=0, atol=1e-10)
+
+
+def test_leading_modes_and_disk_cache(tmp_path):
+    kw = dict(covariance="von_karman", hurst=0.5, a_z=30.0, a_x=45.0)
+    lam, full = F.grid_covariance_eigh((9, 10), 10.0, **kw)
+    lam5, lead = F.grid_covariance_eigh((9, 10), 10.0, **kw, n_modes=5)
+    torch.testing.assert_close(lead, full[:, :5], rtol=0, atol=0)  # same modes, same signs
+    assert torch.equal(lam, lam5)
+    w1 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
+    files = list(tmp_path.glob("grid_eigh_9x10_*.pt"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    F._grid_eigh_memo.cache_clear()  # a new process: the modes come from the file
+    w2 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
+    assert torch.equal(w1.modes, w2.modes) and torch.equal(w1.scales, w2.scales)
+    torch.testing.assert_close(w1.modes, full[:, :7], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("covariance,kw", [("von_karman", dict(hurst=0.5)), ("matern", dict(nu=1.5))])
+def test_iterative_leading_modes_match_dense(covariance, kw):
+    shape, k = (30, 26), 40
+    args = dict(covariance=covariance, **kw, a_z=80.0, a_x=120.0)
+    lam, dense = F.grid_covariance_eigh(shape, 10.0, **args, n_modes=k)
+    lam_it, modes = F.grid_covariance_eigh(shape, 10.0, **args, n_modes=k, method="iterative")
+    assert lam_it.shape == (k,) and modes.shape == (780, k)
+    # Ritz values converge to 1e-9 of lambda_1; the ordering of near-degenerate pairs may differ, so compare the
+    # spanned subspaces through the projected covariance rather than mode by mode
+    torch.testing.assert_close(lam_it, lam[:k], rtol=1e-6, atol=1e-9 * float(lam[0]))
+    torch.testing.assert_close(modes.T @ modes, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-10)
+    dense_full = _dense_correlation(shape, 10.0, kw.get("hurst", kw.get("nu")), 80.0, 120.0)
+    torch.testing.assert_close(modes.T @ dense_full @ modes, torch.diag(lam_it), rtol=0, atol=1e-6 * float(lam[0]))
+    w = WhitenedField(shape, 10.0, **args, n_modes=k, method="iterative", dtype=torch.float64)
+    assert w.explained_variance == pytest.approx(float(lam[:k].sum()) / 780, rel=1e-7)
+    z = torch.randn(3, k, dtype=torch.float64)
+    torch.testing.assert_close(w.inverse(w(z)), z, rtol=0, atol=1e-9)
+    assert w.modes_for_variance(w.explained_variance) == k
+    with pytest.raises(ValueError, match=re.escape(f"only the {k} leading eigenvalues are known")):
+        w.modes_for_variance(0.999)
 
 
 def test_whitened_full_rank_has_the_analytic_covariance():
@@ -242,12 +332,7 @@ def test_whitened_full_rank_has_the_analytic_covariance():
     w = WhitenedField(shape, dx, covariance="von_karman", hurst=0.5, a_z=150.0, a_x=250.0, mean=2500.0, std=std,
                       dtype=torch.float64)
     assert w.latent_dim == 56 and w.explained_variance == pytest.approx(1.0, abs=1e-14)
-    nz, nx = shape
-    zz, xx = np.meshgrid(np.arange(nz), np.arange(nx), indexing="ij")
-    zz, xx = zz.ravel(), xx.ravel()
-    cov = std ** 2 * torch.as_tensor(von_karman_covariance((zz[:, None] - zz[None, :]) * dx,
-                                                           (xx[:, None] - xx[None, :]) * dx,
-                                                           hurst=0.5, a_z=150.0, a_x=250.0))
+    cov = std ** 2 * _dense_correlation(shape, dx, 0.5, 150.0, 250.0)
     L = w.modes * w.scales
     torch.testing.assert_close(L @ L.T, cov, rtol=0, atol=1e-9 * std ** 2)  # exact up to rounding
     # and the samples: entry-wise sample covariance within 5 SE, SE_ij = sqrt((C_ii C_jj + C_ij^2) / n)
@@ -300,11 +385,12 @@ def test_whitened_bounds():
     w = WhitenedField((6, 5), 100.0, covariance="matern", nu=1.5, a_z=300.0, a_x=300.0, mean=mean, std=400.0,
                       bounds=(lo, hi), n_modes=10, dtype=torch.float64)
     torch.testing.assert_close(w(torch.zeros(10, dtype=torch.float64)), mean.double(), rtol=0, atol=1e-9)
-    # slope 1 at the mean: the bounded map's jvp at z = 0 equals the Gaussian one
-    dz = torch.randn(10, dtype=torch.float64)
-    _, jb = torch.func.jvp(w, (torch.zeros(10, dtype=torch.float64),), (dz,))
-    _, jg = torch.func.jvp(w.gaussian, (torch.zeros(10, dtype=torch.float64),), (dz,))
-    torch.testing.assert_close(jb, jg, rtol=1e-12, atol=1e-9)
+    # slope 1 at the mean: at z = 0 the bounded map's vector-Jacobian products equal the Gaussian map's
+    v = torch.randn(6, 5, dtype=torch.float64)
+    z0 = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+    (gb,) = torch.autograd.grad((w(z0) * v).sum(), z0)
+    (gg,) = torch.autograd.grad((w.gaussian(z0) * v).sum(), z0)
+    torch.testing.assert_close(gb, gg, rtol=1e-12, atol=1e-9)
     # extreme latents stay inside, finite, and monotone per pixel
     big = torch.linspace(-1e4, 1e4, 201, dtype=torch.float64)[:, None] * torch.ones(10, dtype=torch.float64)
     f = w(big)
@@ -384,6 +470,11 @@ def test_error_messages():
         sample_grf((4, 4), 1.0, hurst=-0.5, **kw)
     with pytest.raises(ValueError, match=re.escape("covariance='matern' needs the smoothness nu")):
         sample_grf((4, 4), 1.0, covariance="matern", **kw)
+    with pytest.raises(ValueError, match=re.escape("covariance='matern' takes nu (got nu=1.5), not hurst (got "
+                                                   "hurst=0.3)")):
+        WhitenedField((4, 4), 1.0, covariance="matern", nu=1.5, hurst=0.3, **kw)
+    with pytest.raises(ValueError, match=re.escape("covariance='von_karman' takes hurst (got hurst=0.5), not nu")):
+        sample_grf((4, 4), 1.0, nu=1.5, **kw)
     with pytest.raises(ValueError, match=re.escape("covariance must be one of ('von_karman', 'matern'), got 'gauss'")):
         sample_grf((4, 4), 1.0, covariance="gauss", **kw)
     with pytest.raises(ValueError, match=re.escape("shape must be a pair (nz, nx) of positive integers, got nz = 0")):
@@ -406,9 +497,16 @@ def test_error_messages():
     b = BoxField((2, 2), (0.0, 1.0))
     with pytest.raises(ValueError, match=re.escape("u must be shaped [..., nz, nx] = [..., 2, 2], got (3,)")):
         b(torch.zeros(3))
-    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi)")):
+    with pytest.raises(ValueError, match=re.escape("field must lie strictly inside the bounds (lo, hi) to be inverted: "
+                                                   "4 of 4 values are outside (field range [1, 1], bounds [0, 1])")):
         b.inverse(torch.ones(2, 2))
     with pytest.raises(ValueError, match=re.escape("BoxField needs bounds=(lo, hi) or both lo= and hi=")):
         BoxField((2, 2))
-    with pytest.raises(ValueError, match=re.escape("limited to 9216 points")):
-        WhitenedField((100, 100), 1.0, nu=1.5, **kw)
+    with pytest.raises(ValueError, match=re.escape("shape (130, 128) has 16640 points: the dense eigendecomposition "
+                                                   "is limited to 16384 points (128 x 128)")):
+        WhitenedField((130, 128), 1.0, nu=1.5, method="dense", **kw)
+    with pytest.raises(ValueError, match=re.escape("the iterative eigendecomposition of the 130 x 128 grid (16640 "
+                                                   "points) needs n_modes between 1 and 4096, got n_modes=None")):
+        WhitenedField((130, 128), 1.0, nu=1.5, **kw)
+    with pytest.raises(ValueError, match=re.escape("method must be 'auto', 'dense' or 'iterative', got 'lanczos'")):
+        WhitenedField((4, 4), 1.0, nu=1.5, method="lanczos", **kw)
