@@ -8,5 +8,7 @@ from ._map import map as map  # noqa: A004 (the contract's name)
 from ._nuts import nuts as nuts
 from ._posterior import LowRankGaussian as LowRankGaussian
 from ._posterior import Posterior as Posterior
+from ._svgd import svgd as svgd
+from ._svi import svi as svi
 
-__all__ = sorted(["LowRankGaussian", "Posterior", "gauss_newton_eig", "laplace", "map", "nuts"])
+__all__ = sorted(["LowRankGaussian", "Posterior", "gauss_newton_eig", "laplace", "map", "nuts", "svgd", "svi"])

@@ -65,13 +65,18 @@ def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -
             values[site] = torch.as_tensor(init[name], dtype=data.dtype, device=data.device)
         elif kind == "whitened":
             values[site] = torch.zeros(int(prior.latent_dim), dtype=data.dtype, device=data.device)
+        elif kind == "box":
+            from ..models._model import _box_bounds  # noqa: PLC0415
+            lo, hi = _box_bounds(prior, data.dtype, data.device)
+            values[site] = (0.5 * (lo + hi)).expand(tuple(prior.latent_shape)).clone()
         elif kind == "flat":
             raise ValueError(f"init[{name!r}] is required: a flat (improper) prior has no default starting model; "
                              f"pass init={{{name!r}: starting field (nz, nx)}}")
     for k, v in init.items():
         if k not in values and k not in model.priors:
             values[k] = torch.as_tensor(v, dtype=data.dtype, device=data.device)
-    return values
+    # copies: the optimisers update their parameters in place, never the caller's tensors
+    return {k: v.detach().clone() for k, v in values.items()}
 
 
 def init_strategy(values: Mapping):
@@ -136,10 +141,7 @@ class Layout:
 def make_potential(model: SeismicModel, data: torch.Tensor, layout: Layout):
     """``U(u) = -log p(u, data)`` in the flat unconstrained space (full data; Jacobians included)."""
     def potential(u: torch.Tensor) -> torch.Tensor:
-        values = layout.unflatten(u)
-        conditioned = poutine.condition(model, data=values)
-        tr = poutine.trace(conditioned).get_trace(data, subsample_size=None, full=True)
-        return -(tr.log_prob_sum() + layout.log_abs_det(u))
+        return -(model.log_joint(layout.unflatten(u), data) + layout.log_abs_det(u))
     return potential
 
 
@@ -179,6 +181,56 @@ def jvp(f, x: torch.Tensor, v: torch.Tensor, mode: str = "auto", fd_step: float 
     h = fd_step * max(1.0, float(x.abs().max())) / max(float(v.abs().max()), 1e-30)
     with torch.no_grad():
         return (f(x + h * v) - f(x - h * v)) / (2 * h)
+
+
+class Linearisation:
+    """Jacobian products of ``f`` at ``x`` sharing one forward evaluation.
+
+    ``mode="reverse"`` (or ``"auto"``): one forward ``y = f(x)`` and one differentiable backward ``g(u) = J^T u``
+    are recorded; then ``J v = d(g . v)/du`` (double backward, exact, works through custom autograd Functions whose
+    backward is made of differentiable torch operations) and ``J^T w`` reuse them without re-running the solver.
+    ``mode="fd"``: central differences for ``J v`` (two forwards each), reverse mode for ``J^T w``.
+    ``auto`` falls back to ``fd`` with a warning when the double backward is unavailable.
+    """
+
+    def __init__(self, f, x: torch.Tensor, mode: str = "auto", fd_step: float = 1e-4):
+        self.f, self.x, self.fd_step = f, x.detach(), fd_step
+        self.passes = 0
+        self.mode = "fd" if mode == "fd" else "reverse"
+        with torch.enable_grad():
+            self._xx = self.x.clone().requires_grad_(True)
+            self._y = f(self._xx)
+            self.passes += 1
+            if self.mode == "reverse":
+                try:
+                    self._u = torch.zeros_like(self._y, requires_grad=True)
+                    (self._g,) = torch.autograd.grad(self._y, self._xx, self._u, create_graph=True)
+                    self.passes += 1
+                    if not self._g.requires_grad:
+                        raise RuntimeError("the backward of f is not differentiable")
+                except Exception as err:
+                    if mode == "reverse":
+                        raise
+                    warnings.warn(f"double-backward Jacobian products unavailable ({err}); using central finite "
+                                  f"differences", RuntimeWarning, stacklevel=2)
+                    self.mode = "fd"
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self._y.detach()
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        if self.mode == "reverse":
+            (jv,) = torch.autograd.grad(self._g, self._u, v.to(self._g.dtype), retain_graph=True)
+            self.passes += 1
+            return jv.detach()
+        self.passes += 2
+        return jvp(self.f, self.x, v, mode="fd", fd_step=self.fd_step)
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad(self._y, self._xx, w, retain_graph=True)
+        self.passes += 1
+        return g.detach()
 
 
 def vjp(f, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

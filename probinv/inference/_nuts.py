@@ -13,7 +13,7 @@ from pyro.infer.mcmc import NUTS
 
 from ._common import (Layout, check_model, check_positive_int, init_values, log, make_potential, progress,
                       prototype_trace, resolve_data, samples_from_unconstrained)
-from ._posterior import LowRankGaussian, Posterior
+from ._posterior import Posterior
 
 __all__ = ["nuts"]
 

@@ -8,7 +8,7 @@ and every other data axis as an event axis).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist

@@ -1,0 +1,297 @@
+"""Inference benchmark (issue 3): efficiency of NUTS (with / without Laplace preconditioning), SVI and SVGD, and the
+calibration of every method (fraction of pixels inside the 50 % and 90 % credible intervals over truths drawn from
+the prior).
+
+Problems
+--------
+linear    6 x 6 field, 20 m cells, Matern nu = 1.5 (a = 60 m, std 100 m/s) whitened prior truncated to 6 modes; forward
+          = a fixed random matrix (4 shots x 3 receivers); Gaussian noise sigma = 2 (the exact posterior is known).
+acoustic  16 x 16 cells of 20 m, the same prior family (a = 100 m) with 6 modes, bounded to (1500, 2600) m/s;
+          transmission geometry (2 sources on the left edge, 10 receivers on the right edge), 5 Hz Ricker, 138 steps
+          of 4 ms, PML 5 cells, 2 % noise (relative to the peak amplitude). As in tests/test_inference_acoustic.py.
+
+Metrics
+-------
+* NUTS: min over latent coordinates of the bulk ESS; ESS per second and per gradient (sampling phase, and all
+  gradients including warm-up); gradients per effective sample with and without Laplace preconditioning.
+* SVI (AutoNormal / AutoMultivariateNormal) and SVGD: wall time and steps to convergence (ELBO window test / SVGD
+  update below tolerance).
+* Calibration: over ``--truths-*`` truths z ~ N(0, I) (fields from the prior), new noisy data each, the fraction of
+  the grid's pixels inside each method's equal-tailed 50 % and 90 % intervals, averaged over truths (with the
+  standard error over truths). A calibrated method gives 0.50 and 0.90; mean-field SVI is expected to under-cover.
+
+Usage::
+
+    python benchmarks/inference.py                 # full size (< 1 h on 2 cores)
+    python benchmarks/inference.py --quick         # reduced sizes (a few minutes)
+    python benchmarks/inference.py --only linear
+
+Results: ``benchmarks/results/inference.json`` and ``inference.md`` (atomic writes); finished cases are kept in the
+JSON and skipped on a re-run with the same configuration (resume after an interruption), unless ``--fresh``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from probinv import diagnostics  # noqa: E402
+from probinv.fields import WhitenedField  # noqa: E402
+from probinv.inference import laplace, map, nuts, svgd, svi  # noqa: E402
+from probinv.models import AcousticForward, Gaussian, build_model  # noqa: E402
+from probinv.physics import ricker  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DT = torch.float64
+log = logging.getLogger("benchmarks.inference")
+
+
+def _write_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------- problems
+def linear_problem(seed):
+    g = torch.Generator().manual_seed(1000)
+    prior = WhitenedField((6, 6), 20.0, covariance="matern", nu=1.5, a_z=60.0, a_x=60.0, mean=2500.0, std=100.0,
+                          n_modes=6, dtype=DT)
+    G = torch.randn(4, 3, 36, generator=g, dtype=DT) * 0.1
+
+    def forward(fields, shots=None):
+        gg = G if shots is None else G[shots]
+        v = fields["vp"]
+        return torch.einsum("srp,...p->...sr", gg, v.reshape(v.shape[:-2] + (-1,)))
+
+    gt = torch.Generator().manual_seed(seed)
+    z = torch.randn(6, generator=gt, dtype=DT)
+    sigma = 2.0
+    data = forward({"vp": prior(z)}) + sigma * torch.randn(4, 3, generator=gt, dtype=DT)
+    return build_model({"vp": prior}, forward, data, noise=Gaussian(sigma)), prior(z), z
+
+
+def acoustic_problem(seed):
+    n, dx, dt, nt = 16, 20.0, 0.004, 138
+    prior = WhitenedField((n, n), dx, covariance="matern", nu=1.5, a_z=100.0, a_x=100.0, mean=2000.0, std=100.0,
+                          n_modes=6, bounds=(1500.0, 2600.0), dtype=DT)
+    src = torch.tensor([[[3, 0]], [[7, 0]]])
+    rec = torch.tensor([[[j, n - 1] for j in range(10)]] * 2)
+    amp = ricker(5.0, nt, dt, dtype=DT).reshape(1, 1, -1).repeat(2, 1, 1)
+    fwd = AcousticForward(dx, dt, amp, src, rec, options={"pml_width": 5})
+    gt = torch.Generator().manual_seed(seed)
+    z = torch.randn(6, generator=gt, dtype=DT)
+    clean = fwd({"vp": prior(z)})
+    sigma = 0.02 * float(clean.abs().max())
+    data = clean + sigma * torch.randn(clean.shape, generator=gt, dtype=DT)
+    return build_model({"vp": prior}, fwd, data, noise=Gaussian(sigma)), prior(z), z
+
+
+PROBLEMS = {"linear": linear_problem, "acoustic": acoustic_problem}
+
+
+# ---------------------------------------------------------------------------------------------------------- cases
+def efficiency(name, cfg):
+    """NUTS with and without preconditioning, SVI and SVGD time to convergence, on the problem of seed 0."""
+    model, _, _ = PROBLEMS[name](0)
+    out = {}
+    t0 = time.perf_counter()
+    m = map(model, optimizer="lbfgs", num_steps=cfg["map_steps"], lr=1.0)
+    out["map"] = {"seconds": time.perf_counter() - t0, "n_gradients": m.attrs["n_gradients"]}
+    t0 = time.perf_counter()
+    lap = laplace(model, map_posterior=m)
+    out["laplace"] = {"seconds": time.perf_counter() - t0, "solver_passes": lap.attrs["solver_passes"],
+                      "eigvals": [float(x) for x in lap.gaussian.eigvals]}
+    for pre in ("laplace", None):
+        kw = dict(num_samples=cfg["nuts_samples"], warmup_steps=cfg["nuts_warmup"], num_chains=cfg["eff_chains"],
+                  max_tree_depth=cfg["max_tree_depth"], seed=0)
+        post = nuts(model, precondition=pre, laplace_posterior=lap if pre else None,
+                    init=None if pre else {k: v[0, 0] for k, v in m.samples.items() if k.endswith("_z")}, **kw)
+        ess = diagnostics.ess(post.samples["vp_z"])
+        rh = diagnostics.rhat(post.samples["vp_z"]) if cfg["eff_chains"] > 1 else np.full(1, np.nan)
+        ess_min = float(ess.min())
+        out[f"nuts_{pre or 'none'}"] = {
+            "seconds": post.attrs["seconds"], "n_gradients": post.attrs["n_gradients"],
+            "n_gradients_sampling": post.attrs["n_gradients_sampling"], "ess_min": ess_min,
+            "rhat_max": float(rh.max()),
+            "ess_per_second": ess_min / post.attrs["seconds"],
+            "ess_per_gradient": ess_min / post.attrs["n_gradients_sampling"],
+            "gradients_per_effective_sample": post.attrs["n_gradients"] / ess_min,
+            "mean_tree_depth": float(post.sample_stats["tree_depth"].double().mean()),
+            "mean_step_size": float(post.sample_stats["step_size"].mean()),
+            "divergences": int(post.sample_stats["diverging"].sum())}
+        log.info("%s NUTS precondition=%s: %s", name, pre, out[f"nuts_{pre or 'none'}"])
+    for guide in ("normal", "multivariate"):
+        post = svi(model, guide=guide, laplace_posterior=lap, num_steps=cfg["svi_steps"], lr=0.02,
+                   num_particles=cfg["svi_particles"], tol=1e-3, window=50, num_samples=500, seed=0)
+        out[f"svi_{guide}"] = {"seconds": post.attrs["seconds"], "n_steps": post.attrs["n_steps"],
+                               "converged": post.attrs["converged"], "n_gradients": post.attrs["n_gradients"]}
+    post = svgd(model, num_particles=cfg["svgd_particles"], num_steps=cfg["svgd_steps"], lr=0.05,
+                laplace_posterior=lap, tol=cfg["svgd_tol"], seed=0)
+    out["svgd"] = {"seconds": post.attrs["seconds"], "n_steps": post.attrs["n_steps"],
+                   "final_update": post.attrs["update"][-1], "n_gradients": post.attrs["n_gradients"]}
+    return out
+
+
+def calibration_one(name, seed, cfg):
+    model, truth, _ = PROBLEMS[name](seed)
+    m = map(model, optimizer="lbfgs", num_steps=cfg["map_steps"], lr=1.0)
+    lap = laplace(model, map_posterior=m, num_samples=2000, seed=seed)
+    res = {"laplace": diagnostics.coverage(lap.samples["vp"], truth)}
+    post = nuts(model, num_samples=cfg["cal_nuts_samples"], warmup_steps=cfg["cal_nuts_warmup"],
+                num_chains=cfg["cal_nuts_chains"], laplace_posterior=lap, seed=seed)
+    res["nuts"] = diagnostics.coverage(post.samples["vp"], truth)
+    res["nuts_rhat_max"] = float(diagnostics.rhat(post.samples["vp_z"]).max()) if cfg["cal_nuts_chains"] > 1 \
+        else None
+    post = svi(model, guide="normal", laplace_posterior=lap, num_steps=cfg["svi_steps"], lr=0.02,
+               num_particles=cfg["svi_particles"], tol=1e-3, window=50, num_samples=2000, seed=seed)
+    res["svi_normal"] = diagnostics.coverage(post.samples["vp"], truth)
+    post = svgd(model, num_particles=cfg["svgd_particles"], num_steps=cfg["svgd_steps"], lr=0.05,
+                laplace_posterior=lap, tol=cfg["svgd_tol"], seed=seed)
+    res["svgd"] = diagnostics.coverage(post.samples["vp"], truth)
+    return res
+
+
+CONFIG = {
+    "linear": dict(map_steps=100, nuts_samples=1000, nuts_warmup=300, svi_steps=3000, svi_particles=16,
+                   svgd_particles=50, svgd_steps=1000, svgd_tol=1e-4, cal_nuts_samples=500, cal_nuts_warmup=200,
+                   cal_nuts_chains=2, truths=20, eff_chains=2, max_tree_depth=8),
+    "acoustic": dict(map_steps=40, nuts_samples=300, nuts_warmup=100, svi_steps=600, svi_particles=4,
+                     svgd_particles=16, svgd_steps=150, svgd_tol=1e-3, cal_nuts_samples=150, cal_nuts_warmup=60,
+                     cal_nuts_chains=1, truths=10, eff_chains=2, max_tree_depth=8),
+}
+QUICK = {
+    "linear": dict(nuts_samples=300, nuts_warmup=100, svi_steps=1000, svgd_steps=300, cal_nuts_samples=200,
+                   cal_nuts_warmup=100, truths=20),
+    "acoustic": dict(nuts_samples=40, nuts_warmup=30, svi_steps=50, svgd_particles=8, svgd_steps=20,
+                     cal_nuts_samples=60, cal_nuts_warmup=40, truths=0, eff_chains=1, max_tree_depth=5),
+}
+
+
+def summarise_calibration(runs):
+    methods = [k for k, v in runs[0].items() if isinstance(v, dict)]
+    out = {}
+    for meth in methods:
+        for p in ("0.5", "0.9"):
+            vals = np.array([r[meth][p] if p in r[meth] else r[meth][float(p)] for r in runs])
+            out.setdefault(meth, {})[p] = {"mean": float(vals.mean()),
+                                           "stderr": float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1
+                                           else None}
+    return out
+
+
+def markdown(results):
+    lines = ["# Inference benchmark", "", f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
+             f"torch {results['torch']}, pyro {results['pyro']}, float64, {results['threads']} thread(s)", ""]
+    for name in ("linear", "acoustic"):
+        eff = results.get("efficiency", {}).get(name)
+        if eff:
+            lines += [f"## {name}: efficiency", "",
+                      "| method | seconds | gradients | min bulk ESS | ESS/s | ESS/gradient (sampling) | "
+                      "gradients per effective sample | r-hat max | mean tree depth | step size |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for key, label in (("nuts_laplace", "NUTS, Laplace-preconditioned"), ("nuts_none", "NUTS, plain")):
+                r = eff[key]
+                lines.append(f"| {label} | {r['seconds']:.1f} | {r['n_gradients']} | {r['ess_min']:.0f} | "
+                             f"{r['ess_per_second']:.2f} | {r['ess_per_gradient']:.4f} | "
+                             f"{r['gradients_per_effective_sample']:.1f} | {r['rhat_max']:.3f} | "
+                             f"{r['mean_tree_depth']:.2f} | {r['mean_step_size']:.3g} |")
+            lines += ["", "| method | seconds | steps | converged | gradients |", "|---|---|---|---|---|",
+                      f"| MAP (L-BFGS) | {eff['map']['seconds']:.2f} | - | - | {eff['map']['n_gradients']} |",
+                      f"| Laplace (after MAP) | {eff['laplace']['seconds']:.2f} | - | - | "
+                      f"{eff['laplace']['solver_passes']} solver passes |"]
+            for key in ("svi_normal", "svi_multivariate"):
+                r = eff[key]
+                lines.append(f"| SVI {key[4:]} | {r['seconds']:.1f} | {r['n_steps']} | {r['converged']} | "
+                             f"{r['n_gradients']} |")
+            r = eff["svgd"]
+            lines += [f"| SVGD | {r['seconds']:.1f} | {r['n_steps']} | update {r['final_update']:.2g} | "
+                      f"{r['n_gradients']} |", ""]
+        cal = results.get("calibration", {}).get(name)
+        if cal:
+            n = len(results["calibration_runs"][name])
+            lines += [f"## {name}: calibration over {n} truths drawn from the prior", "",
+                      "| method | inside 50 % interval | inside 90 % interval |", "|---|---|---|"]
+            for meth, v in cal.items():
+                def fmt(x):
+                    return f"{x['mean']:.3f}" + (f" ± {x['stderr']:.3f}" if x["stderr"] is not None else "")
+                lines.append(f"| {meth} | {fmt(v['0.5'])} | {fmt(v['0.9'])} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced sizes")
+    ap.add_argument("--only", choices=["linear", "acoustic"], action="append")
+    ap.add_argument("--truths-linear", type=int)
+    ap.add_argument("--truths-acoustic", type=int)
+    ap.add_argument("--skip-efficiency", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "inference"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    warnings.simplefilter("ignore", UserWarning)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    cfgs = {k: dict(v) for k, v in CONFIG.items()}
+    if args.quick:
+        for k, v in QUICK.items():
+            cfgs[k].update(v)
+    if args.truths_linear:
+        cfgs["linear"]["truths"] = args.truths_linear
+    if args.truths_acoustic:
+        cfgs["acoustic"]["truths"] = args.truths_acoustic
+    path_json = args.out + ".json"
+    results = {}
+    if os.path.exists(path_json) and not args.fresh:
+        with open(path_json) as f:
+            results = json.load(f)
+        if results.get("config") != cfgs:
+            log.info("configuration changed: starting afresh")
+            results = {}
+    import pyro  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+    results.update({"config": cfgs, "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                    "torch": torch.__version__, "pyro": pyro.__version__, "threads": torch.get_num_threads()})
+    results.setdefault("efficiency", {})
+    results.setdefault("calibration_runs", {})
+    results.setdefault("calibration", {})
+
+    def save():
+        _write_atomic(path_json, json.dumps(results, indent=1))
+        _write_atomic(args.out + ".md", markdown(results))
+
+    for name in args.only or ["linear", "acoustic"]:
+        cfg = cfgs[name]
+        if not args.skip_efficiency and name not in results["efficiency"]:
+            t0 = time.perf_counter()
+            results["efficiency"][name] = efficiency(name, cfg)
+            results["efficiency"][name]["wall_seconds"] = time.perf_counter() - t0
+            save()
+        runs = results["calibration_runs"].setdefault(name, [])
+        for seed in range(len(runs), cfg["truths"]):
+            t0 = time.perf_counter()
+            r = calibration_one(name, 100 + seed, cfg)
+            r["seconds"] = time.perf_counter() - t0
+            runs.append(r)
+            log.info("%s calibration truth %d/%d: %s", name, seed + 1, cfg["truths"], r)
+            results["calibration"][name] = summarise_calibration(runs)
+            save()
+    save()
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
