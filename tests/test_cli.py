@@ -126,6 +126,7 @@ def test_invert_laplace_then_report(tmp_path, capsys):
     assert "no such result file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~20 s on an idle 2-core machine, minutes on a loaded one; the notebook test also runs NUTS
 def test_invert_nuts_tiny(tmp_path):
     cfg = _config(tmp_path, steps=4)
     assert main(["invert", str(cfg), "--method", "nuts", "--out", str(tmp_path / "nuts")]) == 0
