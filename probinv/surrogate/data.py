@@ -374,8 +374,13 @@ def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, se
     return path
 
 
-def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32) -> dict:
+def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32,
+                 wavefield_dtype: torch.dtype | None = None) -> dict:
     """Read samples ``start:stop`` of a file written by :func:`generate_dataset`.
+
+    ``wavefield_dtype=torch.float16`` keeps the wavefields in half precision in memory (2.6 GB instead of 5.2 GB
+    for paper 1's 5000 samples; read in chunks, so the float32 copy never exists whole); the training loop casts
+    each batch to the network's dtype.
 
     Returns
     -------
@@ -393,7 +398,11 @@ def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torc
         manifest = json.loads(ds.manifest)
         out = {"velocity": torch.from_numpy(np.asarray(ds["velocity"][start:stop], dtype=np.float32)).to(dtype),
                "source": torch.from_numpy(np.asarray(ds["source"][start:stop], dtype=np.int64)),
-               "wavefield": torch.from_numpy(np.asarray(ds["wavefield"][start:stop], dtype=np.float32)).to(dtype),
+               "wavefield": torch.cat([torch.from_numpy(np.asarray(ds["wavefield"][i:min(i + 256, stop)],
+                                                                   dtype=np.float32)).to(wavefield_dtype or dtype)
+                                       for i in range(start, stop, 256)] or [torch.zeros(
+                                           0, len(ds.dimensions["frame"]), len(ds.dimensions["z"]),
+                                           len(ds.dimensions["x"]), dtype=wavefield_dtype or dtype)]),
                "time": torch.from_numpy(np.asarray(ds["time"][:], dtype=np.float64)),
                "dx": float(manifest["config"]["dx"]), "config": manifest["config"], "manifest": manifest}
     return out
