@@ -70,6 +70,8 @@ def parse(argv=None):
     ap.add_argument("--max-hours", type=float, default=None, help="stop this session after this wall time")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="torch device to train on, e.g. cpu or cuda")
+    ap.add_argument("--memory-float16", action="store_true",
+                    help="hold the wavefields in float16 in memory (half the RAM; batches are cast to float32)")
     return ap.parse_args(argv)
 
 
@@ -82,7 +84,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--val ({args.val}) must be smaller than --samples ({args.samples})")
     cfg = SimulationConfig()
     generate_dataset(args.data, args.samples, cfg, seed=args.data_seed)
-    data = load_dataset(args.data, 0, args.samples)
+    data = load_dataset(args.data, 0, args.samples,
+                        wavefield_dtype=torch.float16 if args.memory_float16 else torch.float32)
     n_train = args.samples - args.val
     tr = {k: data[k][:n_train] for k in ("velocity", "source", "wavefield")}
     va = {k: data[k][n_train:] for k in ("velocity", "source", "wavefield")}

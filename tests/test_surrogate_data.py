@@ -56,6 +56,10 @@ def test_generate_resume_equals_uninterrupted_and_matches_solver(tmp_path):
     torch.testing.assert_close(da["wavefield"][2:4], simulate_wavefields(v, src, TINY), rtol=0, atol=0)
     # the wavefield is not empty: the last frame holds the wave (> 1 % of the peak everywhere in the file)
     assert float(da["wavefield"][:, -1].abs().max()) > 0.01 * float(da["wavefield"].abs().max())
+    half = load_dataset(a, 1, 4, wavefield_dtype=torch.float16)
+    assert half["wavefield"].dtype == torch.float16 and half["velocity"].dtype == torch.float32
+    # float16 keeps 11 significant bits: relative rounding <= 2^-11 of each value (plus subnormal underflow)
+    torch.testing.assert_close(half["wavefield"].float(), da["wavefield"][1:4], rtol=2 ** -11, atol=1e-7)
     with pytest.raises(ValueError, match="was generated with another configuration"):
         generate_dataset(a, 6, TINY, seed=12, batch_size=2, progress=False)
     import netCDF4
