@@ -683,7 +683,7 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
 def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Tensor,
              source_locations: torch.Tensor, receiver_locations: torch.Tensor, *, rho: torch.Tensor | None = None,
              pml_width=20, free_surface: bool = False, accuracy: int = 4, checkpoint_every: int | None = None,
-             return_wavefield: bool = False, wavefield_every: int = 1):
+             return_wavefield: bool = False, wavefield_every: int = 1, gradient: str = "fused"):
     r"""Simulate 2D acoustic waves and record pressure at receivers; differentiable in ``v``, ``rho`` and sources.
 
     Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (constant density) or,
@@ -731,6 +731,12 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
     wavefield_every : int
         With ``return_wavefield``, keep the snapshot of every ``wavefield_every``-th step (step ``n`` is
         ``t = n dt``).
+    gradient : {"fused", "autograd"}
+        How reverse-mode differentiation runs through the time loop. ``"fused"`` (default): one autograd node for the
+        whole loop whose backward is the exact transpose of the discrete step, saving one wavefield per step (fast,
+        predictable memory). ``"autograd"``: plain PyTorch autograd through every operation of every step (paper 2's
+        unmodified AD; slower, more memory), kept so that AD == adjoint can be shown without any hand-derived code.
+        Both give the same values and gradients to rounding error (tested); ``checkpoint_every`` applies to both.
 
     Returns
     -------
@@ -752,6 +758,13 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
                          f"{checkpoint_every!r}")
     if not isinstance(return_wavefield, bool):
         raise TypeError(f"return_wavefield must be True or False, got {return_wavefield!r}")
+    if gradient not in ("fused", "autograd"):
+        raise ValueError(f"gradient must be 'fused' or 'autograd', got {gradient!r}")
+    if gradient == "autograd":
+        return _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho=rho,
+                                    pml_width=pml_width, free_surface=free_surface, accuracy=accuracy,
+                                    checkpoint_every=checkpoint_every, return_wavefield=return_wavefield,
+                                    wavefield_every=wavefield_every)
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
                accuracy, wavefield_every if return_wavefield else None)
     batch, shots, h, w = s.shape
@@ -770,17 +783,45 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
 
 
 def _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, *, rho=None,
-                         pml_width=20, free_surface=False, accuracy=4):
-    """The same scheme with autograd through ordinary torch operations (slow; a reference for the tests)."""
+                         pml_width=20, free_surface=False, accuracy=4, checkpoint_every=None,
+                         return_wavefield=False, wavefield_every=1):
+    """The same scheme with autograd through ordinary torch operations (``acoustic(..., gradient="autograd")``).
+
+    ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`.
+    """
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
-               accuracy, None)
+               accuracy, wavefield_every if return_wavefield else None)
     batch, shots, h, w = s.shape
-    state = tuple(v.new_zeros(batch, shots, h, w) for _ in range(6))
-    data = []
-    for n in range(s.amp.shape[-1]):
-        data.append(state[0].flatten(-2).gather(-1, s.geom.rec_idx))
-        state, _ = _step(state, s.v2dt2, s.gx, s.gz, s.amp[..., n], s.geom.src_idx, s.ops)
-    data = torch.stack(data, -1)
+    nt = s.amp.shape[-1]
+    t, b, l, r = s.widths
+
+    def block(n0, n1, *state):
+        data, snaps = [], []
+        for n in range(n0, n1):
+            data.append(state[0].flatten(-2).gather(-1, s.geom.rec_idx))
+            if return_wavefield and n % wavefield_every == 0:
+                snaps.append(state[0][..., t:h - b, l:w - r])
+            state, _ = _step(state, s.v2dt2, s.gx, s.gz, s.amp[..., n], s.geom.src_idx, s.ops)
+        return (*state, torch.stack(data, -1), *snaps)
+
+    state = tuple(s.v2dt2.new_zeros(batch, shots, h, w) for _ in range(6))
+    k = nt if checkpoint_every is None else checkpoint_every
+    data, snaps = [], []
+    for n0 in range(0, nt, k):
+        n1 = min(n0 + k, nt)
+        if checkpoint_every is None:
+            out = block(n0, n1, *state)
+        else:
+            from torch.utils.checkpoint import checkpoint  # imported here: it pulls in torch._dynamo (seconds)
+
+            out = checkpoint(block, n0, n1, *state, use_reentrant=False)
+        state, data_blk, snap_blk = out[:6], out[6], out[7:]
+        data.append(data_blk)
+        snaps.extend(snap_blk)
+    data = torch.cat(data, -1)
+    if return_wavefield:
+        snap = torch.stack(snaps, -3)
+        return (data, snap) if s.batched else (data[0], snap[0])
     return data if s.batched else data[0]
 
 
