@@ -85,7 +85,7 @@ def test_psv_homogeneous_p_and_s_arrival_times():
         expected = _lag(green2d_time(w.numpy(), dt, r1, v), green2d_time(w.numpy(), dt, r2, v), dt)
         measured = _lag(d[0], d[1], dt)
         assert abs(expected - (r2 - r1) / v) < 2e-3  # the scalar reference itself moves out at about v
-        # measured |error| 0.3 ms (P) and 1.5 ms (S: the force's near-field term, between the P and S arrivals,
+        # measured |error| 0.9 ms (P) and 1.5 ms (S: the force's near-field term, between the P and S arrivals,
         # pulls the S correlation peak earlier at these 100-200 m offsets); 2.5 ms is 2.5 % of the S move-out and
         # 5 % of the P move-out, while swapping vp and vs would be off by 50 ms
         assert abs(measured - expected) < 2.5e-3, (v, measured, expected)
@@ -139,7 +139,7 @@ def test_cpml_reflection_below_1e_6(fn, kw, free_surface):
     sz = 3 if free_surface else n // 2
     rec = _loc((sz, n - 3), (n - 3, n // 2), (n - 3, n - 3), (sz, 2))
     ratio = _pml_ratio(fn, n, _loc((sz, n // 2)), rec, free_surface, **kw)
-    # acceptance: reflected / incident energy < 1e-6 with the default 20-cell layer (measured 1e-11 .. 3e-8)
+    # acceptance: reflected / incident energy < 1e-6 with the default 20-cell layer (measured 1e-11 .. 1.1e-7)
     assert bool((ratio < 1e-6).all()), ratio
 
 

@@ -622,6 +622,8 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
             save[0], save[1] = ex, ez
         return (u, v, *p_ux, *p_uz, *p_sx, *p_sz), rec, snap
 
+    neg_mu_x, neg_mu_z = -mu_x.detach(), -mu_z.detach()
+
     def adjoint(n, lam, g_rec, saved, g_co, g_amps):
         lu, lv = lam[:2]
         l_ux, l_uz, l_sx, l_sz = split(lam)
@@ -632,14 +634,22 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         r = buoy_dt * lv
         ld_sx, l_sx = _stretch_t(r, s_sx, l_sx, inplace=False)
         ld_sz, l_sz = _stretch_t(r, s_sz, l_sz, inplace=True)
-        lsx = -_d_plus(ld_sx, -1, c, inv_dx)
-        lsz = _d_minus_image_t(ld_sz, c, inv_dx, -1.0) if fs else -_d_plus(ld_sz, -2, c, inv_dx)
-        g_co[0].addcmul_(lsx, ex)
-        g_co[1].addcmul_(lsz, ez)
-        ld_ux, l_ux = _stretch_t(mu_x * lsx, s_ux, l_ux, inplace=True)
-        ld_uz, l_uz = _stretch_t(mu_z * lsz, s_uz, l_uz, inplace=True)
+        # adjoint stresses: (D-)^T = -D+; carry the minus sign in the coefficients instead of negating fields
+        nsx = _d_plus(ld_sx, -1, c, inv_dx)
+        g_co[0].addcmul_(nsx, ex, value=-1.0)
+        qx = neg_mu_x * nsx
+        if fs:
+            lsz = _d_minus_image_t(ld_sz, c, inv_dx, -1.0)
+            g_co[1].addcmul_(lsz, ez)
+            qz = mu_z * lsz
+        else:
+            nsz = _d_plus(ld_sz, -2, c, inv_dx)
+            g_co[1].addcmul_(nsz, ez, value=-1.0)
+            qz = neg_mu_z * nsz
+        ld_ux, l_ux = _stretch_t(qx, s_ux, l_ux, inplace=True)
+        ld_uz, l_uz = _stretch_t(qz, s_uz, l_uz, inplace=True)
         lu = lu - _d_minus(ld_ux, -1, c, inv_dx)
-        lu = lu + (_d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else -_d_minus(ld_uz, -2, c, inv_dx))
+        lu = lu + _d_plus_image_t(ld_uz, c, inv_dx, 1.0) if fs else lu - _d_minus(ld_uz, -2, c, inv_dx)
         lu = _scatter_add_(lu, rec_idx, g_rec)
         return (lu, lv, *l_ux, *l_uz, *l_sx, *l_sz)
 
@@ -878,9 +888,9 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         elif rc == "vz":
             lvz = _scatter_add_(lvz, rec_idx, half)
         lsxx = lsxx - _d_minus(ld5, -1, c, inv_dx)
-        lsxz = lsxz + (_d_minus_image_t(ld6, c, inv_dx, -1.0) if fs else -_d_plus(ld6, -2, c, inv_dx))
+        lsxz = lsxz + _d_minus_image_t(ld6, c, inv_dx, -1.0) if fs else lsxz - _d_plus(ld6, -2, c, inv_dx)
         lsxz = lsxz - _d_plus(ld7, -1, c, inv_dx)
-        lszz = lszz + (_d_plus_image_t(ld8, c, inv_dx, -1.0) if fs else -_d_minus(ld8, -2, c, inv_dx))
+        lszz = lszz + _d_plus_image_t(ld8, c, inv_dx, -1.0) if fs else lszz - _d_minus(ld8, -2, c, inv_dx)
         if rc == "pressure":
             lsxx = _scatter_add_(lsxx, rec_idx, -half)
             lszz = _scatter_add_(lszz, rec_idx, -half)
