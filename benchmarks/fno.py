@@ -112,7 +112,8 @@ def main(argv=None) -> dict:
     parts = args.parts.split(",")
     cfg = SimulationConfig()
     dev = torch.device(args.device)
-    res = {"threads": args.threads, "clock": args.clock, "device": str(dev), "load_average_before": os.getloadavg(), "paper1": PAPER1}
+    res = {"threads": args.threads, "clock": args.clock, "device": str(dev), "load_average_before": os.getloadavg(),
+           "paper1": PAPER1}
     if parts == ["timing"]:
         torch.manual_seed(0)
         sur = FNOSurrogate(cfg.n_frames, {"nz": 64, "nx": 64, "dx": cfg.dx}, cfg.times, v_mean=3000.0,

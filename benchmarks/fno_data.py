@@ -80,7 +80,8 @@ def main(argv=None) -> dict:
              f"| generation, s / sample | {res['seconds_per_sample']:.3f} |",
              f"| file size, MB / sample (float32) | {res['bytes_per_sample'] / 1e6:.2f} |",
              f"| wavefield peak / std | {res['wavefield_peak']:.3g} / {res['wavefield_std']:.3g} |",
-             f"| homogeneous baseline rel. L2 ({args.samples} samples) | {res['homogeneous_baseline_rel_l2']['mean']:.3f} |",
+             f"| homogeneous baseline rel. L2 ({args.samples} samples) | "
+             f"{res['homogeneous_baseline_rel_l2']['mean']:.3f} |",
              f"| label vs 2x finer, rel. L2 all nodes | {', '.join(f'{x:.4f}' for x in le['rel_l2'])} |",
              f"| label vs 2x finer, rel. L2 beyond 2 cells of the source | "
              f"{', '.join(f'{x:.4f}' for x in le['rel_l2_far'])} |",

@@ -129,7 +129,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()
-    res = {"torch": torch.__version__, "threads": args.threads, "clock": args.clock, "machine": platform.processor() or platform.machine(),
+    res = {"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+           "machine": platform.processor() or platform.machine(),
            "load_average_before": load, "spectral": time_spectral(args.batch, 32, 12, args.repeats),
            "training": [time_training(args.batch, 32, 12, 64, m, args.repeats) for m in ("naive", "dft", "fft")]}
     res["load_average_after"] = os.getloadavg()
