@@ -168,7 +168,7 @@ def _latent_init(post, model) -> dict:
 def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps: int = 200, lr: float = 0.02,
                   num_samples: int = 200,
                   warmup: int = 100, num_chains: int = 2, n_particles: int = 16, seed: int = 0,
-                  rank: int | None = None, jvp_mode: str = "fd", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 25,
+                  rank: int | None = None, jvp_mode: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 25,
                   resume: bool = False, progress: bool = True, stop_after: int | None = None,
                   log_fn: Callable[[str], None] | None = None) -> InversionResult:
     """MAP (= FWI), then the posterior ``method``, with block checkpoints and resume.
@@ -189,10 +189,8 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         Seed of every random choice (Pyro's global seed is set from it before each stage).
     rank : int, optional
         Laplace rank (default: the latent dimension, capped at 100).
-    jvp_mode : {"fd", "reverse", "forward", "auto"}
-        How Laplace computes Jacobian-vector products. Default central differences: measured on the demo's acoustic
-        problem, a forward-mode jvp through the solver costs ~20 forward solves and a double-backward one ~4,
-        against 2 for central differences.
+    jvp_mode : {"auto", "reverse", "fd"}
+        How Laplace computes Jacobian-vector products (see :func:`probinv.inference.laplace`).
     checkpoint_dir : path, optional
         Where checkpoints and finished stages go; no checkpoints when None.
     checkpoint_every : int
@@ -253,25 +251,25 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
     say(f"{method}: running from the MAP point")
-    if method in ("laplace", "nuts"):
-        latent_dim = sum(int(v.numel()) for v in init.values())
-        post = inference.laplace(model, map_posterior=map_post, rank=rank or min(latent_dim, 100),
-                                 num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
-        if method == "nuts":
-            seconds["laplace"] = time.perf_counter() - t0
-            say("nuts: preconditioned by the Laplace approximation")
-            post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
-                                  laplace_posterior=post, seed=seed,
-                                  checkpoint=ckdir / "checkpoint_nuts.nc" if ckdir else None)
-    else:
-        fn = getattr(inference, method, None)
-        if fn is None:
-            raise ValueError(f"the inference method {method!r} is not available in this installation of probinv "
-                             f"(probinv.inference has no {method}); use map, laplace or nuts")
-        if method == "svi":
-            post = fn(model, init=init, num_steps=steps, lr=lr, num_samples=num_samples, seed=seed)
-        else:
-            post = fn(model, init=init, num_steps=steps, lr=lr, n_particles=n_particles, seed=seed)
+    # every posterior method starts from the Laplace approximation at the MAP point: it is the posterior itself
+    # for "laplace", the preconditioner of NUTS and the initial location/scale of SVI and the particles of SVGD
+    latent_dim = sum(int(v.numel()) for v in init.values())
+    lap = inference.laplace(model, map_posterior=map_post, rank=rank or min(latent_dim, 100),
+                            num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
+    post = lap
+    if method != "laplace":
+        seconds["laplace"] = time.perf_counter() - t0
+        say(f"{method}: initialised / preconditioned by the Laplace approximation")
+    if method == "nuts":
+        post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
+                              laplace_posterior=lap, seed=seed,
+                              checkpoint=ckdir / "checkpoint_nuts.pt" if ckdir else None)
+    elif method == "svi":
+        post = inference.svi(model, laplace_posterior=lap, num_steps=steps, lr=lr if optimizer == "adam" else 0.01,
+                             num_samples=num_samples, seed=seed)
+    elif method == "svgd":
+        post = inference.svgd(model, laplace_posterior=lap, num_particles=n_particles, num_steps=steps,
+                              lr=lr if optimizer == "adam" else 0.05, seed=seed)
     seconds[method] = time.perf_counter() - t0
     if ckdir is not None:
         post.to_netcdf(ckdir / f"stage_{method}.nc")

@@ -135,3 +135,11 @@ def test_invert_nuts_tiny(tmp_path):
     assert "diverging" in post.sample_stats
     summary = (tmp_path / "nuts" / "summary.txt").read_text()
     assert "r_hat" in summary  # two chains: ArviZ diagnostics are reported
+
+
+@pytest.mark.parametrize("method", ["svi", "svgd"])
+def test_invert_svi_svgd_tiny(tmp_path, method):
+    cfg = _config(tmp_path, steps=4)
+    assert main(["invert", str(cfg), "--method", method, "--out", str(tmp_path / method), "--no-figures"]) == 0
+    post = Posterior.from_netcdf(tmp_path / method / "posterior.nc")
+    assert post.method == method and float(post.std("vp").max()) > 0
