@@ -499,6 +499,28 @@ def _initial_state(fast, batch, shots, h, w, like):
     return tuple(like.new_zeros(batch, shots, h, w) for _ in range(6))
 
 
+def _differentiable_backward(v2dt2, gx, gz, amp, geom, ops, g_data, g_snap):
+    """Vector-Jacobian product of the time loop built from ordinary autograd operations (differentiable again)."""
+    batch, shots = g_data.shape[:2]
+    h, w = v2dt2.shape[-2:]
+    t, bt, lf, rt = geom.crop
+    state = tuple(v2dt2.new_zeros(batch, shots, h, w) for _ in range(6))
+    data, snaps = [], []
+    for n in range(amp.shape[-1]):
+        data.append(state[0].flatten(-2).gather(-1, geom.rec_idx))
+        if geom.snap_every and n % geom.snap_every == 0:
+            snaps.append(state[0][..., t:h - bt, lf:w - rt])
+        state, _ = _step(state, v2dt2, gx, gz, amp[..., n], geom.src_idx, ops)
+    outputs, grads_out = [torch.stack(data, -1)], [g_data]
+    if snaps:
+        outputs.append(torch.stack(snaps, 2))
+        grads_out.append(g_snap)
+    inputs = [x for x in (v2dt2, gx, gz, amp) if x is not None and x.requires_grad]
+    grads = iter(torch.autograd.grad(outputs, inputs, grads_out, create_graph=True, allow_unused=True))
+    result = [next(grads) if x is not None and x.requires_grad else None for x in (v2dt2, gx, gz, amp)]
+    return (*result, None, None, None, None, None)
+
+
 class _AcousticPropagation(torch.autograd.Function):
     """The whole time loop as one autograd node; backward runs the hand-transposed steps in reverse.
 
@@ -532,6 +554,10 @@ class _AcousticPropagation(torch.autograd.Function):
     def backward(ctx, g_data, g_snap):
         v2dt2, gx, gz, amp, qs, ps = ctx.saved_tensors
         geom, ops, fast, k, nt = ctx.geom, ctx.ops, ctx.fast, ctx.k, ctx.nt
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward: Gauss-Newton products, Hessian-vector products): the fast transposed
+            # kernel works in place and is not itself differentiable, so differentiate the plain-operator loop instead
+            return _differentiable_backward(v2dt2, gx, gz, amp, geom, ops, g_data, g_snap)
         g_v = torch.zeros_like(v2dt2)
         g_gx = torch.zeros_like(gx) if gx is not None else None
         g_gz = torch.zeros_like(gz) if gz is not None else None
