@@ -109,7 +109,7 @@ def test_flat_prior_map_is_plain_acoustic_fwi():
 @pytest.mark.slow
 def test_preconditioned_nuts_on_acoustic(problem):
     """2 chains of Laplace-preconditioned NUTS: r-hat < 1.05 everywhere; Laplace and NUTS std maps within 30 % in
-    the median. (Measured: 40 min on 2 heavily shared cores, ~10 min on an idle pair.)"""
+    the median. (Measured: 40 min on 2 cores shared with other jobs.)"""
     post = nuts(problem["model"], num_samples=200, warmup_steps=100, num_chains=2, laplace_posterior=problem["lap"],
                 seed=0)
     rhat = post.summary(var_names=["vp_z", "vp"])["r_hat"].to_numpy()
