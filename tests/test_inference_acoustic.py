@@ -109,7 +109,7 @@ def test_flat_prior_map_is_plain_acoustic_fwi():
 @pytest.mark.slow
 def test_preconditioned_nuts_on_acoustic(problem):
     """2 chains of Laplace-preconditioned NUTS: r-hat < 1.05 everywhere; Laplace and NUTS std maps within 30 % in
-    the median; std larger where not illuminated. (~10 min on 2 cores.)"""
+    the median. (Measured: 40 min on 2 cores shared with other jobs.)"""
     post = nuts(problem["model"], num_samples=200, warmup_steps=100, num_chains=2, laplace_posterior=problem["lap"],
                 seed=0)
     rhat = post.summary(var_names=["vp_z", "vp"])["r_hat"].to_numpy()
@@ -123,7 +123,7 @@ def test_posterior_std_larger_where_not_illuminated():
     """24 x 24 cells of 10 m, 20 Matern modes (a = 40 m), 12 Hz; sources on the left edge at 20-100 m depth and
     receivers on the right edge over the top 110 m: the paths cross the top half only. The Laplace posterior std,
     relative to the prior std of the kept modes, is larger in the bottom quarter than in the top quarter (measured
-    here: ~0.5 vs ~0.3). (~2 min on 2 cores.)"""
+    here: ~0.5 vs ~0.3). (~30 s on 2 cores.)"""
     n, dx, dt, nt, k = 24, 10.0, 0.0025, 130, 20
     prior = WhitenedField((n, n), dx, covariance="matern", nu=1.5, a_z=40.0, a_x=40.0, mean=2000.0, std=100.0,
                           n_modes=k, bounds=(1500.0, 2600.0), dtype=DT)
