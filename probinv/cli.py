@@ -147,7 +147,8 @@ def _cmd_invert(args) -> int:
     res = workflow.run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"],
                                  lr=inf["lr"], rank=inf["rank"],
                                  num_samples=inf["num_samples"], warmup=inf["warmup"], num_chains=inf["num_chains"],
-                                 n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
+                                 max_tree_depth=inf["max_tree_depth"], n_particles=inf["n_particles"],
+                                 seed=inf["seed"], checkpoint_dir=out / "checkpoints",
                                  checkpoint_every=cfg.output.checkpoint_every, resume=args.resume,
                                  stop_after=args.stop_after)
     post = res.posterior

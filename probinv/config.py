@@ -228,6 +228,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_samples": Key((int,), 200, "posterior samples (laplace, nuts)", _positive),
         "warmup": Key((int,), 100, "NUTS warm-up steps", _nonneg),
         "num_chains": Key((int,), 2, "NUTS chains", _positive),
+        "max_tree_depth": Key((int,), 8, "NUTS maximum tree depth (at most 2^depth gradients per draw)",
+                              _between(1, 12)),
         "n_particles": Key((int,), 16, "SVGD particles", _positive),
         "seed": Key((int,), 0, "random seed of the inference"),
     },

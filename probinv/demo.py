@@ -106,7 +106,8 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
                                  accuracy=cfg.physics.accuracy)
     model = workflow.build_model(setup, sim.observed, sim.sigma, prior)
     inf = cfg.inference
-    res = workflow.run_inversion(model, method=method, optimizer=inf.optimizer, steps=inf.steps, lr=inf.lr, num_samples=inf.num_samples,
+    res = workflow.run_inversion(model, method=method, optimizer=inf.optimizer, steps=inf.steps, lr=inf.lr,
+                                 num_samples=inf.num_samples,
                                  warmup=inf.warmup, num_chains=inf.num_chains, seed=inf.seed, progress=progress,
                                  log_fn=say)
     post = res.posterior

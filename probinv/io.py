@@ -210,7 +210,8 @@ def _xarray():
 # ----------------------------------------------------------------------------------------------------------------------
 # NetCDF: models
 # ----------------------------------------------------------------------------------------------------------------------
-def write_model(path: str | os.PathLike, fields: Mapping[str, Any], dx: float, *, origin: tuple[float, float] = (0.0, 0.0),
+def write_model(path: str | os.PathLike, fields: Mapping[str, Any], dx: float, *,
+                origin: tuple[float, float] = (0.0, 0.0),
                 units: Mapping[str, str] | None = None, config: Mapping[str, Any] | str | None = None,
                 attrs: Mapping[str, Any] | None = None) -> Path:
     """Write gridded fields to a NetCDF file (atomically).

@@ -396,8 +396,8 @@ def marmousi2(*, data_dir: str | os.PathLike | None = None, dx: float = 80.0, nx
 
     Needs ``marmousi2.npz`` (Martin, Wiley & Marfurt 2006, DENISE copy, CC BY-NC-SA 4.0) in ``data_dir`` or
     ``$PROBINV_DATA``: probinv does not redistribute it. The model (174 x 500 at 20 m) is block-averaged 4 x 4 to 80 m
-    (43 rows: 3.48 km / 80 m; the paper quotes 44) and its first ``nx`` columns kept. Free surface on top as in the paper; sources (``n_shots``, probinv's choice) and
-    receivers (every column) one cell below it. Start: a heavy Gaussian blur (6 cells) of the truth.
+    (43 rows: 3.48 km / 80 m; the paper quotes 44) and its first ``nx`` columns kept. Free surface on top as in the
+    paper; sources (``n_shots``, probinv's choice) and receivers (every column) one cell below it. Start: a heavy Gaussian blur (6 cells) of the truth.
     """
     d = _data_dir(data_dir)
     path = d / "marmousi2.npz" if d else None

@@ -167,8 +167,9 @@ def _latent_init(post, model) -> dict:
 
 def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps: int = 200, lr: float = 0.02,
                   num_samples: int = 200,
-                  warmup: int = 100, num_chains: int = 2, n_particles: int = 16, seed: int = 0,
-                  rank: int | None = None, jvp_mode: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 25,
+                  warmup: int = 100, num_chains: int = 2, max_tree_depth: int = 8, n_particles: int = 16, seed: int = 0,
+                  rank: int | None = None, jvp_mode: str = "auto", checkpoint_dir: str | Path | None = None,
+                  checkpoint_every: int = 25,
                   resume: bool = False, progress: bool = True, stop_after: int | None = None,
                   log_fn: Callable[[str], None] | None = None) -> InversionResult:
     """MAP (= FWI), then the posterior ``method``, with block checkpoints and resume.
@@ -183,8 +184,8 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         MAP optimiser.
     steps, lr : int, float
         MAP steps (Adam steps or L-BFGS iterations) and learning rate (L-BFGS: use 1); also SVI / SVGD steps.
-    num_samples, warmup, num_chains, n_particles : int
-        Laplace / NUTS draws, NUTS warm-up and chains, SVGD particles.
+    num_samples, warmup, num_chains, max_tree_depth, n_particles : int
+        Laplace / NUTS draws, NUTS warm-up, chains and maximum tree depth, SVGD particles.
     seed : int
         Seed of every random choice (Pyro's global seed is set from it before each stage).
     rank : int, optional
@@ -262,7 +263,7 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         say(f"{method}: initialised / preconditioned by the Laplace approximation")
     if method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
-                              laplace_posterior=lap, seed=seed,
+                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth,
                               checkpoint=ckdir / "checkpoint_nuts.pt" if ckdir else None)
     elif method == "svi":
         post = inference.svi(model, laplace_posterior=lap, num_steps=steps, lr=lr if optimizer == "adam" else 0.01,

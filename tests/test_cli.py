@@ -10,7 +10,8 @@ import xarray as xr
 from probinv.cli import main
 from probinv.inference import Posterior
 
-# 10 x 12 cells, 2 shots, 0.35 s of record (the 6 Hz Ricker peaks at 0.25 s): a few ms per solver call, so each inversion takes seconds
+# 10 x 12 cells, 2 shots, 0.45 s of record (the 6 Hz Ricker peaks at 0.25 s): a few ms per solver call, so each
+# inversion takes seconds
 TINY = """
 [model]
 scenario = "anomaly"
@@ -34,6 +35,7 @@ lr = 0.05
 num_samples = 20
 warmup = 10
 num_chains = 2
+max_tree_depth = 4
 [output]
 directory = "out"
 checkpoint_every = 2
