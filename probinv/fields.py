@@ -57,6 +57,8 @@ import numpy as np
 import scipy.special
 import torch
 
+from ._files import atomic_path
+
 __all__ = [
     "BoxField",
     "WhitenedField",
@@ -555,7 +557,6 @@ def _cache_file(cache_dir, key: tuple) -> str:
 @functools.lru_cache(maxsize=4)
 def _grid_eigh_memo(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: float, cache_dir):
     import os
-    import tempfile
     key = (nz, nx, dx, nu, a_z, a_x)
     path = _cache_file(cache_dir, key) if cache_dir is not None else None
     if path is not None and os.path.exists(path):
@@ -565,17 +566,9 @@ def _grid_eigh_memo(nz: int, nx: int, dx: float, nu: float, a_z: float, a_x: flo
             return data["lam"], data["order"], list(zip(data["w"], data["v"]))
     out = _grid_eigh_blocks(*key)
     if path is not None:
-        os.makedirs(os.fspath(cache_dir), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.fspath(cache_dir), suffix=".tmp")  # atomic: write, then rename
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save({"key": list(key), "lam": out[0], "order": out[1], "w": [b[0] for b in out[2]],
-                            "v": [b[1] for b in out[2]]}, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            torch.save({"key": list(key), "lam": out[0], "order": out[1], "w": [b[0] for b in out[2]],
+                        "v": [b[1] for b in out[2]]}, tmp)
         logger.info("saved the %d x %d grid eigendecomposition to %s", nz, nx, path)
     return out
 

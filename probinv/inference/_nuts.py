@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from typing import Mapping
 
@@ -13,22 +12,15 @@ from pyro.infer.mcmc import NUTS
 
 from ._common import (Layout, check_model, check_positive_int, init_values, log, make_potential, progress,
                       prototype_trace, resolve_data, samples_from_unconstrained)
+from .._files import atomic_path
 from ._posterior import Posterior
 
 __all__ = ["nuts"]
 
 
 def _save_atomic(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, warmup_steps: int = 500,

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from .. import diagnostics
+from .._files import atomic_path
 from .._version import __version__
 
 __all__ = ["LowRankGaussian", "Posterior"]
@@ -218,11 +219,7 @@ class Posterior:
         """
         import netCDF4  # noqa: PLC0415
 
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=directory)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
                 ds.probinv_version = __version__
                 ds.method = self.method
@@ -245,11 +242,6 @@ class Posterior:
                                       coords, {"obs": dims.get("obs", [])}, chain_draw=True)
                 if self.gaussian is not None:
                     self._write_group(ds.createGroup("gaussian"), self.gaussian._asdict(), {}, {}, chain_draw=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
 
     @staticmethod
     def _write_group(grp, values: Mapping, coords, dims, *, chain_draw: bool):

@@ -35,11 +35,12 @@ import json
 import logging
 import math
 import os
-import tempfile
+
 
 import numpy as np
 import torch
 
+from .._files import atomic_path
 from .._version import __version__
 
 __all__ = ["SimulationConfig", "generate_dataset", "homogeneous_response", "label_error", "load_dataset",
@@ -274,10 +275,7 @@ def label_error(v: torch.Tensor, source_locations: torch.Tensor, config=Simulati
 def _create(path: str, config: SimulationConfig, manifest: dict, storage: str) -> None:
     import netCDF4
 
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".nc.tmp")
-    os.close(fd)
-    with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+    with atomic_path(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
         ds.createDimension("sample", None)
         ds.createDimension("time", config.n_frames)  # the frames; time(time) is their CF coordinate
         ds.createDimension("z", config.nz)
@@ -303,7 +301,6 @@ def _create(path: str, config: SimulationConfig, manifest: dict, storage: str) -
         ds.probinv_version = __version__
         ds.manifest = json.dumps(manifest, sort_keys=True)
         ds.n_written = np.int64(0)
-    os.replace(tmp, path)
 
 
 def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, seed: int = 0, batch_size: int = 8,

@@ -14,12 +14,12 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 import torch
 
+from .._files import atomic_path
 from .._version import __version__
 from .fno import FNOSurrogate
 
@@ -206,16 +206,8 @@ def save_checkpoint(path: str, surrogate: FNOSurrogate, *, optimizer=None, sched
              "optimizer": None if optimizer is None else optimizer.state_dict(),
              "scheduler": None if scheduler is None else scheduler.state_dict(),
              "history": list(history or []), "metadata": dict(metadata or {})}
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".pt.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
