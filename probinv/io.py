@@ -12,12 +12,10 @@ headers.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ._files import atomic_path as atomic_path  # re-exported: probinv.io.atomic_path
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -136,26 +135,6 @@ class Gather:
 # ----------------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to ``path``; on success rename it over ``path``, on error remove it.
-
-    The rename (``os.replace``) is atomic on POSIX and Windows when both paths are on the same file system, which a
-    sibling temporary file guarantees: readers see either the old file or the complete new one, never a partial one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 def provenance_attrs(config: Mapping[str, Any] | str | None = None, **extra: Any) -> dict[str, Any]:
     """Global attributes recording what produced a file.
 
