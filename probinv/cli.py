@@ -194,6 +194,17 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_train_fno(args) -> int:
+    from .surrogate import pipeline
+
+    res = pipeline.run(args, command="probinv " + " ".join(args.argv))
+    print(f"FNO training: step {res['step']} of {res['steps_total']}, validation relative L2 "
+          f"{res['val_rel_l2']:.4f} (homogeneous-medium baseline {res['baseline_rel_l2']})")
+    if "exported" in res:
+        print(f"exported network: {res['exported']} ({res['export_mb']:.1f} MB)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # parser
 # ----------------------------------------------------------------------------------------------------------------------
@@ -233,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("result", help="posterior file (posterior.nc)")
     r.add_argument("--out", help="output folder (default: <result>_report next to the file)")
     r.set_defaults(func=_cmd_report)
+
+    from .surrogate.pipeline import __doc__ as fno_doc
+    from .surrogate.pipeline import add_arguments as fno_arguments
+
+    f = sub.add_parser("train-fno", help="simulate paper 1's training data and train the FNO surrogate (resumable)",
+                       description=fno_doc.splitlines()[0], epilog=fno_doc,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    fno_arguments(f)
+    f.set_defaults(func=_cmd_train_fno)
     return p
 
 
@@ -242,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.quiet)
     try:
         return int(args.func(args) or 0)

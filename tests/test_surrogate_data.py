@@ -152,3 +152,30 @@ def test_generator_command_line(tmp_path):
     assert d["config"] == TINY.to_dict() and d["manifest"]["seed"] == 4
     v, src = sample_batch(TINY, 4, 0, 2)
     assert torch.equal(d["velocity"], v) and torch.equal(d["source"], src)
+
+
+def test_probinv_train_fno_command(tmp_path, capsys):
+    # the same pipeline through the console command: 2 samples (1 held out), 1 step of a tiny network, exported
+    import os
+
+    from probinv.cli import main
+    from probinv.surrogate import load_pretrained
+
+    export = str(tmp_path / "fno.pt")
+    rc = main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "1", "--steps", "1",
+               "--batch-size", "1", "--width", "4", "--modes", "3", "--hidden", "8",
+               "--checkpoint", str(tmp_path / "ck.pt"), "--export", export, "--eval-every", "0"])
+    assert rc == 0 and os.path.exists(export)
+    out = capsys.readouterr().out
+    assert "FNO training: step 1 of 1" in out and "exported network" in out
+    meta = load_pretrained(path=export).metadata
+    assert meta["command"].startswith("probinv train-fno --data") and meta["n_train"] == 1
+
+
+def test_probinv_train_fno_rejects_too_many_validation_samples(tmp_path, capsys):
+    from probinv.cli import main
+
+    rc = main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "2",
+               "--checkpoint", str(tmp_path / "ck.pt")])
+    assert rc == 1
+    assert "--val (2) must be smaller than --samples (2)" in capsys.readouterr().err
