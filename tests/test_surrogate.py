@@ -256,7 +256,7 @@ def test_surrogate_input_errors():
 
 
 def test_load_pretrained_missing_explains_how_to_train(tmp_path):
-    with pytest.raises(FileNotFoundError, match="benchmarks/train_fno.py"):
+    with pytest.raises(FileNotFoundError, match="probinv train-fno --data fno_data.nc"):
         load_pretrained("no-such-network")
     # a checkpoint with metadata loads with it
     sur = tiny_surrogate()

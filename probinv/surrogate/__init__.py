@@ -46,8 +46,9 @@ def load_pretrained(name: str = "paper1", *, path: str | None = None, map_locati
     ------
     FileNotFoundError
         When the checkpoint is not there. This version of probinv does not ship trained weights yet: generate data
-        and train with ``python benchmarks/train_fno.py --data data.nc --checkpoint fno.pt`` (see its ``--help``),
-        then ``load_pretrained(path="fno.pt")``.
+        and train with ``probinv train-fno --data data.nc --checkpoint fno.pt --export fno_export.pt`` (see its
+        ``--help``),
+        then ``load_pretrained(path="fno_export.pt")``.
     """
     file = path if path is not None else os.path.join(PRETRAINED_DIR, f"{name}.pt")
     if not os.path.exists(file):
@@ -55,9 +56,9 @@ def load_pretrained(name: str = "paper1", *, path: str | None = None, map_locati
             if os.path.isdir(PRETRAINED_DIR) else []
         raise FileNotFoundError(
             f"no pretrained FNO checkpoint at {file} (available: {available or 'none'}). This version of probinv "
-            f"ships no trained weights yet: generate data and train one with `python benchmarks/train_fno.py "
-            f"--data fno_data.nc --checkpoint fno.pt` (several CPU-hours for paper 1's accuracy), then call "
-            f"probinv.surrogate.load_pretrained(path='fno.pt')")
+            f"ships no trained weights yet: generate data and train one with `probinv train-fno "
+            f"--data fno_data.nc --checkpoint fno_train.pt --export fno.pt` (several CPU-hours for paper 1's accuracy), "
+            f"then call probinv.surrogate.load_pretrained(path='fno.pt')")
     sur, _ = load_checkpoint(file, map_location=map_location)
     return sur.eval()
 
