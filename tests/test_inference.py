@@ -151,6 +151,33 @@ def test_svi_low_rank_runs_and_converges(lin, lap):
     assert float(((post.mean("vp_z") - lin.mu) / lin.sd).abs().mean()) < 0.3
 
 
+def test_svi_checkpoint_resume_equals_uninterrupted(lin, lap, tmp_path, monkeypatch):
+    import pyro.infer
+
+    kw = dict(guide="multivariate", laplace_posterior=lap, num_steps=40, lr=0.01, num_particles=2, tol=None,
+              num_samples=50, seed=1, checkpoint_every=10)
+    full = svi(lin.model(), **kw)
+    ck = tmp_path / "svi.pt"
+    real_step, calls = pyro.infer.SVI.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):  # the process is killed during step 26 (last checkpoint: step 20)
+        calls["n"] += 1
+        if calls["n"] > 25:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyro.infer.SVI, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        svi(lin.model(), checkpoint=ck, **kw)
+    monkeypatch.setattr(pyro.infer.SVI, "step", real_step)
+    resumed = svi(lin.model(), checkpoint=ck, **kw)
+    # parameters, optimiser moments and the random stream are restored: the same numbers, not just close ones
+    assert resumed.attrs["loss"] == full.attrs["loss"]
+    assert torch.equal(resumed.samples["vp_z"], full.samples["vp_z"])
+    with pytest.raises(ValueError, match="was written with other settings"):
+        svi(lin.model(), checkpoint=ck, **{**kw, "lr": 0.02})
+
+
 def test_svgd_particles_approximate_the_posterior(lin, lap):
     """64 particles in 6 dimensions, RBF kernel: SVGD under-disperses in finite-particle regimes (Ba et al. 2021), so
     the std check is loose (factor 2); the mean must be within a third of a posterior sd on average."""

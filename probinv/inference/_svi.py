@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Mapping
 
@@ -12,6 +13,7 @@ from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariate
 
 from ._common import (check_model, check_positive_float, check_positive_int, init_strategy, init_values, log,
                       progress, resolve_data)
+from .._files import atomic_path
 from ._posterior import Posterior
 
 __all__ = ["svi"]
@@ -39,7 +41,8 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
         lr: float = 0.01, lr_final: float | None = None, num_particles: int = 1, init: Mapping | None = None,
         laplace_posterior: Posterior | None = None, init_scale: float = 0.1, rank: int | None = None,
         tol: float | None = 1e-4, window: int = 100, num_samples: int = 1000, subsample_size: int | None = None,
-        seed: int = 0, progress_bar: bool = False, posterior_predictive: bool = False) -> Posterior:
+        seed: int = 0, progress_bar: bool = False, posterior_predictive: bool = False,
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100) -> Posterior:
     r"""Variational inference (Trace_ELBO) with an ``AutoNormal``, ``AutoLowRankMultivariateNormal`` or
     ``AutoMultivariateNormal`` guide.
 
@@ -75,6 +78,11 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
     subsample_size : int, optional
         Shots per ELBO evaluation.
     seed : int
+    checkpoint : path, optional
+        File that receives the whole optimisation state (guide parameters, optimiser moments, loss history, random
+        number generator) every ``checkpoint_every`` steps and at the end, atomically. If it exists when ``svi`` is
+        called with the same settings, the run resumes from it and gives the same result as an uninterrupted run.
+    checkpoint_every : int
 
     Returns
     -------
@@ -95,6 +103,10 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
     check_positive_int("num_samples", num_samples)
     if tol is not None:
         check_positive_float("tol", tol)
+    check_positive_int("checkpoint_every", checkpoint_every)
+    settings = {"guide": guide, "num_steps": num_steps, "lr": lr, "lr_final": lr_final, "num_particles": num_particles,
+                "tol": tol, "window": window, "seed": seed, "subsample_size": subsample_size,
+                "laplace_init": laplace_posterior is not None, "init_scale": init_scale, "rank": rank}
     with pyro.get_param_store().scope():
         pyro.set_rng_seed(seed)
         if laplace_posterior is not None:
@@ -116,9 +128,34 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
         optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": gamma})
         run = SVI(model, g, optim, Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
                                               max_plate_nesting=1))
-        losses, converged, t0 = [], False, time.perf_counter()
+        losses, converged, t0, start = [], False, time.perf_counter(), 0
+        if checkpoint is not None and os.path.exists(checkpoint):
+            state = torch.load(checkpoint, weights_only=False)
+            if state["settings"] != settings:
+                raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} was written with other settings "
+                                 f"({state['settings']}), not {settings}: use the same options or another file")
+            # copy into the existing tensors: the guide module holds the very tensors of the param store, and
+            # ParamStore.set_state would replace them by new ones the module never sees
+            current = dict(pyro.get_param_store().named_parameters())
+            with torch.no_grad():
+                for name, value in state["params"]["params"].items():
+                    current[name].copy_(value)
+            optim.set_state(state["optim"])
+            torch.set_rng_state(state["rng"])
+            losses, converged, start = list(state["losses"]), state["converged"], len(state["losses"])
+            log.info("SVI: resuming at step %d from %s", start, checkpoint)
+
+        def save():
+            if checkpoint is not None:
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"settings": settings, "params": pyro.get_param_store().get_state(),
+                                "optim": optim.get_state(), "rng": torch.get_rng_state(), "losses": losses,
+                                "converged": converged}, tmp)
+
         kw = {} if subsample_size is None else {"subsample_size": subsample_size}
-        for step in progress(range(num_steps), progress_bar, f"SVI ({guide})"):
+        for step in progress(range(start, num_steps), progress_bar, f"SVI ({guide})"):
+            if converged:
+                break
             loss = run.step(data, **kw)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"ELBO loss became {loss} at step {step}: lower lr (now {lr})")
@@ -128,7 +165,11 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                 b = sum(losses[-window:]) / window
                 if abs(a - b) <= tol * max(abs(b), 1.0):
                     converged = True
-                    break
+            if (step + 1) % checkpoint_every == 0 or converged:
+                save()
+            if converged:
+                break
+        save()
         seconds = time.perf_counter() - t0
         log.info("SVI (%s): %d steps, %.1f s, converged=%s, loss %.6g", guide, len(losses), seconds, converged,
                  losses[-1])
