@@ -17,7 +17,6 @@ finished posterior stage is written to ``stage_<method>.nc``. With ``resume=True
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -261,13 +260,16 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     if method != "laplace":
         seconds["laplace"] = time.perf_counter() - t0
         say(f"{method}: initialised / preconditioned by the Laplace approximation")
+    ck_method = ckdir / f"checkpoint_{method}.pt" if ckdir is not None and method in ("nuts", "svi") else None
+    if ck_method is not None and not resume and ck_method.exists():
+        ck_method.unlink()  # a fresh run never continues an older run's sampler state
     if method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
-                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth,
-                              checkpoint=ckdir / "checkpoint_nuts.pt" if ckdir else None)
+                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
     elif method == "svi":
         post = inference.svi(model, laplace_posterior=lap, num_steps=steps, lr=lr if optimizer == "adam" else 0.01,
-                             num_samples=num_samples, seed=seed)
+                             num_samples=num_samples, seed=seed, checkpoint=ck_method,
+                             checkpoint_every=checkpoint_every or 100)
     elif method == "svgd":
         post = inference.svgd(model, laplace_posterior=lap, num_particles=n_particles, num_steps=steps,
                               lr=lr if optimizer == "adam" else 0.05, seed=seed)
