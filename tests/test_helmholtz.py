@@ -250,8 +250,6 @@ def test_input_checks():
         call()   # 7.3 points per wavelength: no warning
 
 
-@pytest.mark.skipif(not hasattr(physics, "acoustic"),
-                    reason="needs probinv.physics.acoustic (time-domain solver, branch 'acoustic')")
 @pytest.mark.parametrize("free_surface", [False, True])
 def test_time_frequency_consistency(free_surface):
     # A lossless time-domain acoustic trace (DESIGN section 2 normalisation: (1/v^2) p_tt - lap p = f delta) is
