@@ -32,13 +32,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv.surrogate import FNOSurrogate, evaluate, load_pretrained  # noqa: E402
 from probinv.surrogate.data import (SimulationConfig, homogeneous_response, load_dataset,  # noqa: E402
                                     sample_batch, simulate_wavefields)
@@ -188,10 +188,7 @@ def main(argv=None) -> dict:
         lines.append(f"| speed-up FD / FNO | {f['fd_over_fno_time']:.2f} | ~100 |")
     os.makedirs(args.out, exist_ok=True)
     for name, text in (("fno.json", json.dumps(res, indent=2)), ("fno.md", "\n".join(lines) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=args.out)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, os.path.join(args.out, name))
+        write_text_atomic(os.path.join(args.out, name), text)
     print("\n".join(lines))
     return res
 

@@ -28,16 +28,13 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv.surrogate.data import (SimulationConfig, generate_dataset, homogeneous_response,  # noqa: E402
                                     label_error, load_dataset, sample_batch)
 
 
 def _write(out_dir: str, name: str, text: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(out_dir, name))
+    write_text_atomic(os.path.join(out_dir, name), text)
 
 
 def main(argv=None) -> dict:

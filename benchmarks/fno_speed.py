@@ -19,13 +19,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv.surrogate.fno import FNO2d  # noqa: E402
 from probinv.surrogate.spectral import spectral_conv2d  # noqa: E402
 
@@ -148,10 +148,7 @@ def main(argv=None) -> dict:
     tag = "" if (args.threads, args.clock) == (2, "wall") else f"_{args.threads}t_{args.clock}"
     for name, text in ((f"fno_speed{tag}.json", json.dumps(res, indent=2)),
                        (f"fno_speed{tag}.md", "\n".join(lines) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=args.out)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(args.out, name))
+        write_text_atomic(os.path.join(args.out, name), text)
     print("\n".join(lines))
     return res
 

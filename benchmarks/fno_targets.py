@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv.surrogate import build_surrogate, evaluate  # noqa: E402
 from probinv.surrogate.data import SimulationConfig, generate_dataset, homogeneous_response, load_dataset  # noqa
 from probinv.surrogate.train import TrainConfig, train  # noqa: E402
@@ -74,10 +74,7 @@ def main(argv=None) -> dict:
     lines.append(f"| (homogeneous-medium baseline) | | {res['homogeneous_baseline_rel_l2']:.3f} | |")
     os.makedirs(args.out, exist_ok=True)
     for name, text in (("fno_targets.json", json.dumps(res, indent=2)), ("fno_targets.md", "\n".join(lines) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=args.out)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(args.out, name))
+        write_text_atomic(os.path.join(args.out, name), text)
     print("\n".join(lines))
     return res
 

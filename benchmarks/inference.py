@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -45,6 +44,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv import diagnostics  # noqa: E402
 from probinv.fields import WhitenedField  # noqa: E402
 from probinv.inference import laplace, map, nuts, svgd, svi  # noqa: E402
@@ -57,10 +57,7 @@ log = logging.getLogger("benchmarks.inference")
 
 
 def _write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # ---------------------------------------------------------------------------------------------------------- problems

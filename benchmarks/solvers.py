@@ -31,6 +31,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from probinv._files import write_text_atomic  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 N_SHOTS, N_REC, DX, DT, FREQ, PML = 4, 50, 10.0, 1e-3, 10.0, 20
 
@@ -176,10 +180,7 @@ def _spawn(solver, mode, n, nt, repeats, timeout, max_rss_gb):
 
 
 def _atomic_write(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _ratio(rows, n, a, b, key, mode_a="grad", mode_b="grad"):

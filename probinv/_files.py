@@ -34,3 +34,9 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`), creating the folder if needed."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -28,3 +28,11 @@ def test_atomic_path_keeps_the_old_file_and_cleans_up_on_error(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["result.txt"]
+
+
+def test_write_text_atomic_creates_the_folder_and_the_file(tmp_path):
+    from probinv._files import write_text_atomic
+
+    target = tmp_path / "results" / "table.md"
+    write_text_atomic(target, "| a |\n")
+    assert target.read_text() == "| a |\n" and os.listdir(target.parent) == ["table.md"]
