@@ -1,0 +1,42 @@
+"""Smoke tests of the FNO benchmark scripts (tiny iteration counts; the full runs are in the README)."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, "..", "benchmarks", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fno_fwi_benchmark_runs_and_writes_results(tmp_path):
+    res = _load("fno").main(["--parts", "fwi", "--iterations", "3", "--fd-iterations", "2", "--threads", "2",
+                             "--out", str(tmp_path)])
+    f = res["fwi"]
+    # Adam from the homogeneous start on noise-free data: the first steps lower the data misfit of every run
+    for key in ("fno", "fno_on_fno_data", "finite_difference"):
+        assert f[key]["loss_last"] < f[key]["loss_first"], key
+    assert f["finite_difference"]["iterations"] == 2 and f["fno"]["iterations"] == 3
+    assert f["fno_rel_l2_at_fd_iterations"] == dict(f["fno"]["history"])[2]
+    assert f["fd_over_fno_time"] > 0
+    with open(tmp_path / "fno.json") as fh:
+        assert json.load(fh)["fwi"]["fno"]["iterations"] == 3
+    assert "finite differences (2 it.)" in (tmp_path / "fno.md").read_text()
+
+
+@pytest.mark.slow
+def test_fno_posterior_benchmark_quick(tmp_path):
+    res = _load("fno_posterior").main(["--quick", "--threads", "2", "--out", str(tmp_path / "fp")])
+    s = res["settings"]
+    # the surrogate error term widens the Laplace posterior: it can only add noise variance
+    assert res["fno_laplace"]["std_median"] > res["fno_laplace_without_surrogate_error"]["std_median"]
+    assert s["sigma_fno_median"] > 0 and s["n_data"] == 4 * 256 * 64
+    # 20 warm-up + 20 draws are too few for r-hat (a chain may not move); only the bookkeeping is checked here
+    assert res["fno_nuts"]["n_gradients"] >= 2 * 40 and len(res["maps"]["nuts_std"]) == 64
+    assert (tmp_path / "fp.md").exists() and (tmp_path / "fp_nuts.pt").exists()
