@@ -367,3 +367,25 @@ def test_free_surface_on_a_very_shallow_model_uses_the_full_kernel():
     g_ref = torch.autograd.grad(d_ref.square().sum(), v)[0]
     assert torch.allclose(d, d_ref, rtol=0, atol=1e-13 * float(d_ref.detach().abs().max()))
     assert float((g - g_ref).norm() / g_ref.norm()) < 1e-12
+
+
+def test_pml_vmax_makes_the_forward_map_continuous_across_the_rounding_step():
+    # Default CPML strength = model vmax rounded up to 2 digits: scaling a model across 2200 m/s switches the
+    # layer from 2200 to 2300 m/s, a jump in the data. With a fixed pml_vmax the map is smooth: a 1e-4 relative
+    # change of v then changes the data by O(1e-4) (linear response), far below the jump.
+    from probinv.physics import acoustic, ricker
+    v = torch.full((20, 20), 2000.0, dtype=torch.float64)
+    v[8:12, 8:12] = 2200.0
+    amp = ricker(10.0, 200, 0.002, dtype=torch.float64).reshape(1, 1, -1)
+    src, rec = torch.tensor([[[2, 10]]]), torch.tensor([[[17, k] for k in range(0, 20, 3)]])
+
+    def run(scale, **kw):
+        return acoustic(v * scale, 10.0, 0.002, amp, src, rec, pml_width=5, **kw)
+
+    lo, hi = 2199.99 / 2200, 2200.01 / 2200
+    base = run(lo).norm()
+    jump = float((run(hi) - run(lo)).norm() / base)
+    smooth = float((run(hi, pml_vmax=2600.0) - run(lo, pml_vmax=2600.0)).norm() / base)
+    assert smooth < 1e-4 and jump > 10 * smooth
+    with pytest.raises(ValueError, match="pml_vmax"):
+        run(1.0, pml_vmax=-1.0)

@@ -642,7 +642,7 @@ def _flat_locations(name, loc, batch, n_shots, shape, widths, w_pad, device, bat
 
 
 def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
-           accuracy, wavefield_every) -> _Setup:
+           accuracy, wavefield_every, pml_vmax=None) -> _Setup:
     _checks.check_field("v", v)
     dx = _checks.check_scalar("dx", dx)
     dt = _checks.check_scalar("dt", dt)
@@ -688,7 +688,14 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
     v2dt2 = vp.square() * dt ** 2
     scale = 1.0 / dx ** 2
     gx = gz = None
-    vmax_b = [float(m) for m in vb.detach().flatten(1).max(1).values]
+    if pml_vmax is None:
+        vmax_b = [float(m) for m in vb.detach().flatten(1).max(1).values]
+    else:
+        if isinstance(pml_vmax, bool) or not isinstance(pml_vmax, (int, float)) or not math.isfinite(pml_vmax) \
+                or pml_vmax <= 0:
+            raise ValueError(f"pml_vmax must be a positive velocity in m/s (or None for the model maximum), got "
+                             f"{pml_vmax!r}")
+        vmax_b = [float(pml_vmax)] * batch
     freq_b = [dominant_frequency(a, dt) for a in amp]
     ops = _build_ops(accuracy, dx, dt, (h, w), widths, vmax_b, freq_b, free_surface, v.dtype, v.device)
     if rho is not None:
@@ -709,7 +716,8 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
 def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Tensor,
              source_locations: torch.Tensor, receiver_locations: torch.Tensor, *, rho: torch.Tensor | None = None,
              pml_width=20, free_surface: bool = False, accuracy: int = 4, checkpoint_every: int | None = None,
-             return_wavefield: bool = False, wavefield_every: int = 1, gradient: str = "fused"):
+             return_wavefield: bool = False, wavefield_every: int = 1, gradient: str = "fused",
+             pml_vmax: float | None = None):
     r"""Simulate 2D acoustic waves and record pressure at receivers; differentiable in ``v``, ``rho`` and sources.
 
     Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (constant density) or,
@@ -746,6 +754,11 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         Pressure-release surface on top. ``p = 0`` sits one cell above row 0 (at ``z = -dx``) and the wide stencils
         see the odd mirror ``p[-1-k] = -p[-1+k]`` there, so a source at row ``i`` has its image at row ``-2 - i``.
         The top PML is then removed.
+    pml_vmax : float, optional
+        Velocity (m/s) that sets the CPML damping strength. By default it is each model's maximum, rounded up to
+        two significant digits. The forward map is then piecewise smooth in ``v``: it jumps slightly when the
+        maximum crosses a multiple of 100 m/s (at ~2000 m/s). Samplers (NUTS/HMC) cannot cross such jumps; they
+        collapse their step size. For inversion, give a fixed value, such as the prior's upper velocity bound.
     accuracy : {2, 4, 8}
         Spatial order of the central differences.
     checkpoint_every : int, optional
@@ -792,7 +805,7 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
                                     checkpoint_every=checkpoint_every, return_wavefield=return_wavefield,
                                     wavefield_every=wavefield_every)
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
-               accuracy, wavefield_every if return_wavefield else None)
+               accuracy, wavefield_every if return_wavefield else None, pml_vmax)
     batch, shots, h, w = s.shape
     params = (s.v2dt2, s.gx, s.gz, s.amp)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
