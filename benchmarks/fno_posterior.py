@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from probinv import diagnostics  # noqa: E402
 from probinv._files import write_text_atomic  # noqa: E402
@@ -47,6 +48,7 @@ from probinv.inference import laplace, map, nuts, svi  # noqa: E402
 from probinv.models import Gaussian, build_model  # noqa: E402
 from probinv.surrogate import FNOOperator, load_pretrained  # noqa: E402
 from probinv.surrogate.data import SimulationConfig  # noqa: E402
+from fno import fd_data, fwi_sources  # noqa: E402  (benchmarks/fno.py: the same solver frames and source lattice)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 log = logging.getLogger("benchmarks.fno_posterior")
@@ -55,9 +57,7 @@ DT = torch.float64  # inference in float64; the network runs in its own float32
 
 def sources(n: int) -> torch.Tensor:
     """``n`` sources spread over paper 1's 4 x 5 FWI lattice, ``Tensor[n, 2]`` (z, x)."""
-    zs = torch.linspace(8, 55, 4).round().long()
-    xs = torch.linspace(6, 57, 5).round().long()
-    lattice = torch.stack(torch.meshgrid(zs, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+    lattice = fwi_sources()
     pick = torch.linspace(0, len(lattice) - 1, n).round().long()
     return lattice[pick]
 
@@ -75,15 +75,7 @@ class FDFrames:
         self.src, self.rec, self.cfg = src, rec, cfg
 
     def __call__(self, fields: dict) -> torch.Tensor:
-        from probinv.physics import acoustic, ricker
-
-        v, cfg = fields["vp"], self.cfg
-        amp = ricker(cfg.freq, cfg.nt, cfg.dt, cfg.t0, dtype=v.dtype, device=v.device)
-        amp = amp.expand(self.src.shape[0], 1, cfg.nt).contiguous()
-        loc = self.src.reshape(-1, 1, 2).to(v.device)
-        _, snaps = acoustic(v, cfg.dx, cfg.dt, amp, loc, loc, pml_width=cfg.pml_width, accuracy=cfg.accuracy,
-                            return_wavefield=True, wavefield_every=cfg.frame_every)
-        frames = snaps[:, 1:cfg.n_frames + 1]  # snapshot j is step j * frame_every; frame k is snapshot k + 1
+        frames = fd_data(fields["vp"], self.src, self.cfg)  # [n_shots, n_frames, nz, nx]
         return frames[:, :, self.rec[:, 0], self.rec[:, 1]].transpose(1, 2)
 
 
@@ -200,7 +192,8 @@ def main(argv=None) -> dict:
     rhat_z = diagnostics.rhat(post.samples["vp_z"])
     ess_z = diagnostics.ess(post.samples["vp_z"])
     near = (mean - fd_map).abs() <= 2 * std
-    res["fno_nuts"] = {**_stats(post, truth), "seconds": post.attrs["seconds"], "n_gradients": post.attrs["n_gradients"],
+    res["fno_nuts"] = {**_stats(post, truth), "seconds": post.attrs["seconds"],
+                       "n_gradients": post.attrs["n_gradients"],
                        "rhat_max_vp": float(np.nanmax(rhat_vp)), "rhat_max_z": float(rhat_z.max()),
                        "ess_min_z": float(ess_z.min()),
                        "divergences": int(post.sample_stats["diverging"].sum()),
@@ -239,8 +232,8 @@ def main(argv=None) -> dict:
              "|---|---|---|---|---|---|"]
     for label, e, sd, c5, c9, sec in rows:
         lines.append(f"| {label} | {e:.4f} | {f(sd, '.1f')} | {f(c5, '.2f')} | {f(c9, '.2f')} | {f(sec, '.0f')} |")
-    lines += ["", f"NUTS ({args.nuts_chains} chains x {args.nuts_samples} draws, {args.nuts_warmup} warm-up): r-hat max "
-              f"{n['rhat_max_vp']:.3f} (pixels), {n['rhat_max_z']:.3f} (latent); min bulk ESS {n['ess_min_z']:.0f}; "
+    lines += ["", f"NUTS ({args.nuts_chains} chains x {args.nuts_samples} draws, {args.nuts_warmup} warm-up): "
+              f"r-hat max {n['rhat_max_vp']:.3f} (pixels), {n['rhat_max_z']:.3f} (latent); min bulk ESS {n['ess_min_z']:.0f}; "
               f"{n['divergences']} divergences; mean tree depth {n['mean_tree_depth']:.2f}; {n['n_gradients']} "
               f"gradients.  ",
               f"FNO posterior mean vs FD MAP: rel. L2 {n['rel_l2_mean_vs_fd_map']:.4f}; the FD MAP lies within 2 "

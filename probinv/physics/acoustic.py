@@ -691,11 +691,7 @@ def _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, r
     if pml_vmax is None:
         vmax_b = [float(m) for m in vb.detach().flatten(1).max(1).values]
     else:
-        if isinstance(pml_vmax, bool) or not isinstance(pml_vmax, (int, float)) or not math.isfinite(pml_vmax) \
-                or pml_vmax <= 0:
-            raise ValueError(f"pml_vmax must be a positive velocity in m/s (or None for the model maximum), got "
-                             f"{pml_vmax!r}")
-        vmax_b = [float(pml_vmax)] * batch
+        vmax_b = [_checks.check_scalar("pml_vmax", pml_vmax)] * batch
     freq_b = [dominant_frequency(a, dt) for a in amp]
     ops = _build_ops(accuracy, dx, dt, (h, w), widths, vmax_b, freq_b, free_surface, v.dtype, v.device)
     if rho is not None:
