@@ -13,6 +13,18 @@ from ._posterior import LowRankGaussian, Posterior
 __all__ = ["laplace", "gauss_newton_eig"]
 
 
+def _noise_whitener(model, params: Mapping, data: torch.Tensor):
+    """The linear map ``r -> C^{-1/2} r`` whose square weights the Gauss-Newton Hessian (the expected Fisher
+    information): a division by the noise std for independent noise, the full inverse square root for
+    :class:`probinv.models.CorrelatedGaussian`."""
+    from ..models import CorrelatedGaussian  # noqa: PLC0415
+
+    if isinstance(model.noise, CorrelatedGaussian):
+        return model.noise.whitener(data)
+    sigma = _noise_scale(model, params, data)
+    return lambda r: r / sigma
+
+
 def _noise_scale(model, params: Mapping, data: torch.Tensor) -> torch.Tensor:
     """Standard deviation whose inverse square weights the Gauss-Newton Hessian (the expected Fisher information)."""
     from ..models import Gaussian, GaussianLatentSigma, StudentT  # noqa: PLC0415
@@ -130,7 +142,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     for name in model.field_names:
         if model.kinds[name] != "whitened":
             fixed[model.latent_site(name)] = point[name]
-    sigma = _noise_scale(model, fixed, data)
+    whiten = _noise_whitener(model, fixed, data)
 
     def latents_of(z):
         vals, i = dict(fixed), 0
@@ -140,7 +152,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
         return vals
 
     def whitened_pred(z):
-        return model.predict(model.fields_from_latents(latents_of(z))) / sigma
+        return whiten(model.predict(model.fields_from_latents(latents_of(z))))
 
     def reg_logdensity(z):
         fields = model.fields_from_latents(latents_of(z))

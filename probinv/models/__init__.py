@@ -5,10 +5,12 @@ likelihood is observed in ``pyro.plate("shots", n_shots, subsample_size=...)``. 
 ``forward(fields: dict[str, Tensor]) -> Tensor`` is a forward operator (DESIGN.md section 4).
 """
 from ._forward import AcousticForward as AcousticForward
+from ._approximation_error import approximation_error as approximation_error
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
 from ._model import build_model as build_model
 from ._model import prior_kind as prior_kind
+from ._noise import CorrelatedGaussian as CorrelatedGaussian
 from ._noise import Gaussian as Gaussian
 from ._noise import GaussianLatentSigma as GaussianLatentSigma
 from ._noise import StudentT as StudentT
@@ -18,6 +20,6 @@ from ._regularisers import smoothness as smoothness
 from ._regularisers import total_variation as total_variation
 
 __all__ = sorted([
-    "AcousticForward", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
-    "TotalVariation", "build_model", "prior_kind", "smoothness", "total_variation",
+    "AcousticForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
+    "TotalVariation", "approximation_error", "build_model", "prior_kind", "smoothness", "total_variation",
 ])

@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ._noise import Gaussian, GaussianLatentSigma, StudentT
+from ._noise import CorrelatedGaussian, Gaussian, GaussianLatentSigma, StudentT
 
 __all__ = ["Flat", "SeismicModel", "build_model", "prior_kind"]
 
@@ -105,12 +105,15 @@ class SeismicModel:
                 raise ValueError("data must be finite everywhere")
         self.data = data
         if noise is None:
-            raise ValueError("noise must be given: probinv.models.Gaussian(sigma), GaussianLatentSigma(...) or "
-                             "StudentT(df, scale)")
-        if not isinstance(noise, (Gaussian, GaussianLatentSigma, StudentT)):
-            raise TypeError(f"noise must be Gaussian, GaussianLatentSigma or StudentT, got {type(noise).__name__}")
+            raise ValueError("noise must be given: probinv.models.Gaussian(sigma), GaussianLatentSigma(...), "
+                             "StudentT(df, scale) or CorrelatedGaussian(cov_factor, cov_diag, loc)")
+        if not isinstance(noise, (Gaussian, GaussianLatentSigma, StudentT, CorrelatedGaussian)):
+            raise TypeError(f"noise must be Gaussian, GaussianLatentSigma, StudentT or CorrelatedGaussian, got "
+                            f"{type(noise).__name__}")
         self.noise = noise
-        if data is not None:
+        if data is not None and isinstance(noise, CorrelatedGaussian):
+            noise._check_data(data)
+        elif data is not None:
             for attr in ("sigma", "scale"):
                 value = getattr(noise, attr, None)
                 if isinstance(value, torch.Tensor):
@@ -316,8 +319,8 @@ def build_model(priors: Mapping, forward: Callable, data: torch.Tensor | None = 
     data : Tensor, optional
         Observed data ``[n_shots, ...]`` (e.g. ``[n_shots, n_receivers, nt]``), same units as ``forward``'s output.
         The inference functions also take the data; it may then be omitted here.
-    noise : Gaussian | GaussianLatentSigma | StudentT
-        The noise model.
+    noise : Gaussian | GaussianLatentSigma | StudentT | CorrelatedGaussian
+        The noise model (:func:`approximation_error` builds a CorrelatedGaussian for a surrogate forward operator).
     subsample_size : int, optional
         Number of shots per likelihood evaluation (mini-batch; unbiased through Pyro's plate scaling).
     regularisers : sequence

@@ -14,7 +14,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-__all__ = ["Gaussian", "GaussianLatentSigma", "StudentT", "NoiseModel"]
+__all__ = ["CorrelatedGaussian", "Gaussian", "GaussianLatentSigma", "StudentT", "NoiseModel"]
 
 
 def _check_positive(name: str, value) -> None:
@@ -138,4 +138,166 @@ class StudentT:
         return dist.StudentT(df, pred, scale).to_event(n_data_dims - 1)
 
 
-NoiseModel = Gaussian | GaussianLatentSigma | StudentT
+
+def _flat_trace(value: torch.Tensor, n_trace_dims: int) -> torch.Tensor:
+    """``[..., *trace]`` -> ``[..., D]`` (the last ``n_trace_dims`` axes of one shot flattened)."""
+    return value.reshape(tuple(value.shape[:value.ndim - n_trace_dims]) + (-1,)) if n_trace_dims else value[..., None]
+
+
+@dataclass(frozen=True, eq=False)
+class CorrelatedGaussian:
+    r"""Gaussian noise with a mean offset and a low-rank-plus-diagonal covariance within each shot.
+
+    ``obs[s] ~ N(pred[s] + loc[s], W[s] W[s]^T + diag(cov_diag[s]))`` over the flattened record of shot ``s``
+    (``D = n_receivers * nt`` values, C order), shots independent. This is the form of the *Bayesian
+    approximation-error* model (Kaipio & Somersalo 2007): when the forward operator is an approximation (a trained
+    surrogate, a coarse grid), its error ``e = F_accurate(m) - F_approx(m)`` over prior draws has a mean (``loc``) and a
+    correlated covariance (low rank ``W``), which are added to the measurement noise (``cov_diag``) so that the
+    posterior is not overconfident. :func:`approximation_error` estimates it from paired runs.
+
+    To keep the correlation *between* shots too, give the forward operator and data a single "shot" that holds all
+    records (``[1, n_shots * n_receivers, nt]``); the shot plate then has one element.
+
+    Parameters
+    ----------
+    cov_factor : Tensor[n_shots or 1, D, r]
+        Low-rank factor ``W`` (data units).
+    cov_diag : float or Tensor broadcastable to the data ``[n_shots, *trace]``
+        Diagonal variance (data units squared), e.g. ``sigma_noise**2`` plus the error variance the factor misses.
+    loc : float or Tensor broadcastable to the data, optional
+        Mean offset added to the prediction (data units); default 0.
+
+    Log-density cost per shot is O(D r^2) (Woodbury); :meth:`whiten` applies ``C^{-1/2}`` for the Gauss-Newton Hessian
+    of :func:`probinv.inference.laplace`.
+    """
+
+    cov_factor: torch.Tensor
+    cov_diag: float | torch.Tensor
+    loc: float | torch.Tensor = 0.0
+
+    def __post_init__(self):
+        w = self.cov_factor
+        if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.ndim != 3:
+            raise TypeError(f"cov_factor must be a floating Tensor[n_shots or 1, D, rank], got "
+                            f"{type(w).__name__}{tuple(w.shape) if isinstance(w, torch.Tensor) else ''}")
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("cov_factor must be finite everywhere")
+        _check_positive("cov_diag", self.cov_diag)
+        if isinstance(self.loc, torch.Tensor):
+            if not self.loc.is_floating_point() or not bool(torch.isfinite(self.loc).all()):
+                raise ValueError("loc must be a finite floating tensor")
+        elif isinstance(self.loc, bool) or not isinstance(self.loc, (int, float)) or not math.isfinite(self.loc):
+            raise TypeError(f"loc must be a finite number or a tensor, got {self.loc!r}")
+
+    def _check_data(self, data: torch.Tensor) -> None:
+        d = int(math.prod(data.shape[1:]))
+        w = self.cov_factor
+        if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
+            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: expected "
+                             f"[{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
+        for name in ("cov_diag", "loc"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                try:
+                    ok = torch.broadcast_shapes(value.shape, data.shape) == data.shape
+                except RuntimeError:
+                    ok = False
+                if not ok:
+                    raise ValueError(f"noise {name} shaped {tuple(value.shape)} does not broadcast to the data "
+                                     f"shape {tuple(data.shape)}")
+
+    def sample_params(self, like: torch.Tensor) -> dict:
+        return {}
+
+    def _parts(self, like, shots, n_data_dims):
+        """``loc``, ``W [S or 1, D, r]``, ``diag [S or 1, D]`` and the trace shape, on ``like``'s dtype/device."""
+        nt = n_data_dims - 1
+        trace = tuple(like.shape[like.ndim - nt:]) if nt else ()
+        w = self.cov_factor.to(dtype=like.dtype, device=like.device)
+        if shots is not None and w.shape[0] != 1:
+            w = w.index_select(0, shots.to(w.device))
+        diag = _per_shot(self.cov_diag, like, shots, n_data_dims)
+        diag = diag.reshape((1,) * max(0, n_data_dims - diag.ndim) + tuple(diag.shape))
+        diag = diag.expand(tuple(diag.shape[:diag.ndim - nt]) + trace)
+        loc = _per_shot(self.loc, like, shots, n_data_dims)
+        return loc, w, _flat_trace(diag, nt), trace
+
+    def _factor(self, like, shots, n_data_dims):
+        """Cached ``(loc, W, diag, trace, isd, U, shrink, logdet)`` of the whitening (one SVD per dtype/device/shots).
+
+        With ``D^{-1/2} W = U S V^T``: ``log det C = sum log diag + sum log(1 + S^2)`` per shot."""
+        key = (like.dtype, str(like.device), None if shots is None else tuple(shots.tolist()), n_data_dims,
+               tuple(like.shape[like.ndim - n_data_dims + 1:]))
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            if len(cache) >= 32:  # random mini-batches: keep the cache bounded
+                cache.clear()
+            loc, w, diag, trace = self._parts(like, shots, n_data_dims)
+            isd = diag.rsqrt()
+            u, sv, _ = torch.linalg.svd(w * isd[..., None], full_matrices=False)  # [S, D, r], [S, r]
+            shrink = 1 - (1 + sv**2).rsqrt()
+            logdet = diag.log().sum(-1) + torch.log1p(sv**2).sum(-1)  # [S or 1]
+            cache[key] = (loc, w, diag, trace, isd, u, shrink, logdet)
+        return cache[key]
+
+    def distribution(self, pred, params, shots, n_data_dims):
+        loc, w, diag, trace, isd, u, shrink, logdet = self._factor(pred, shots, n_data_dims)
+        return _LowRankGaussian(pred + loc, trace, w, diag, isd, u, shrink, logdet)
+
+    def whitener(self, like: torch.Tensor, shots: torch.Tensor | None = None):
+        r"""The linear map ``r -> M r`` per shot, for residual-shaped tensors like ``like [n_shots, *trace]`` (leading
+        batch axes allowed), with ``M^T M = C^{-1}``. With ``D^{-1/2} W = U S V^T``,
+        ``M = (I - U diag(1 - (1 + S^2)^{-1/2}) U^T) D^{-1/2}`` satisfies ``M^T M = C^{-1}`` and ``M C M^T = I``, so
+        ``|M r|^2 = r^T C^{-1} r`` (the Gauss-Newton weighting). Costs O(D r) per shot after one cached SVD.
+        """
+        _, _, _, trace, isd, u, shrink, _ = self._factor(like, shots, like.ndim)
+        return lambda values: _whiten(values, trace, isd, u, shrink)
+
+
+def _whiten(values, trace, isd, u, shrink):
+    y = _flat_trace(values, len(trace)) * isd
+    proj = (y[..., None, :] @ u)[..., 0, :] * shrink  # [..., S, r]
+    return (y - (u @ proj[..., None])[..., 0]).reshape(values.shape)
+
+
+class _LowRankGaussian(dist.TorchDistribution):
+    """``N(mean, W W^T + diag)`` over each shot's record, batch ``[..., n_shots]``, event ``trace``; the whitening
+    factorisation is precomputed by :class:`CorrelatedGaussian`, so a log-density costs O(D r) per shot."""
+
+    arg_constraints = {}
+    has_rsample = True
+
+    def __init__(self, mean, trace, w, diag, isd, u, shrink, logdet, validate_args=None):
+        self.mean_, self.trace, self.w, self.diag = mean, tuple(trace), w, diag
+        self.isd, self.u, self.shrink, self.logdet = isd, u, shrink, logdet
+        nt = len(self.trace)
+        batch = torch.broadcast_shapes(mean.shape[:mean.ndim - nt], logdet.shape)
+        super().__init__(batch, torch.Size(self.trace), validate_args=False)
+
+    @property
+    def support(self):
+        return torch.distributions.constraints.independent(torch.distributions.constraints.real, len(self.trace))
+
+    @property
+    def mean(self):
+        return self.mean_.expand(self.batch_shape + self.event_shape)
+
+    def log_prob(self, value):
+        y = _whiten(value - self.mean_, self.trace, self.isd, self.u, self.shrink)
+        d = self.isd.shape[-1]
+        return -0.5 * (_flat_trace(y, len(self.trace)) ** 2).sum(-1) - 0.5 * self.logdet - 0.5 * d * math.log(2 * math.pi)
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = torch.Size(sample_shape) + self.batch_shape
+        eps_w = torch.randn(shape + (self.w.shape[-1], 1), dtype=self.w.dtype, device=self.w.device)
+        eps_d = torch.randn(shape + self.diag.shape[-1:], dtype=self.w.dtype, device=self.w.device)
+        flat = (self.w @ eps_w)[..., 0] + self.diag.sqrt() * eps_d
+        return self.mean + flat.reshape(shape + self.event_shape)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        mean = self.mean_.expand(batch_shape + self.event_shape)
+        return _LowRankGaussian(mean, self.trace, self.w, self.diag, self.isd, self.u, self.shrink, self.logdet)
+
+
+NoiseModel = Gaussian | GaussianLatentSigma | StudentT | CorrelatedGaussian
