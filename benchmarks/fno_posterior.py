@@ -9,18 +9,24 @@ Problem (64 x 64 cells of 160 m, paper 1's grid):
   ``--receiver-step`` nodes, the surrogate's 64 frames (0.25 s apart... see ``operator.time``);
 * data: the finite-difference solver (the physics the network was trained on), plus Gaussian noise of
   ``--noise`` x the peak amplitude;
-* likelihood through the FNO: :class:`probinv.surrogate.FNOOperator`, noise std
-  ``sqrt(sigma_data^2 + sigma_fno(t)^2)`` with ``sigma_fno`` the per-frame RMS error of the network over its 200
-  held-out validation models (stored in the checkpoint), so the posterior accounts for the surrogate's error.
+* likelihood through the FNO (:class:`probinv.surrogate.FNOOperator`) with the surrogate's error in the noise
+  model, two ways:
 
-Runs: MAP (L-BFGS) + Laplace through the FNO, SVI (AutoMultivariateNormal, from the Laplace solution), NUTS
-(Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS); the same MAP through the finite-difference solver (the
-reference); and an ablation: the Laplace posterior through the FNO *without* the surrogate error term, to show how
-overconfident it is (fraction of pixels whose 90 % interval holds the truth).
+  - ``correlated`` (default, the Bayesian approximation-error model of Kaipio & Somersalo):
+    :func:`probinv.models.approximation_error` runs the solver and the FNO on ``--error-samples`` fresh prior draws;
+    the error's mean is added to the prediction and its covariance (all 4 shots jointly, so the correlation between
+    shots is kept too; low rank) is added to the measurement noise, as a :class:`probinv.models.CorrelatedGaussian`;
+  - ``independent``: noise std ``sqrt(sigma_data^2 + sigma_fno(t)^2)`` with ``sigma_fno`` the per-frame RMS error of
+    the network over its 200 held-out validation models (stored in the checkpoint), independent between data.
 
-Run (about 15 minutes on 2 cores)::
+Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without any (to show how overconfident
+that is: the fraction of pixels whose 90 % interval holds the truth); SVI (AutoMultivariateNormal, from the Laplace
+solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS) with ``--error-model``; the same MAP
+through the finite-difference solver (the reference).
 
-    OMP_NUM_THREADS=2 python3 benchmarks/fno_posterior.py
+Run (about 25 minutes on 1 core)::
+
+    OMP_NUM_THREADS=1 python3 benchmarks/fno_posterior.py --threads 1
 
 Writes ``benchmarks/results/fno_posterior.json`` (numbers, mean / std maps) and ``fno_posterior.md``; NUTS chains
 checkpoint to ``benchmarks/results/fno_posterior_nuts.pt`` (a re-run resumes).
@@ -45,7 +51,7 @@ from probinv import diagnostics  # noqa: E402
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.fields import WhitenedField  # noqa: E402
 from probinv.inference import laplace, map, nuts, svi  # noqa: E402
-from probinv.models import Gaussian, build_model  # noqa: E402
+from probinv.models import Gaussian, approximation_error, build_model  # noqa: E402
 from probinv.surrogate import FNOOperator, load_pretrained  # noqa: E402
 from probinv.surrogate.data import SimulationConfig  # noqa: E402
 from fno import fd_data, fwi_sources  # noqa: E402  (benchmarks/fno.py: the same solver frames and source lattice)
@@ -77,6 +83,18 @@ class FDFrames:
     def __call__(self, fields: dict) -> torch.Tensor:
         frames = fd_data(fields["vp"], self.src, self.cfg)  # [n_shots, n_frames, nz, nx]
         return frames[:, :, self.rec[:, 0], self.rec[:, 1]].transpose(1, 2)
+
+
+class Joint:
+    """Wrap a forward operator so that all shots form one record ``[1, n_shots * n_rec, n_frames]`` (the error
+    covariance then spans the shots, which share the model and hence the surrogate's error)."""
+
+    def __init__(self, op):
+        self.op = op
+
+    def __call__(self, fields: dict) -> torch.Tensor:
+        d = self.op(fields)
+        return d.reshape(d.shape[:-3] + (1, d.shape[-3] * d.shape[-2], d.shape[-1]))
 
 
 class FNOFrames:
@@ -111,12 +129,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-tree-depth", type=int, default=6)
     ap.add_argument("--svi-steps", type=int, default=400)
     ap.add_argument("--map-steps", type=int, default=60)
+    ap.add_argument("--error-model", choices=["correlated", "independent"], default="correlated",
+                    help="surrogate-error model used by SVI and NUTS")
+    ap.add_argument("--error-samples", type=int, default=200, help="prior draws for the correlated error model")
+    ap.add_argument("--error-rank", type=int, default=None,
+                    help="rank of the error covariance (default: cross-validated)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny sampler settings (a smoke run)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "fno_posterior"))
     args = ap.parse_args(argv)
     if args.quick:
         args.nuts_samples, args.nuts_warmup, args.svi_steps, args.map_steps = 20, 20, 20, 10
+        args.error_samples = min(args.error_samples, 8)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.simplefilter("ignore", UserWarning)
     torch.set_num_threads(args.threads)
@@ -150,7 +174,18 @@ def main(argv=None) -> dict:
            "load_average_before": os.getloadavg(), "truth": truth.tolist()}
     log.info("settings: %s", res["settings"])
 
-    model_fno = build_model({"vp": prior}, fno, data, noise=Gaussian(sigma_total))
+    t = time.perf_counter()
+    gen = torch.Generator().manual_seed(10_000 + args.seed)  # independent of the truth's draw
+    draws = ({"vp": prior(torch.randn(args.modes, generator=gen, dtype=DT))} for _ in range(args.error_samples))
+    bae = approximation_error(Joint(fd), Joint(fno), draws, sigma=sigma_data, rank=args.error_rank)
+    w = bae.cov_factor
+    res["error_model"] = {**bae.info, "seconds": time.perf_counter() - t,
+                          "error_rms": float(((w**2).sum(-1).mean() + (bae.cov_diag - sigma_data**2).mean()).sqrt()),
+                          "error_mean_rms": float(bae.loc.pow(2).mean().sqrt())}
+    log.info("correlated error model: %s", res["error_model"])
+    model_fno_correlated = build_model({"vp": prior}, Joint(fno), data.reshape(1, -1, data.shape[-1]), noise=bae)
+    model_fno_independent = build_model({"vp": prior}, fno, data, noise=Gaussian(sigma_total))
+    model_fno = model_fno_correlated if args.error_model == "correlated" else model_fno_independent
     model_fno_overconfident = build_model({"vp": prior}, fno, data, noise=Gaussian(sigma_data))
     model_fd = build_model({"vp": prior}, fd, data, noise=Gaussian(sigma_data))
 
@@ -168,11 +203,13 @@ def main(argv=None) -> dict:
                       "rel_l2_vs_truth": float((m.mean("vp") - truth).norm() / truth.norm()),
                       "rel_l2_vs_fd_map": float((m.mean("vp") - fd_map).norm() / fd_map.norm())}
     res["fno_laplace"] = {**_stats(lap, truth), "eigvals": [float(x) for x in lap.gaussian.eigvals]}
-    m_oc = map(model_fno_overconfident, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
-    lap_oc = laplace(model_fno_overconfident, map_posterior=m_oc, rank=args.modes, num_samples=2000)
-    res["fno_laplace_without_surrogate_error"] = _stats(lap_oc, truth)
-    log.info("FNO MAP %s; Laplace %s; without surrogate error %s", res["fno_map"], res["fno_laplace"],
-             res["fno_laplace_without_surrogate_error"])
+    other = model_fno_independent if args.error_model == "correlated" else model_fno_correlated
+    other_key = f"fno_laplace_{'independent' if args.error_model == 'correlated' else 'correlated'}"
+    for key, mod in ((other_key, other), ("fno_laplace_without_surrogate_error", model_fno_overconfident)):
+        m_o = map(mod, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
+        res[key] = _stats(laplace(mod, map_posterior=m_o, rank=args.modes, num_samples=2000), truth)
+    log.info("FNO MAP %s; Laplace %s; other error model %s; without surrogate error %s", res["fno_map"],
+             res["fno_laplace"], res[other_key], res["fno_laplace_without_surrogate_error"])
 
     t = time.perf_counter()
     post_svi = svi(model_fno, guide="multivariate", laplace_posterior=lap, num_steps=args.svi_steps, lr=0.02,
@@ -211,9 +248,12 @@ def main(argv=None) -> dict:
     s, n = res["settings"], res["fno_nuts"]
     rows = [("FD MAP (reference)", res["fd_map"]["rel_l2_vs_truth"], None, None, None, res["fd_map"]["seconds"]),
             ("FNO MAP", res["fno_map"]["rel_l2_vs_truth"], None, None, None, res["fno_map"]["seconds"])]
-    for label, key in (("FNO Laplace", "fno_laplace"), ("FNO Laplace, surrogate error ignored",
-                                                        "fno_laplace_without_surrogate_error"),
-                       ("FNO SVI (full-rank Gaussian)", "fno_svi"), ("FNO NUTS", "fno_nuts")):
+    main_label = "correlated error" if args.error_model == "correlated" else "independent error"
+    other_label = "independent error" if args.error_model == "correlated" else "correlated error"
+    for label, key in ((f"FNO Laplace, {main_label}", "fno_laplace"), (f"FNO Laplace, {other_label}", other_key),
+                       ("FNO Laplace, surrogate error ignored", "fno_laplace_without_surrogate_error"),
+                       (f"FNO SVI (full-rank Gaussian), {main_label}", "fno_svi"),
+                       (f"FNO NUTS, {main_label}", "fno_nuts")):
         r = res[key]
         rows.append((label, r["rel_l2_mean_vs_truth"], r["std_median"], r["coverage_50"], r["coverage_90"],
                      r.get("seconds")))
@@ -226,7 +266,11 @@ def main(argv=None) -> dict:
              f"{args.modes} von Karman modes ({100 * s['explained_prior_variance']:.0f} % of the prior variance), "
              f"{args.sources} sources, {len(rec)} receivers, {s['n_data']} data; sigma_data {s['sigma_data']:.3g}, "
              f"FNO error sigma median {s['sigma_fno_median']:.3g} (max {s['sigma_fno_max']:.3g}); FNO vs solver "
-             f"rel. L2 on the true model {s['fno_vs_solver_rel_l2_on_truth']:.3f}. Load "
+             f"rel. L2 on the true model {s['fno_vs_solver_rel_l2_on_truth']:.3f}. Correlated error model from "
+             f"{res['error_model']['samples']} prior draws, rank {res['error_model']['rank']} (cross-validated unless "
+             f"--error-rank; {100 * res['error_model']['kept_variance']:.0f} % of the sample error variance) "
+             f"({res['error_model']['seconds']:.0f} s), error RMS {res['error_model']['error_rms']:.3g} (mean part "
+             f"{res['error_model']['error_mean_rms']:.3g}). Load "
              f"{res['load_average_before'][0]:.2f} / {res['load_average_after'][0]:.2f}.", "",
              "| method | rel. L2 (mean vs truth) | median std (m/s) | truth in 50 % CI | truth in 90 % CI | s |",
              "|---|---|---|---|---|---|"]

@@ -138,13 +138,21 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
 
 
 def build_model(setup, observed: torch.Tensor, sigma: float, prior):
-    """Pyro model: ``vp ~ prior``, data ``~ N(acoustic(vp), sigma^2)`` in a plate over shots."""
+    """Pyro model: ``vp ~ prior``, data ``~ N(acoustic(vp), sigma^2)`` in a plate over shots.
+
+    The absorbing boundary's strength is fixed at the prior's upper velocity bound (``pml_vmax``): with the default
+    (each model's own maximum, rounded) the forward map would jump whenever a sample's maximum crosses a multiple of
+    100 m/s, which stalls NUTS and L-BFGS."""
     from . import models
 
     acq = setup.acquisition
+    options = dict(setup.physics)
+    bounds = getattr(prior, "bounds", None)
+    if bounds is not None and "pml_vmax" not in options:
+        options["pml_vmax"] = float(torch.as_tensor(bounds[1]).max())
     fwd = models.AcousticForward(dx=setup.dx, dt=acq.dt, source_amplitudes=setup.source_amplitudes.to(observed),
                                  source_locations=acq.source_locations, receiver_locations=acq.receiver_locations,
-                                 options=dict(setup.physics))
+                                 options=options)
     return models.build_model({"vp": prior}, fwd, observed, noise=models.Gaussian(sigma=float(sigma)), dx=setup.dx)
 
 

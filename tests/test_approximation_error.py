@@ -169,7 +169,7 @@ def test_approximation_error_recovers_the_sample_mean_and_covariance():
     fields = [{"vp": prior(torch.randn(6, generator=g, dtype=DT))} for _ in range(12)]
     e = np.stack([(acc(f) - app(f)).numpy() for f in fields])  # [N, S, R, T], independent numpy statistics
     sigma = 0.02
-    full = approximation_error(acc, app, fields, sigma=sigma)
+    full = approximation_error(acc, app, fields, sigma=sigma, rank=11)
     assert full.cov_factor.shape == (S, R * T, 11)
     np.testing.assert_allclose(full.loc.numpy(), e.mean(0), rtol=1e-12, atol=1e-15)
     for s in range(S):
@@ -187,6 +187,35 @@ def test_approximation_error_recovers_the_sample_mean_and_covariance():
         np.testing.assert_allclose(np.linalg.eigvalsh(w @ w.T)[-3:], np.linalg.eigvalsh(cov)[-3:], rtol=1e-9)
 
 
+def test_rank_selection_by_cross_validation():
+    prior = _prior()
+    acc, app = _forward(3), _forward(4)
+    g = torch.Generator().manual_seed(8)
+    fields = [{"vp": prior(torch.randn(6, generator=g, dtype=DT))} for _ in range(40)]
+    # a linear error of a 6-mode prior lives in a 6-dimensional subspace: the held-out score needs rank >= 6
+    noise = approximation_error(acc, app, fields, sigma=1e-4)
+    scores = noise.info["holdout_scores"]
+    assert noise.info["rank"] >= 6 and noise.info["kept_variance"] > 1 - 1e-9
+    assert scores[4] < max(scores.values())
+
+    # an error that is white noise, independent between models, has no low-dimensional structure: keeping all
+    # N - 1 sample directions would call the error zero everywhere else, and the held-out score says so
+    class Noisy:
+        def __init__(self):
+            self.g = torch.Generator().manual_seed(9)
+
+        def __call__(self, f):
+            d = acc(f)
+            return d + 0.01 * torch.randn(d.shape, generator=self.g, dtype=DT)
+
+    noise = approximation_error(acc, Noisy(), fields, sigma=1e-4)
+    scores = noise.info["holdout_scores"]
+    assert noise.info["rank"] < 31 and scores[noise.info["rank"]] > scores[31]
+    # the marginal variance is kept on the diagonal: ~0.01^2 per datum whatever the rank
+    var = (noise.cov_factor**2).sum(-1).reshape(S, R, T) + noise.cov_diag
+    assert float((var / 1e-4).mean()) == pytest.approx(1.0, abs=0.1)  # 40 samples: ~2 % error on the average
+
+
 def test_errors():
     noise = _noise()
     with pytest.raises(TypeError, match="cov_factor"):
@@ -201,4 +230,6 @@ def test_errors():
         approximation_error(fwd, fwd, [{"vp": prior(torch.zeros(6, dtype=DT))}], sigma=0.1)
     with pytest.raises(ValueError, match="rank"):
         approximation_error(fwd, fwd, [], sigma=0.1, rank=0)
+    with pytest.raises(ValueError, match="holdout"):
+        approximation_error(fwd, fwd, [], sigma=0.1, holdout=1.5)
     assert isinstance(Gaussian(1.0), Gaussian)

@@ -32,10 +32,14 @@ def test_fno_fwi_benchmark_runs_and_writes_results(tmp_path):
 
 @pytest.mark.slow
 def test_fno_posterior_benchmark_quick(tmp_path):
-    res = _load("fno_posterior").main(["--quick", "--threads", "2", "--out", str(tmp_path / "fp")])
+    # one thread: OpenMP threads spin-wait and crawl when another process holds a core
+    res = _load("fno_posterior").main(["--quick", "--threads", "1", "--out", str(tmp_path / "fp")])
     s = res["settings"]
-    # the surrogate error term widens the Laplace posterior: it can only add noise variance
-    assert res["fno_laplace"]["std_median"] > res["fno_laplace_without_surrogate_error"]["std_median"]
+    # either surrogate error term widens the Laplace posterior: it can only add noise variance
+    for key in ("fno_laplace", "fno_laplace_independent"):
+        assert res[key]["std_median"] > res["fno_laplace_without_surrogate_error"]["std_median"]
+    # --quick: 8 draws; the rank is cross-validated on 6 of them (1, 2, 4 or 5)
+    assert res["error_model"]["samples"] == 8 and res["error_model"]["rank"] in (1, 2, 4, 5)
     assert s["sigma_fno_median"] > 0 and s["n_data"] == 4 * 256 * 64
     # 20 warm-up + 20 draws are too few for r-hat (a chain may not move); only the bookkeeping is checked here
     assert res["fno_nuts"]["n_gradients"] >= 2 * 40 and len(res["maps"]["nuts_std"]) == 64

@@ -27,7 +27,10 @@ class AcousticForward:
     density : str, optional
         Name of a density field (kg/m^3) passed as ``rho`` when present.
     options : dict
-        Further keyword options of :func:`probinv.physics.acoustic` (``pml_width``, ``accuracy``, ...).
+        Further keyword options of :func:`probinv.physics.acoustic` (``pml_width``, ``accuracy``, ...). For
+        sampling, give ``pml_vmax`` (e.g. the prior's upper velocity bound, m/s): it fixes the absorbing boundary's
+        strength, so that the forward map is continuous in the velocity (by default the strength follows each
+        model's maximum velocity rounded to two digits, and the data jump when it crosses a multiple of 100 m/s).
 
     Calling it as ``forward(fields, shots=idx)`` runs only the shots ``idx`` and returns
     ``[n_sub, n_receivers, nt]`` (``[batch, n_sub, n_receivers, nt]`` for a batch of models).

@@ -8,7 +8,7 @@ and every other data axis as an event axis).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
@@ -166,6 +166,8 @@ class CorrelatedGaussian:
         Diagonal variance (data units squared), e.g. ``sigma_noise**2`` plus the error variance the factor misses.
     loc : float or Tensor broadcastable to the data, optional
         Mean offset added to the prediction (data units); default 0.
+    info : dict, optional
+        Provenance (what :func:`approximation_error` measured); not used in the likelihood.
 
     Log-density cost per shot is O(D r^2) (Woodbury); :meth:`whiten` applies ``C^{-1/2}`` for the Gauss-Newton Hessian
     of :func:`probinv.inference.laplace`.
@@ -174,6 +176,7 @@ class CorrelatedGaussian:
     cov_factor: torch.Tensor
     cov_diag: float | torch.Tensor
     loc: float | torch.Tensor = 0.0
+    info: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         w = self.cov_factor
