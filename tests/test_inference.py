@@ -113,8 +113,12 @@ def test_nuts_checkpoint_resume_equals_uninterrupted(lin, lap, tmp_path):
     nuts(lin.model(), num_chains=1, checkpoint=ck, **kw)  # "interrupted" after one chain
     resumed = nuts(lin.model(), num_chains=2, checkpoint=ck, **kw)
     assert torch.equal(resumed.samples["vp_z"], full.samples["vp_z"])
-    with pytest.raises(ValueError, match="was written with other settings"):
+    with pytest.raises(ValueError, match="was written for another problem or other settings"):
         nuts(lin.model(), num_chains=2, checkpoint=ck, num_samples=16, warmup_steps=15, laplace_posterior=lap)
+    # same settings, other data (the model's potential differs): not resumed either
+    other = build_model({"vp": lin.prior}, lin.forward, lin.d + 0.1, noise=Gaussian(lin.sigma))
+    with pytest.raises(ValueError, match="was written for another problem"):
+        nuts(other, num_chains=2, checkpoint=ck, **kw)
 
 
 def test_nuts_without_preconditioning_runs(lin):

@@ -129,13 +129,19 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
         return potential_u(to_u(params["w"]))
 
     state = {"chains": []}
+    config = None
+    if checkpoint is not None:
+        # the potential at the start point fingerprints the model, data and noise model: a checkpoint of another
+        # problem with the same sampler settings must not be resumed
+        with torch.no_grad():
+            config = _config(num_samples, warmup_steps, seed, precondition, u0.numel(), float(potential_u(u0)))
     if checkpoint is not None and os.path.exists(checkpoint):
         state = torch.load(checkpoint, weights_only=False)
-        if state.get("config") != _config(num_samples, warmup_steps, seed, precondition, u0.numel()):
-            raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} was written with other settings "
-                             f"{state.get('config')}; delete it or pass another path")
+        if state.get("config") != config:
+            raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} was written for another problem or other "
+                             f"settings ({state.get('config')}, now {config}); delete it or pass another path")
         log.info("NUTS: resuming after %d finished chain(s) from %s", len(state["chains"]), checkpoint)
-    state["config"] = _config(num_samples, warmup_steps, seed, precondition, u0.numel())
+    state["config"] = config
     t0 = time.perf_counter()
     for chain in range(len(state["chains"]), num_chains):
         pyro.set_rng_seed(seed + chain)
@@ -202,6 +208,6 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     return post
 
 
-def _config(num_samples, warmup_steps, seed, precondition, dim):
+def _config(num_samples, warmup_steps, seed, precondition, dim, potential_at_start):
     return {"num_samples": num_samples, "warmup_steps": warmup_steps, "seed": seed,
-            "precondition": str(precondition), "dim": dim}
+            "precondition": str(precondition), "dim": dim, "potential_at_start": f"{potential_at_start:.10g}"}

@@ -92,12 +92,19 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     return CorrelatedGaussian(cov_factor=noise.cov_factor, cov_diag=noise.cov_diag, loc=noise.loc, info=info)
 
 
-def _fit(e: torch.Tensor, sig: torch.Tensor, rank: int):
-    """Mean, rank-``rank`` principal factor and diagonal (noise + missed variance) of errors ``e [N, S, *trace]``."""
+def _svd(e: torch.Tensor):
+    """Mean, scaled centred errors ``X [S, D, N]`` (``X X^T`` = sample covariance) and their thin SVD."""
     n, s = e.shape[0], e.shape[1]
     mean = e.mean(0)
-    x = (e - mean).reshape(n, s, -1).permute(1, 2, 0) / math.sqrt(n - 1)  # [S, D, N]: X X^T = sample covariance
+    x = (e - mean).reshape(n, s, -1).permute(1, 2, 0) / math.sqrt(n - 1)
     u, sv, _ = torch.linalg.svd(x, full_matrices=False)
+    return mean, x, u, sv
+
+
+def _fit(e: torch.Tensor, sig: torch.Tensor, rank: int, svd=None):
+    """Mean, rank-``rank`` principal factor and diagonal (noise + missed variance) of errors ``e [N, S, *trace]``."""
+    n = e.shape[0]
+    mean, x, u, sv = _svd(e) if svd is None else svd
     r = min(rank, n - 1, sv.shape[-1])
     w = u[..., :r] * sv[:, None, :r]  # [S, D, r]
     missed = ((x**2).sum(-1) - (w**2).sum(-1)).clamp_min(0)  # variance outside the kept components, [S, D]
@@ -120,8 +127,9 @@ def _select_rank(e: torch.Tensor, sig: torch.Tensor, holdout: float, seed: int):
         r *= 2
     ranks.append(train.shape[0] - 1)
     scores = {}
+    svd = _svd(train)
     for r in ranks:
-        noise, _ = _fit(train, sig, r)
+        noise, _ = _fit(train, sig, r, svd)
         zero = torch.zeros_like(test[0])
         lp = noise.distribution(zero, {}, None, zero.ndim).log_prob(test)  # [n_test, S]
         scores[r] = float(lp.sum(-1).mean())

@@ -40,6 +40,12 @@ class FNOOperator(torch.nn.Module):
         else zeros.
     shape : (nz, nx), optional
         Grid shape, needed only when ``receiver_locations`` is None (to know the nodes).
+
+    Two ways to put the surrogate's error into the likelihood: :meth:`noise_std` (independent per datum, from the
+    per-frame validation RMS; cheap, but it ignores the error's correlation in space and time and leaves the posterior
+    overconfident), or :func:`probinv.models.approximation_error` with the solver and this operator on prior draws
+    (mean and correlated covariance of the error, a :class:`probinv.models.CorrelatedGaussian`; measured in
+    ``benchmarks/fno_posterior.py``).
     """
 
     def __init__(self, surrogate: FNOSurrogate, source_locations: torch.Tensor,
