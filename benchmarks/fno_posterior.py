@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--map-steps", type=int, default=60)
     ap.add_argument("--error-model", choices=["correlated", "independent"], default="correlated",
                     help="surrogate-error model used by SVI and NUTS")
-    ap.add_argument("--error-samples", type=int, default=200, help="prior draws for the correlated error model")
+    ap.add_argument("--error-samples", type=int, default=400, help="prior draws for the correlated error model")
     ap.add_argument("--error-rank", type=int, default=None,
                     help="rank of the error covariance (default: cross-validated)")
     ap.add_argument("--calibration-truths", type=int, default=20,

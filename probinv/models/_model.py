@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ._noise import CorrelatedGaussian, Gaussian, GaussianLatentSigma, StudentT
+from ._noise import CorrelatedGaussian, Gaussian, GaussianLatentSigma, StudentT, check_noise_data
 
 __all__ = ["Flat", "SeismicModel", "build_model", "prior_kind"]
 
@@ -111,19 +111,8 @@ class SeismicModel:
             raise TypeError(f"noise must be Gaussian, GaussianLatentSigma, StudentT or CorrelatedGaussian, got "
                             f"{type(noise).__name__}")
         self.noise = noise
-        if data is not None and isinstance(noise, CorrelatedGaussian):
-            noise._check_data(data)
-        elif data is not None:
-            for attr in ("sigma", "scale"):
-                value = getattr(noise, attr, None)
-                if isinstance(value, torch.Tensor):
-                    try:
-                        ok = torch.broadcast_shapes(value.shape, data.shape) == data.shape
-                    except RuntimeError:
-                        ok = False
-                    if not ok:
-                        raise ValueError(f"noise {attr} shaped {tuple(value.shape)} does not broadcast to the data "
-                                         f"shape {tuple(data.shape)}")
+        if data is not None:
+            check_noise_data(noise, data)
         if subsample_size is not None and (isinstance(subsample_size, bool) or not isinstance(subsample_size, int)
                                            or subsample_size < 1):
             raise ValueError(f"subsample_size must be a positive int or None, got {subsample_size!r}")

@@ -139,6 +139,26 @@ class StudentT:
 
 
 
+def check_noise_data(noise, data: torch.Tensor) -> None:
+    """Raise ValueError when a tensor parameter of ``noise`` does not fit the data ``[n_shots, ...]``."""
+    if isinstance(noise, CorrelatedGaussian):
+        d = int(math.prod(data.shape[1:]))
+        w = noise.cov_factor
+        if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
+            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: expected "
+                             f"[{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
+    for name in ("sigma", "scale", "cov_diag", "loc"):
+        value = getattr(noise, name, None)
+        if isinstance(value, torch.Tensor):
+            try:
+                ok = torch.broadcast_shapes(value.shape, data.shape) == data.shape
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"noise {name} shaped {tuple(value.shape)} does not broadcast to the data shape "
+                                 f"{tuple(data.shape)}")
+
+
 def _flat_trace(value: torch.Tensor, n_trace_dims: int) -> torch.Tensor:
     """``[..., *trace]`` -> ``[..., D]`` (the last ``n_trace_dims`` axes of one shot flattened)."""
     return value.reshape(tuple(value.shape[:value.ndim - n_trace_dims]) + (-1,)) if n_trace_dims else value[..., None]
@@ -191,23 +211,6 @@ class CorrelatedGaussian:
                 raise ValueError("loc must be a finite floating tensor")
         elif isinstance(self.loc, bool) or not isinstance(self.loc, (int, float)) or not math.isfinite(self.loc):
             raise TypeError(f"loc must be a finite number or a tensor, got {self.loc!r}")
-
-    def _check_data(self, data: torch.Tensor) -> None:
-        d = int(math.prod(data.shape[1:]))
-        w = self.cov_factor
-        if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
-            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: expected "
-                             f"[{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
-        for name in ("cov_diag", "loc"):
-            value = getattr(self, name)
-            if isinstance(value, torch.Tensor):
-                try:
-                    ok = torch.broadcast_shapes(value.shape, data.shape) == data.shape
-                except RuntimeError:
-                    ok = False
-                if not ok:
-                    raise ValueError(f"noise {name} shaped {tuple(value.shape)} does not broadcast to the data "
-                                     f"shape {tuple(data.shape)}")
 
     def sample_params(self, like: torch.Tensor) -> dict:
         return {}
