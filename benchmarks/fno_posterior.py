@@ -9,22 +9,24 @@ Problem (64 x 64 cells of 160 m, paper 1's grid):
   ``--receiver-step`` nodes, the surrogate's 64 frames (0.25 s apart... see ``operator.time``);
 * data: the finite-difference solver (the physics the network was trained on), plus Gaussian noise of
   ``--noise`` x the peak amplitude;
-* likelihood through the FNO (:class:`probinv.surrogate.FNOOperator`) with the surrogate's error in the noise
-  model, two ways:
+* likelihood through the FNO (:class:`probinv.surrogate.FNOOperator`) with the surrogate's error, three ways:
 
-  - ``correlated`` (default, the Bayesian approximation-error model of Kaipio & Somersalo):
-    :func:`probinv.models.approximation_error` runs the solver and the FNO on ``--error-samples`` fresh prior draws;
-    the error's mean is added to the prediction and its covariance (all 4 shots jointly, so the correlation between
-    shots is kept too; low rank) is added to the measurement noise, as a :class:`probinv.models.CorrelatedGaussian`;
+  - ``conditional`` (default; the "full" Bayesian approximation-error model of Kaipio & Somersalo):
+    :func:`probinv.models.approximation_error` runs the solver and the FNO on ``--error-samples`` fresh prior draws
+    and regresses the error on the draws' latent coordinates; the fitted part (mean + linear in the model) corrects
+    the FNO's prediction, and the covariance of the remainder (all 4 shots jointly, so the correlation between shots
+    is kept too; low rank, cross-validated) is added to the measurement noise as a
+    :class:`probinv.models.CorrelatedGaussian`;
+  - ``marginal`` (the "enhanced error model"): the same without the regression: mean offset + error covariance;
   - ``independent``: noise std ``sqrt(sigma_data^2 + sigma_fno(t)^2)`` with ``sigma_fno`` the per-frame RMS error of
     the network over its 200 held-out validation models (stored in the checkpoint), independent between data.
 
-Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without any (to show how overconfident
-that is: the fraction of pixels whose 90 % interval holds the truth); SVI (AutoMultivariateNormal, from the Laplace
+Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without any (fraction of pixels whose 50 % /
+90 % intervals hold the truth, for this truth and averaged over ``--calibration-truths`` further ones); SVI (AutoMultivariateNormal, from the Laplace
 solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS) with ``--error-model``; the same MAP
 through the finite-difference solver (the reference).
 
-Run (about 25 minutes on 1 core)::
+Run (about 35 minutes on 1 core)::
 
     OMP_NUM_THREADS=1 python3 benchmarks/fno_posterior.py --threads 1
 
@@ -51,7 +53,7 @@ from probinv import diagnostics  # noqa: E402
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.fields import WhitenedField  # noqa: E402
 from probinv.inference import laplace, map, nuts, svi  # noqa: E402
-from probinv.models import Gaussian, approximation_error, build_model  # noqa: E402
+from probinv.models import CorrectedForward, Gaussian, approximation_error, build_model  # noqa: E402
 from probinv.surrogate import FNOOperator, load_pretrained  # noqa: E402
 from probinv.surrogate.data import SimulationConfig  # noqa: E402
 from fno import fd_data, fwi_sources  # noqa: E402  (benchmarks/fno.py: the same solver frames and source lattice)
@@ -97,6 +99,34 @@ class Joint:
         return d.reshape(d.shape[:-3] + (1, d.shape[-3] * d.shape[-2], d.shape[-1]))
 
 
+class Memo:
+    """Remember an operator's output per fields dict (by identity) while the error models are estimated."""
+
+    def __init__(self, op):
+        self.op, self.cache = op, {}
+
+    def __call__(self, fields: dict) -> torch.Tensor:
+        key = id(fields["vp"])
+        if key not in self.cache:
+            self.cache[key] = self.op(fields)
+        return self.cache[key]
+
+
+class Features:
+    """The whitened coordinates of a velocity field, ``prior.inverse(fields["vp"])`` (``[..., n_modes]``)."""
+
+    def __init__(self, prior):
+        self.prior = prior
+
+    def __call__(self, fields: dict) -> torch.Tensor:
+        return self.prior.inverse(fields["vp"])
+
+
+LABELS = {"conditional": "error regressed on the model + correlated remainder",
+          "marginal": "mean + correlated error", "independent": "independent per-frame error std",
+          "ignored": "surrogate error ignored"}
+
+
 class FNOFrames:
     """:class:`FNOOperator` in float64 for the inference layer (the network runs in float32)."""
 
@@ -129,9 +159,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-tree-depth", type=int, default=6)
     ap.add_argument("--svi-steps", type=int, default=400)
     ap.add_argument("--map-steps", type=int, default=60)
-    ap.add_argument("--error-model", choices=["correlated", "independent"], default="correlated",
+    ap.add_argument("--error-model", choices=["conditional", "marginal", "independent"], default="conditional",
                     help="surrogate-error model used by SVI and NUTS")
-    ap.add_argument("--error-samples", type=int, default=400, help="prior draws for the correlated error model")
+    ap.add_argument("--error-samples", type=int, default=400, help="prior draws for the error models")
     ap.add_argument("--error-rank", type=int, default=None,
                     help="rank of the error covariance (default: cross-validated)")
     ap.add_argument("--calibration-truths", type=int, default=20,
@@ -142,7 +172,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.nuts_samples, args.nuts_warmup, args.svi_steps, args.map_steps = 20, 20, 20, 10
-        args.error_samples = min(args.error_samples, 8)
+        args.error_samples = min(args.error_samples, 40)  # > 24 modes + 1 for the regression
         args.calibration_truths = min(args.calibration_truths, 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.simplefilter("ignore", UserWarning)
@@ -179,17 +209,23 @@ def main(argv=None) -> dict:
 
     t = time.perf_counter()
     gen = torch.Generator().manual_seed(10_000 + args.seed)  # independent of the truth's draw
-    draws = ({"vp": prior(torch.randn(args.modes, generator=gen, dtype=DT))} for _ in range(args.error_samples))
-    bae = approximation_error(Joint(fd), Joint(fno), draws, sigma=sigma_data, rank=args.error_rank)
-    w = bae.cov_factor
-    res["error_model"] = {**bae.info, "seconds": time.perf_counter() - t,
-                          "error_rms": float(((w**2).sum(-1).mean() + (bae.cov_diag - sigma_data**2).mean()).sqrt()),
-                          "error_mean_rms": float(bae.loc.pow(2).mean().sqrt())}
-    log.info("correlated error model: %s", res["error_model"])
-    model_fno_correlated = build_model({"vp": prior}, Joint(fno), data.reshape(1, -1, data.shape[-1]), noise=bae)
-    model_fno_independent = build_model({"vp": prior}, fno, data, noise=Gaussian(sigma_total))
-    model_fno = model_fno_correlated if args.error_model == "correlated" else model_fno_independent
-    model_fno_overconfident = build_model({"vp": prior}, fno, data, noise=Gaussian(sigma_data))
+    draws = [{"vp": prior(torch.randn(args.modes, generator=gen, dtype=DT))} for _ in range(args.error_samples)]
+    acc, app = Memo(Joint(fd)), Memo(Joint(fno))  # both error models from the same runs
+    features = Features(prior)
+    fwd_c, noise_c = approximation_error(acc, app, draws, sigma=sigma_data, rank=args.error_rank, features=features)
+    fwd_m, noise_m = approximation_error(acc, app, draws, sigma=sigma_data, rank=args.error_rank)
+    del acc, app
+    fwd_c = CorrectedForward(Joint(fno), fwd_c.offset, fwd_c.coef, features)  # the real operator, not the memo
+    fwd_m = CorrectedForward(Joint(fno), fwd_m.offset, fwd_m.coef, None)
+    res["error_model"] = {"seconds": time.perf_counter() - t, "conditional": noise_c.info, "marginal": noise_m.info,
+                          "error_mean_rms": float(fwd_m.offset.pow(2).mean().sqrt())}
+    log.info("error models: %s", res["error_model"])
+    joint_data = data.reshape(1, -1, data.shape[-1])
+    variants = {"conditional": (fwd_c, noise_c, True), "marginal": (fwd_m, noise_m, True),
+                "independent": (fno, Gaussian(sigma_total), False), "ignored": (fno, Gaussian(sigma_data), False)}
+    models = {k: build_model({"vp": prior}, f_, joint_data if j else data, noise=n_) for k, (f_, n_, j) in
+              variants.items()}
+    model_fno = models[args.error_model]
     model_fd = build_model({"vp": prior}, fd, data, noise=Gaussian(sigma_data))
 
     t = time.perf_counter()
@@ -206,13 +242,13 @@ def main(argv=None) -> dict:
                       "rel_l2_vs_truth": float((m.mean("vp") - truth).norm() / truth.norm()),
                       "rel_l2_vs_fd_map": float((m.mean("vp") - fd_map).norm() / fd_map.norm())}
     res["fno_laplace"] = {**_stats(lap, truth), "eigvals": [float(x) for x in lap.gaussian.eigvals]}
-    other = model_fno_independent if args.error_model == "correlated" else model_fno_correlated
-    other_key = f"fno_laplace_{'independent' if args.error_model == 'correlated' else 'correlated'}"
-    for key, mod in ((other_key, other), ("fno_laplace_without_surrogate_error", model_fno_overconfident)):
-        m_o = map(mod, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
-        res[key] = _stats(laplace(mod, map_posterior=m_o, rank=args.modes, num_samples=2000), truth)
-    log.info("FNO MAP %s; Laplace %s; other error model %s; without surrogate error %s", res["fno_map"],
-             res["fno_laplace"], res[other_key], res["fno_laplace_without_surrogate_error"])
+    for key, mod in models.items():
+        if key != args.error_model:
+            m_o = map(mod, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
+            res[f"fno_laplace_{key}"] = _stats(laplace(mod, map_posterior=m_o, rank=args.modes, num_samples=2000),
+                                               truth)
+    res[f"fno_laplace_{args.error_model}"] = res["fno_laplace"]
+    log.info("FNO MAP %s; Laplace %s", res["fno_map"], {k: res[f"fno_laplace_{k}"] for k in models})
 
     t = time.perf_counter()
     post_svi = svi(model_fno, guide="multivariate", laplace_posterior=lap, num_steps=args.svi_steps, lr=0.02,
@@ -248,8 +284,6 @@ def main(argv=None) -> dict:
 
     # calibration: coverage of the Laplace posterior (Laplace ~ NUTS here, see the std ratios) over further truths
     # drawn from the prior, with the same error models (estimated once, as a user would) and noise level
-    variants = {"correlated": (Joint(fno), bae, True), "independent": (fno, Gaussian(sigma_total), False),
-                "ignored": (fno, Gaussian(sigma_data), False)}
     runs = {k: [] for k in variants}
     gen_t = torch.Generator().manual_seed(20_000 + args.seed)
     t = time.perf_counter()
@@ -281,12 +315,10 @@ def main(argv=None) -> dict:
     s, n = res["settings"], res["fno_nuts"]
     rows = [("FD MAP (reference)", res["fd_map"]["rel_l2_vs_truth"], None, None, None, res["fd_map"]["seconds"]),
             ("FNO MAP", res["fno_map"]["rel_l2_vs_truth"], None, None, None, res["fno_map"]["seconds"])]
-    main_label = "correlated error" if args.error_model == "correlated" else "independent error"
-    other_label = "independent error" if args.error_model == "correlated" else "correlated error"
-    for label, key in ((f"FNO Laplace, {main_label}", "fno_laplace"), (f"FNO Laplace, {other_label}", other_key),
-                       ("FNO Laplace, surrogate error ignored", "fno_laplace_without_surrogate_error"),
-                       (f"FNO SVI (full-rank Gaussian), {main_label}", "fno_svi"),
-                       (f"FNO NUTS, {main_label}", "fno_nuts")):
+    main_label = LABELS[args.error_model]
+    for label, key in ([(f"FNO Laplace, {LABELS[k]}", f"fno_laplace_{k}") for k in models] +
+                       [(f"FNO SVI (full-rank Gaussian), {main_label}", "fno_svi"),
+                        (f"FNO NUTS, {main_label}", "fno_nuts")]):
         r = res[key]
         rows.append((label, r["rel_l2_mean_vs_truth"], r["std_median"], r["coverage_50"], r["coverage_90"],
                      r.get("seconds")))
@@ -299,11 +331,11 @@ def main(argv=None) -> dict:
              f"{args.modes} von Karman modes ({100 * s['explained_prior_variance']:.0f} % of the prior variance), "
              f"{args.sources} sources, {len(rec)} receivers, {s['n_data']} data; sigma_data {s['sigma_data']:.3g}, "
              f"FNO error sigma median {s['sigma_fno_median']:.3g} (max {s['sigma_fno_max']:.3g}); FNO vs solver "
-             f"rel. L2 on the true model {s['fno_vs_solver_rel_l2_on_truth']:.3f}. Correlated error model from "
-             f"{res['error_model']['samples']} prior draws, rank {res['error_model']['rank']} (cross-validated unless "
-             f"--error-rank; {100 * res['error_model']['kept_variance']:.0f} % of the sample error variance) "
-             f"({res['error_model']['seconds']:.0f} s), error RMS {res['error_model']['error_rms']:.3g} (mean part "
-             f"{res['error_model']['error_mean_rms']:.3g}). Load "
+             f"rel. L2 on the true model {s['fno_vs_solver_rel_l2_on_truth']:.3f}. Error models from "
+             f"{args.error_samples} prior draws ({res['error_model']['seconds']:.0f} s): the regression on the latent "
+             f"coordinates removes {100 * res['error_model']['conditional']['explained_by_features']:.0f} % of the "
+             f"error variance; cross-validated rank {res['error_model']['conditional']['rank']} (conditional) and "
+             f"{res['error_model']['marginal']['rank']} (marginal). Load "
              f"{res['load_average_before'][0]:.2f} / {res['load_average_after'][0]:.2f}.", "",
              "| method | rel. L2 (mean vs truth) | median std (m/s) | truth in 50 % CI | truth in 90 % CI | s |",
              "|---|---|---|---|---|---|"]
@@ -326,8 +358,7 @@ def main(argv=None) -> dict:
                   f"over truths; {cal['seconds']:.0f} s):", "",
                   "| surrogate error model | truth in 50 % CI | truth in 90 % CI | rel. L2 (mean vs truth) |",
                   "|---|---|---|---|"]
-        for key, label in (("correlated", "correlated (approximation error)"),
-                           ("independent", "independent per-frame std"), ("ignored", "ignored")):
+        for key, label in LABELS.items():
             c = cal[key]
             lines.append(f"| {label} | {g(c['coverage_50'])} | {g(c['coverage_90'])} | {g(c['rel_l2'])} |")
         lines.append("")

@@ -169,14 +169,16 @@ def test_approximation_error_recovers_the_sample_mean_and_covariance():
     fields = [{"vp": prior(torch.randn(6, generator=g, dtype=DT))} for _ in range(12)]
     e = np.stack([(acc(f) - app(f)).numpy() for f in fields])  # [N, S, R, T], independent numpy statistics
     sigma = 0.02
-    full = approximation_error(acc, app, fields, sigma=sigma, rank=11)
+    fwd, full = approximation_error(acc, app, fields, sigma=sigma, rank=11)
     assert full.cov_factor.shape == (S, R * T, 11)
-    np.testing.assert_allclose(full.loc.numpy(), e.mean(0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fwd.offset.numpy(), e.mean(0), rtol=1e-10, atol=1e-15)
+    f = fields[0]  # the corrected operator adds the mean error
+    np.testing.assert_allclose(fwd(f).numpy(), (app(f)).numpy() + e.mean(0), rtol=1e-10, atol=1e-15)
     for s in range(S):
         cov = np.cov(e[:, s].reshape(12, -1), rowvar=False)
         got = (_dense(full, s) - sigma**2 * torch.eye(R * T, dtype=DT)).numpy()
         np.testing.assert_allclose(got, cov, rtol=1e-9, atol=1e-12 * np.abs(cov).max())
-    low = approximation_error(acc, app, fields, sigma=sigma, rank=3)
+    _, low = approximation_error(acc, app, fields, sigma=sigma, rank=3)
     assert low.cov_factor.shape == (S, R * T, 3)
     for s in range(S):
         cov = np.cov(e[:, s].reshape(12, -1), rowvar=False)
@@ -193,7 +195,7 @@ def test_rank_selection_by_cross_validation():
     g = torch.Generator().manual_seed(8)
     fields = [{"vp": prior(torch.randn(6, generator=g, dtype=DT))} for _ in range(40)]
     # a linear error of a 6-mode prior lives in a 6-dimensional subspace: the held-out score needs rank >= 6
-    noise = approximation_error(acc, app, fields, sigma=1e-4)
+    _, noise = approximation_error(acc, app, fields, sigma=1e-4)
     scores = noise.info["holdout_scores"]
     assert noise.info["rank"] >= 6 and noise.info["kept_variance"] > 1 - 1e-9
     assert scores[4] < max(scores.values())
@@ -208,12 +210,32 @@ def test_rank_selection_by_cross_validation():
             d = acc(f)
             return d + 0.01 * torch.randn(d.shape, generator=self.g, dtype=DT)
 
-    noise = approximation_error(acc, Noisy(), fields, sigma=1e-4)
+    _, noise = approximation_error(acc, Noisy(), fields, sigma=1e-4)
     scores = noise.info["holdout_scores"]
     assert noise.info["rank"] < 31 and scores[noise.info["rank"]] > scores[31]
     # the marginal variance is kept on the diagonal: ~0.01^2 per datum whatever the rank
     var = (noise.cov_factor**2).sum(-1).reshape(S, R, T) + noise.cov_diag
     assert float((var / 1e-4).mean()) == pytest.approx(1.0, abs=0.1)  # 40 samples: ~2 % error on the average
+
+
+def test_regression_on_features_removes_an_error_linear_in_the_model():
+    """Linear operators and an unbounded prior: the error (G1 - G2) (mean + L z) is affine in z, so regressing it on
+    the whitened coordinates ``prior.inverse`` makes the corrected operator equal the accurate one on new models, and
+    leaves (numerically) no error; shots subsampling picks the matching rows of the correction."""
+    prior = _prior()
+    acc, app = _forward(3), _forward(4)
+    g = torch.Generator().manual_seed(10)
+    fields = [{"vp": prior(torch.randn(6, generator=g, dtype=DT))} for _ in range(20)]
+    fwd, noise = approximation_error(acc, app, fields, sigma=1e-3, features=lambda f: prior.inverse(f["vp"]))
+    assert noise.info["explained_by_features"] == pytest.approx(1.0, abs=1e-12)
+    new = {"vp": prior(torch.randn(2, 6, generator=g, dtype=DT))}  # a batch of 2 unseen models
+    torch.testing.assert_close(fwd(new), acc(new), rtol=1e-9, atol=1e-12)
+    shots = torch.tensor([2, 0])
+    torch.testing.assert_close(fwd(new, shots=shots), acc(new)[:, shots], rtol=1e-9, atol=1e-12)
+    # the remaining error is the measurement noise: the factor carries (numerically) nothing
+    assert float(noise.cov_factor.abs().max()) < 1e-9
+    with pytest.raises(ValueError, match="more models"):
+        approximation_error(acc, app, fields[:5], sigma=1e-3, features=lambda f: prior.inverse(f["vp"]))
 
 
 def test_errors():

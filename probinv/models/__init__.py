@@ -5,6 +5,7 @@ likelihood is observed in ``pyro.plate("shots", n_shots, subsample_size=...)``. 
 ``forward(fields: dict[str, Tensor]) -> Tensor`` is a forward operator (DESIGN.md section 4).
 """
 from ._forward import AcousticForward as AcousticForward
+from ._approximation_error import CorrectedForward as CorrectedForward
 from ._approximation_error import approximation_error as approximation_error
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
@@ -20,6 +21,6 @@ from ._regularisers import smoothness as smoothness
 from ._regularisers import total_variation as total_variation
 
 __all__ = sorted([
-    "AcousticForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
+    "AcousticForward", "CorrectedForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
     "TotalVariation", "approximation_error", "build_model", "prior_kind", "smoothness", "total_variation",
 ])

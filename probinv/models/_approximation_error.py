@@ -10,18 +10,23 @@ import torch
 
 from ._noise import CorrelatedGaussian, _check_positive
 
-__all__ = ["approximation_error"]
+__all__ = ["CorrectedForward", "approximation_error"]
 
 log = logging.getLogger("probinv.models")
 
 
 def approximation_error(accurate: Callable, approximate: Callable, fields: Iterable[Mapping[str, torch.Tensor]], *,
-                        sigma: float | torch.Tensor, rank: int | None = None, holdout: float = 0.2,
-                        seed: int = 0) -> CorrelatedGaussian:
-    r"""Estimate the noise model of an approximate forward operator (Kaipio & Somersalo 2007, "enhanced error model").
+                        sigma: float | torch.Tensor, rank: int | None = None, holdout: float = 0.2, seed: int = 0,
+                        features: Callable | None = None):
+    r"""Correct an approximate forward operator and model its remaining error (Kaipio & Somersalo 2007).
 
-    The error ``e(m) = accurate(m) - approximate(m)`` is evaluated on ``N`` models ``m`` (draws from the prior); its
-    sample mean becomes the offset ``loc`` and its sample covariance, truncated to the ``rank`` leading principal
+    The error ``e(m) = accurate(m) - approximate(m)`` is evaluated on ``N`` models ``m`` (draws from the prior).
+    Without ``features`` (the "enhanced error model") its sample mean becomes an offset added to ``approximate``; with
+    ``features`` (a map ``fields -> Tensor[k]``, e.g. the whitened coordinates ``prior.inverse(fields["vp"])``, the
+    "full" model) the error is regressed on them by least squares, ``e ~ c + B f(m)``, and the corrected operator is
+    ``approximate(m) + c + B f(m)``: the part of the error that moves with the model is removed instead of being
+    treated as noise independent of the model, which otherwise biases the posterior. The remaining error's sample
+    covariance, truncated to the ``rank`` leading principal
     components per shot, the low-rank factor; the variance the kept components miss is added to the diagonal with the
     measurement noise, so every datum keeps its full marginal error variance. The truncation matters: with ``N`` models
     the sample covariance has rank ``N - 1``, and keeping all of it would declare the error to be zero outside the
@@ -50,19 +55,28 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     seed : int
         Seed of the measurement-noise draw added to the held-out errors.
 
+    features : callable, optional
+        ``fields -> Tensor[k]`` (differentiable; batched fields give ``[..., k]``) to regress the error on; ``N``
+        must exceed ``k + 1``.
+
     Returns
     -------
-    CorrelatedGaussian
-        With ``loc [n_shots, *trace]``, ``cov_factor [n_shots, D, rank]``, ``cov_diag [n_shots, *trace]`` and
-        ``info`` (``samples``, ``rank``, ``kept_variance``: the fraction of the sample error variance in the factor,
-        ``holdout_scores``: held-out log-density by rank, ``seconds``: time of the forward runs).
+    forward : CorrectedForward
+        ``approximate`` plus the error's mean (and regression on ``features``); use it as the model's forward operator.
+    noise : CorrelatedGaussian
+        The remaining error plus the measurement noise: ``cov_factor [n_shots, D, rank]``, ``cov_diag
+        [n_shots, *trace]``, and ``info`` (``samples``, ``rank``, ``kept_variance``: the fraction of the sample error
+        variance in the factor, ``holdout_scores``: held-out log-density by rank, ``explained_by_features``: fraction
+        of the error's variance the regression removes, ``seconds``: time of the forward runs).
     """
     _check_positive("sigma", sigma)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ValueError(f"rank must be a positive int or None, got {rank!r}")
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
-    errors = []
+    if features is not None and not callable(features):
+        raise TypeError(f"features must be callable(fields) -> Tensor[k], got {type(features).__name__}")
+    errors, feats = [], []
     t0 = time.perf_counter()
     with torch.no_grad():
         for i, f in enumerate(fields):
@@ -73,6 +87,8 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
                 raise ValueError(f"accurate and approximate disagree on the data shape: {tuple(a.shape)} vs "
                                  f"{tuple(b.shape)}")
             errors.append((a - b.to(a.dtype)).detach())
+            if features is not None:
+                feats.append(torch.as_tensor(features(f)).detach().reshape(-1).to(a.dtype))
             if (i + 1) % 10 == 0:
                 log.info("approximation error: %d models, %.1f s", i + 1, time.perf_counter() - t0)
     n = len(errors)
@@ -81,15 +97,58 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     e = torch.stack(errors)  # [N, S, *trace]
     sig = torch.as_tensor(sigma, dtype=e.dtype, device=e.device)
     info = {"samples": n, "seconds": time.perf_counter() - t0}
+    flat = e.reshape(n, -1)
+    if features is None:
+        design = torch.ones(n, 1, dtype=e.dtype, device=e.device)
+    else:
+        design = torch.cat([torch.ones(n, 1, dtype=e.dtype, device=e.device), torch.stack(feats).to(e.device)], 1)
+        if n <= design.shape[1]:
+            raise ValueError(f"fields must hold more models ({n}) than features + 1 ({design.shape[1]}) to regress on")
+    coef = torch.linalg.lstsq(design, flat).solution  # [1 + k, S * D]
+    resid = (flat - design @ coef).reshape(e.shape)
+    centred = flat - flat.mean(0)
+    info["explained_by_features"] = 1 - float((resid**2).sum() / (centred**2).sum().clamp_min(1e-300))
+    e = resid
     if rank is None and n >= 4:
         rank, info["holdout_scores"] = _select_rank(e, sig, holdout, seed)
     elif rank is None:
         rank = n - 1
     noise, kept = _fit(e, sig, rank)
     info.update(rank=int(noise.cov_factor.shape[-1]), kept_variance=kept)
-    log.info("approximation error from %d models: rank %d keeps %.1f %% of the error variance", n, info["rank"],
-             100 * kept)
-    return CorrelatedGaussian(cov_factor=noise.cov_factor, cov_diag=noise.cov_diag, loc=noise.loc, info=info)
+    log.info("approximation error from %d models: the regression removes %.1f %% of the error variance; rank %d keeps "
+             "%.1f %% of the rest", n, 100 * info["explained_by_features"], info["rank"], 100 * kept)
+    shape = tuple(e.shape[1:])
+    forward = CorrectedForward(approximate, coef[0].reshape(shape), coef[1:].reshape((-1,) + shape), features)
+    return forward, CorrelatedGaussian(cov_factor=noise.cov_factor, cov_diag=noise.cov_diag, info=info)
+
+
+class CorrectedForward:
+    """``approximate(fields) + offset + sum_j features(fields)_j coef[j]``: an approximate forward operator corrected by
+    the mean of its error and the part of it linear in ``features`` (see :func:`approximation_error`).
+
+    ``offset [n_shots, *trace]`` and ``coef [k, n_shots, *trace]`` in data units; ``forward(fields, shots=idx)`` is
+    supported when ``approximate`` accepts ``shots``.
+    """
+
+    def __init__(self, approximate: Callable, offset: torch.Tensor, coef: torch.Tensor, features: Callable | None):
+        self.approximate, self.offset, self.coef, self.features = approximate, offset, coef, features
+        self.dt = getattr(approximate, "dt", None)
+
+    def __call__(self, fields: Mapping[str, torch.Tensor], shots: torch.Tensor | None = None) -> torch.Tensor:
+        from ._model import _accepts_shots  # noqa: PLC0415
+
+        if shots is not None and not _accepts_shots(self.approximate):
+            raise ValueError("this forward operator's approximate operator does not take shots=; build the model "
+                             "without subsample_size")
+        pred = self.approximate(fields) if shots is None else self.approximate(fields, shots=shots)
+        offset, coef = self.offset.to(pred), self.coef.to(pred)
+        if shots is not None:
+            offset, coef = offset.index_select(0, shots.to(offset.device)), coef.index_select(1, shots.to(coef.device))
+        out = pred + offset
+        if self.features is not None and coef.shape[0]:
+            f = torch.as_tensor(self.features(fields)).to(pred)  # [..., k]
+            out = out + (f @ coef.reshape(coef.shape[0], -1)).reshape(f.shape[:-1] + tuple(coef.shape[1:]))
+        return out
 
 
 def _svd(e: torch.Tensor):
