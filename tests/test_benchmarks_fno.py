@@ -35,8 +35,9 @@ def test_fno_posterior_benchmark_quick(tmp_path):
     # one thread: OpenMP threads spin-wait and crawl when another process holds a core
     res = _load("fno_posterior").main(["--quick", "--threads", "1", "--out", str(tmp_path / "fp")])
     s = res["settings"]
-    # every surrogate error term widens the Laplace posterior: it can only add noise variance
-    for key in ("conditional", "marginal", "independent"):
+    # an error term that leaves the forward map's Jacobian alone widens the Laplace posterior (it only adds noise
+    # variance); the conditional model also changes the Jacobian (the correction B z), so no such order holds for it
+    for key in ("marginal", "independent"):
         assert res[f"fno_laplace_{key}"]["std_median"] > res["fno_laplace_ignored"]["std_median"]
     # --quick: 40 draws; the rank is cross-validated on 32 of them (1, 2, 4, 8, 16 or 31)
     for key in ("conditional", "marginal"):
