@@ -26,7 +26,7 @@ Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without a
 solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS) with ``--error-model``; the same MAP
 through the finite-difference solver (the reference).
 
-Run (about 35 minutes on 1 core)::
+Run (48 minutes on 1 core at load 2-4)::
 
     OMP_NUM_THREADS=1 python3 benchmarks/fno_posterior.py --threads 1
 
