@@ -156,7 +156,8 @@ def test_laplace_is_exact_with_correlated_noise():
     post = laplace(model, map_posterior=m, rank=6)
     mean, cov = _linear_posterior(prior, fwd, noise, data)
     gauss = post.gaussian
-    dense_cov = torch.eye(6, dtype=DT) - gauss.eigvecs @ torch.diag(gauss.eigvals / (1 + gauss.eigvals)) @ gauss.eigvecs.T
+    vec, lam = gauss.eigvecs, gauss.eigvals
+    dense_cov = torch.eye(6, dtype=DT) - vec @ torch.diag(lam / (1 + lam)) @ vec.T
     # L-BFGS to its tolerance on a 6-parameter quadratic; the Hessian is assembled from exact products (rank = n)
     torch.testing.assert_close(gauss.loc, mean, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(dense_cov, cov, rtol=1e-8, atol=1e-10)

@@ -21,6 +21,7 @@ from ._regularisers import smoothness as smoothness
 from ._regularisers import total_variation as total_variation
 
 __all__ = sorted([
-    "AcousticForward", "CorrectedForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma", "SeismicModel", "Smoothness", "StudentT",
-    "TotalVariation", "approximation_error", "build_model", "prior_kind", "smoothness", "total_variation",
+    "AcousticForward", "CorrectedForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
+    "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model", "prior_kind",
+    "smoothness", "total_variation",
 ])

@@ -26,16 +26,16 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     "full" model) the error is regressed on them by least squares, ``e ~ c + B f(m)``, and the corrected operator is
     ``approximate(m) + c + B f(m)``: the part of the error that moves with the model is removed instead of being
     treated as noise independent of the model, which otherwise biases the posterior. The remaining error's sample
-    covariance, truncated to the ``rank`` leading principal
-    components per shot, the low-rank factor; the variance the kept components miss is added to the diagonal with the
-    measurement noise, so every datum keeps its full marginal error variance. The truncation matters: with ``N`` models
-    the sample covariance has rank ``N - 1``, and keeping all of it would declare the error to be zero outside the
-    span of ``N`` samples (in a data space of 10^4-10^5 values), which makes the posterior overconfident again.
-    With ``rank=None`` the rank is chosen by cross-validation: fits on the first ``1 - holdout`` of the models, for
-    ranks 1, 2, 4, ..., are scored by the Gaussian log-density of the held-out models' errors (plus a draw of the
-    measurement noise), and the best rank is refitted on all models. Use the result as the ``noise`` of
-    :func:`probinv.models.build_model` with ``approximate`` as the forward operator: the likelihood then accounts for
-    the surrogate's error *and* its correlation in time and space, which an independent per-sample error does not.
+    covariance, truncated to the ``rank`` leading principal components per shot, becomes the low-rank factor of a
+    :class:`CorrelatedGaussian`; the variance the kept components miss is added to its diagonal with the measurement
+    noise, so every datum keeps its full marginal error variance. The truncation matters: with ``N`` models the sample
+    covariance has rank ``N - 1``, and keeping all of it would declare the error to be zero outside the span of ``N``
+    samples (in a data space of 10^4-10^5 values), which makes the posterior overconfident again. With ``rank=None``
+    the rank is chosen by cross-validation: fits on the first ``1 - holdout`` of the models, for ranks 1, 2, 4, ...,
+    are scored by the Gaussian log-density of the held-out models' errors (plus a draw of the measurement noise), and
+    the best rank is refitted on all models. Build the model with the returned operator and noise model: the
+    likelihood then accounts for the surrogate's error *and* its correlation in time and space, which an independent
+    per-sample error does not.
 
     Parameters
     ----------
@@ -54,7 +54,6 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         Fraction of the models held out for the rank selection (0 < holdout < 1).
     seed : int
         Seed of the measurement-noise draw added to the held-out errors.
-
     features : callable, optional
         ``fields -> Tensor[k]`` (differentiable; batched fields give ``[..., k]``) to regress the error on; ``N``
         must exceed ``k + 1``.

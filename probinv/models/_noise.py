@@ -138,15 +138,14 @@ class StudentT:
         return dist.StudentT(df, pred, scale).to_event(n_data_dims - 1)
 
 
-
 def check_noise_data(noise, data: torch.Tensor) -> None:
     """Raise ValueError when a tensor parameter of ``noise`` does not fit the data ``[n_shots, ...]``."""
     if isinstance(noise, CorrelatedGaussian):
         d = int(math.prod(data.shape[1:]))
         w = noise.cov_factor
         if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
-            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: expected "
-                             f"[{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
+            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: "
+                             f"expected [{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
     for name in ("sigma", "scale", "cov_diag", "loc"):
         value = getattr(noise, name, None)
         if isinstance(value, torch.Tensor):
@@ -189,8 +188,9 @@ class CorrelatedGaussian:
     info : dict, optional
         Provenance (what :func:`approximation_error` measured); not used in the likelihood.
 
-    Log-density cost per shot is O(D r^2) (Woodbury); :meth:`whiten` applies ``C^{-1/2}`` for the Gauss-Newton Hessian
-    of :func:`probinv.inference.laplace`.
+    One SVD per dtype / device / shot subset is cached; a log-density then costs O(D r) per shot, and
+    :meth:`whitener` applies ``M`` with ``M^T M = C^{-1}`` for the Gauss-Newton Hessian of
+    :func:`probinv.inference.laplace`.
     """
 
     cov_factor: torch.Tensor
@@ -291,7 +291,8 @@ class _LowRankGaussian(dist.TorchDistribution):
     def log_prob(self, value):
         y = _whiten(value - self.mean_, self.trace, self.isd, self.u, self.shrink)
         d = self.isd.shape[-1]
-        return -0.5 * (_flat_trace(y, len(self.trace)) ** 2).sum(-1) - 0.5 * self.logdet - 0.5 * d * math.log(2 * math.pi)
+        quad = (_flat_trace(y, len(self.trace)) ** 2).sum(-1)
+        return -0.5 * quad - 0.5 * self.logdet - 0.5 * d * math.log(2 * math.pi)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = torch.Size(sample_shape) + self.batch_shape
