@@ -137,6 +137,51 @@ class FNOFrames:
         return self.op({"vp": fields["vp"].float()}).to(fields["vp"].dtype)
 
 
+def setup(modes: int, checkpoint: str | None = None):
+    """The FNO (shipped, or ``checkpoint``), its simulation settings and the whitened, bounded von Karman prior."""
+    sur = load_pretrained(path=checkpoint) if checkpoint else load_pretrained()
+    for p in sur.parameters():
+        p.requires_grad_(False)
+    cfg = SimulationConfig.from_dict(sur.config["simulation"]) if "simulation" in sur.config else SimulationConfig()
+    prior = WhitenedField((64, 64), cfg.dx, covariance="von_karman", hurst=0.5, a_z=1600.0, a_x=1600.0,
+                          mean=3000.0, std=150.0, n_modes=modes, bounds=(2400.0, 3600.0), dtype=DT)
+    return sur, cfg, prior
+
+
+def calibration_truths(prior, fd, sigma_data: float, n: int, seed: int):
+    """The ``n`` calibration truths drawn from the prior and their noisy solver data, ``(truth, data)`` pairs (the
+    same sequence for every script that passes the same ``seed``)."""
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    for _ in range(n):
+        truth = prior(torch.randn(prior.latent_dim, generator=gen, dtype=DT))
+        with torch.no_grad():
+            d = fd({"vp": truth})
+        yield truth, d + sigma_data * torch.randn(d.shape, generator=gen, dtype=DT)
+
+
+def laplace_coverage(model, truth, map_steps: int, rank: int, seed: int) -> dict:
+    """MAP + Laplace of ``model``: the fraction of pixels of ``truth`` in the 50 % / 90 % intervals, and the rel. L2."""
+    mp = map(model, optimizer="lbfgs", num_steps=map_steps, lr=1.0)
+    lp = laplace(model, map_posterior=mp, rank=rank, num_samples=2000, seed=seed)
+    cov = diagnostics.coverage(lp.samples["vp"], truth)
+    return {"coverage_50": cov[0.5], "coverage_90": cov[0.9],
+            "rel_l2": float((lp.mean("vp") - truth).norm() / truth.norm())}
+
+
+def summarise(runs: list) -> dict:
+    """Mean and standard error over truths of each ``laplace_coverage`` entry."""
+    out = {}
+    for q in ("coverage_50", "coverage_90", "rel_l2"):
+        vals = np.array([r[q] for r in runs])
+        out[q] = {"mean": float(vals.mean()),
+                  "stderr": float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None}
+    return out
+
+
+def mean_se(x: dict) -> str:
+    return f"{x['mean']:.3f}" + (f" ± {x['stderr']:.3f}" if x["stderr"] is not None else "")
+
+
 def _stats(post, truth) -> dict:
     mean, std = post.mean("vp"), post.std("vp")
     cov = diagnostics.coverage(post.samples["vp"], truth)
@@ -180,12 +225,7 @@ def main(argv=None) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     t_all = time.perf_counter()
 
-    sur = load_pretrained(path=args.checkpoint) if args.checkpoint else load_pretrained()
-    for p in sur.parameters():
-        p.requires_grad_(False)
-    cfg = SimulationConfig.from_dict(sur.config["simulation"]) if "simulation" in sur.config else SimulationConfig()
-    prior = WhitenedField((64, 64), cfg.dx, covariance="von_karman", hurst=0.5, a_z=1600.0, a_x=1600.0,
-                          mean=3000.0, std=150.0, n_modes=args.modes, bounds=(2400.0, 3600.0), dtype=DT)
+    sur, cfg, prior = setup(args.modes, args.checkpoint)
     z_true = torch.randn(args.modes, generator=torch.Generator().manual_seed(args.seed), dtype=DT)
     truth = prior(z_true)
     src, rec = sources(args.sources), receivers(args.receiver_step)
@@ -285,30 +325,16 @@ def main(argv=None) -> dict:
     # calibration: coverage of the Laplace posterior (Laplace ~ NUTS here, see the std ratios) over further truths
     # drawn from the prior, with the same error models (estimated once, as a user would) and noise level
     runs = {k: [] for k in variants}
-    gen_t = torch.Generator().manual_seed(20_000 + args.seed)
     t = time.perf_counter()
-    for i in range(args.calibration_truths):
-        tr = prior(torch.randn(args.modes, generator=gen_t, dtype=DT))
-        with torch.no_grad():
-            d = fd({"vp": tr})
-        d = d + sigma_data * torch.randn(d.shape, generator=gen_t, dtype=DT)
+    for i, (tr, d) in enumerate(calibration_truths(prior, fd, sigma_data, args.calibration_truths, args.seed)):
         for key, (fwd_i, noise_i, joint) in variants.items():
             mod = build_model({"vp": prior}, fwd_i, d.reshape(1, -1, d.shape[-1]) if joint else d, noise=noise_i)
-            mp = map(mod, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
-            lp = laplace(mod, map_posterior=mp, rank=args.modes, num_samples=2000, seed=i)
-            cov = diagnostics.coverage(lp.samples["vp"], tr)
-            runs[key].append({"coverage_50": cov[0.5], "coverage_90": cov[0.9],
-                              "rel_l2": float((lp.mean("vp") - tr).norm() / tr.norm())})
+            runs[key].append(laplace_coverage(mod, tr, args.map_steps, args.modes, seed=i))
         log.info("calibration truth %d/%d: %s", i + 1, args.calibration_truths, {k: v[-1] for k, v in runs.items()})
     res["calibration"] = {"truths": args.calibration_truths, "seconds": time.perf_counter() - t, "runs": runs}
     for key, rr in runs.items():
         if rr:
-            summ = {}
-            for q in ("coverage_50", "coverage_90", "rel_l2"):
-                vals = np.array([r[q] for r in rr])
-                summ[q] = {"mean": float(vals.mean()),
-                           "stderr": float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None}
-            res["calibration"][key] = summ
+            res["calibration"][key] = summarise(rr)
     res["seconds_total"] = time.perf_counter() - t_all
     res["load_average_after"] = os.getloadavg()
 
@@ -342,7 +368,8 @@ def main(argv=None) -> dict:
     for label, e, sd, c5, c9, sec in rows:
         lines.append(f"| {label} | {e:.4f} | {f(sd, '.1f')} | {f(c5, '.2f')} | {f(c9, '.2f')} | {f(sec, '.0f')} |")
     lines += ["", f"NUTS ({args.nuts_chains} chains x {args.nuts_samples} draws, {args.nuts_warmup} warm-up): "
-              f"r-hat max {n['rhat_max_vp']:.3f} (pixels), {n['rhat_max_z']:.3f} (latent); min bulk ESS {n['ess_min_z']:.0f}; "
+              f"r-hat max {n['rhat_max_vp']:.3f} (pixels), {n['rhat_max_z']:.3f} (latent); "
+              f"min bulk ESS {n['ess_min_z']:.0f}; "
               f"{n['divergences']} divergences; mean tree depth {n['mean_tree_depth']:.2f}; {n['n_gradients']} "
               f"gradients.  ",
               f"FNO posterior mean vs FD MAP: rel. L2 {n['rel_l2_mean_vs_fd_map']:.4f}; the FD MAP lies within 2 "
@@ -351,16 +378,14 @@ def main(argv=None) -> dict:
               f"{n['laplace_over_nuts_std_median']:.2f}.", ""]
     cal = res["calibration"]
     if cal["truths"]:
-        def g(x):
-            return f"{x['mean']:.3f}" + (f" ± {x['stderr']:.3f}" if x["stderr"] is not None else "")
-
-        lines += [f"Laplace calibration over {cal['truths']} further truths drawn from the prior (mean ± standard error "
-                  f"over truths; {cal['seconds']:.0f} s):", "",
+        lines += [f"Laplace calibration over {cal['truths']} further truths drawn from the prior (mean ± standard "
+                  f"error over truths; {cal['seconds']:.0f} s):", "",
                   "| surrogate error model | truth in 50 % CI | truth in 90 % CI | rel. L2 (mean vs truth) |",
                   "|---|---|---|---|"]
         for key, label in LABELS.items():
             c = cal[key]
-            lines.append(f"| {label} | {g(c['coverage_50'])} | {g(c['coverage_90'])} | {g(c['rel_l2'])} |")
+            lines.append(f"| {label} | {mean_se(c['coverage_50'])} | {mean_se(c['coverage_90'])} | "
+                         f"{mean_se(c['rel_l2'])} |")
         lines.append("")
     write_text_atomic(args.out + ".json", json.dumps(res, indent=1))
     write_text_atomic(args.out + ".md", "\n".join(lines))

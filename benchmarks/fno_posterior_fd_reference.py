@@ -18,20 +18,15 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from probinv import diagnostics  # noqa: E402
 from probinv._files import write_text_atomic  # noqa: E402
-from probinv.fields import WhitenedField  # noqa: E402
-from probinv.inference import laplace, map  # noqa: E402
 from probinv.models import Gaussian, build_model  # noqa: E402
-from probinv.surrogate import load_pretrained  # noqa: E402
-from probinv.surrogate.data import SimulationConfig  # noqa: E402
-from fno_posterior import RESULTS, DT, FDFrames, receivers, sources  # noqa: E402
+from fno_posterior import (RESULTS, DT, FDFrames, calibration_truths, laplace_coverage, mean_se,  # noqa: E402
+                           receivers, setup, sources, summarise)
 
 log = logging.getLogger("benchmarks.fno_posterior_fd_reference")
 
@@ -50,45 +45,26 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.simplefilter("ignore", UserWarning)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    sur = load_pretrained()  # only for its simulation settings (the solver frames the network was trained on)
-    cfg = SimulationConfig.from_dict(sur.config["simulation"]) if "simulation" in sur.config else SimulationConfig()
-    prior = WhitenedField((64, 64), cfg.dx, covariance="von_karman", hurst=0.5, a_z=1600.0, a_x=1600.0,
-                          mean=3000.0, std=150.0, n_modes=args.modes, bounds=(2400.0, 3600.0), dtype=DT)
+    _, cfg, prior = setup(args.modes)  # the network only for its simulation settings
     fd = FDFrames(sources(args.sources), receivers(args.receiver_step), cfg)
     # the same sigma_data as fno_posterior.py: noise x the peak of the first truth's clean data
     z_true = torch.randn(args.modes, generator=torch.Generator().manual_seed(args.seed), dtype=DT)
     with torch.no_grad():
         sigma_data = args.noise * float(fd({"vp": prior(z_true)}).abs().max())
-    gen_t = torch.Generator().manual_seed(20_000 + args.seed)  # the calibration truths of fno_posterior.py
     runs, t0 = [], time.perf_counter()
-    for i in range(args.truths):
-        tr = prior(torch.randn(args.modes, generator=gen_t, dtype=DT))
-        with torch.no_grad():
-            d = fd({"vp": tr})
-        d = d + sigma_data * torch.randn(d.shape, generator=gen_t, dtype=DT)
+    for i, (tr, d) in enumerate(calibration_truths(prior, fd, sigma_data, args.truths, args.seed)):
         mod = build_model({"vp": prior}, fd, d, noise=Gaussian(sigma_data))
-        mp = map(mod, optimizer="lbfgs", num_steps=args.map_steps, lr=1.0)
-        lp = laplace(mod, map_posterior=mp, rank=args.modes, num_samples=2000, seed=i)
-        cov = diagnostics.coverage(lp.samples["vp"], tr)
-        runs.append({"coverage_50": cov[0.5], "coverage_90": cov[0.9],
-                     "rel_l2": float((lp.mean("vp") - tr).norm() / tr.norm())})
+        runs.append(laplace_coverage(mod, tr, args.map_steps, args.modes, seed=i))
         log.info("truth %d/%d: %s", i + 1, args.truths, runs[-1])
-    summ = {}
-    for q in ("coverage_50", "coverage_90", "rel_l2"):
-        vals = np.array([r[q] for r in runs])
-        summ[q] = {"mean": float(vals.mean()), "stderr": float(vals.std(ddof=1) / np.sqrt(len(vals)))
-                   if len(vals) > 1 else None}
+    summ = summarise(runs)
     res = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
            "settings": vars(args), "sigma_data": sigma_data, "seconds": time.perf_counter() - t0, "runs": runs,
            "summary": summ}
 
-    def g(x):
-        return f"{x['mean']:.3f}" + (f" ± {x['stderr']:.3f}" if x["stderr"] is not None else "")
-
     md = "\n".join(["# FD Laplace reference for the FNO posterior calibration", "", f"Command: `{res['command']}`", "",
                     "| forward | truths | truth in 50 % CI | truth in 90 % CI | rel. L2 |", "|---|---|---|---|---|",
-                    f"| finite differences | {args.truths} | {g(summ['coverage_50'])} | {g(summ['coverage_90'])} | "
-                    f"{g(summ['rel_l2'])} |", ""])
+                    f"| finite differences | {args.truths} | {mean_se(summ['coverage_50'])} | {mean_se(summ['coverage_90'])} | "
+                    f"{mean_se(summ['rel_l2'])} |", ""])
     write_text_atomic(args.out + ".json", json.dumps(res, indent=1))
     write_text_atomic(args.out + ".md", md)
     print(md)
