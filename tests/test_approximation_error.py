@@ -256,3 +256,99 @@ def test_errors():
     with pytest.raises(ValueError, match="holdout"):
         approximation_error(fwd, fwd, [], sigma=0.1, holdout=1.5)
     assert isinstance(Gaussian(1.0), Gaussian)
+
+
+# ------------------------------------------------------------------------------------- sensitivity calibration
+_DC, _KC, _SIGC = 40, 2, 0.01  # data values, latent coordinates, measurement noise of the calibration tests
+
+
+def _sin_problem():
+    """``F(z) = sin(W z + b)``, one shot of 40 values, 2 latent coordinates: the sensitivity ``d F / d z`` turns with
+    ``z`` over the prior, so an error along it is spread over many directions marginally but not at any one model."""
+    g = torch.Generator().manual_seed(0)
+    w = 2.0 * torch.randn(_DC, _KC, generator=g, dtype=DT)
+    b = 6.28 * torch.rand(_DC, generator=g, dtype=DT)
+
+    def forward(f):
+        return torch.sin(f["vp"] @ w.T + b).reshape(f["vp"].shape[:-1] + (1, _DC))
+
+    return forward, g
+
+
+def _linearised_coverage(accurate, fwd, noise, n=300, seed=5):
+    """Fraction of the latent coordinates of ``n`` truths ``z ~ N(0, I)`` inside the 90 % interval of the
+    Gauss-Newton posterior linearised at the truth (``H = J~^T J~ + I``, ``J~ = M J``, ``M^T M = C^{-1}``), with data
+    from ``accurate`` plus noise: the quantity the calibration targets, computed here with autograd Jacobians and
+    the noise model's own whitener, independently of the code under test."""
+    g = torch.Generator().manual_seed(seed)
+    whiten = noise.whitener(torch.zeros(1, _DC, dtype=DT))
+    inside = []
+    for _ in range(n):
+        z = torch.randn(_KC, generator=g, dtype=DT)
+        y = accurate({"vp": z}) + _SIGC * torch.randn(1, _DC, generator=g, dtype=DT)
+        jac = torch.autograd.functional.jacobian(lambda zz: fwd({"vp": zz}).reshape(-1), z)  # [D, K]
+        jt = whiten(jac.T.reshape(_KC, 1, _DC)).reshape(_KC, _DC).T
+        h_inv = torch.linalg.inv(jt.T @ jt + torch.eye(_KC, dtype=DT))
+        mean = z + h_inv @ (jt.T @ whiten(y - fwd({"vp": z})).reshape(-1) - z)
+        inside.append(((mean - z).abs() < 1.6449 * h_inv.diagonal().sqrt()).double())
+    return float(torch.stack(inside).mean())
+
+
+def test_calibration_inflates_an_error_along_the_sensitivities_to_nominal_coverage():
+    """The accurate operator is the approximate one at a shifted model, ``F(z + delta(z))`` with ``delta`` a
+    deterministic but erratic function of ``z`` (no linear trend to regress), so the error ~ ``J(z) delta(z)`` lies
+    along the sensitivities at every model. The fitted Gaussian has the right variance per datum (full rank here)
+    but puts only a fraction of it along ``J(z)``: the linearised posterior covers the truth far less than 90 %.
+    The held-out sensitivity chi2 inflates the covariance; coverage is then nominal within 0.05 (300 truths x 2
+    coordinates, binomial standard error ~0.015, plus the finite held-out estimate of alpha)."""
+    forward, g = _sin_problem()
+
+    def accurate(f):
+        z = f["vp"]
+        shift = 0.1 * torch.stack([torch.sin(97 * z[..., 0] + 31 * z[..., 1]),
+                                   torch.cos(53 * z[..., 0] - 71 * z[..., 1])], -1)
+        return forward({"vp": z + shift})
+
+    fields = [{"vp": torch.randn(_KC, generator=g, dtype=DT)} for _ in range(300)]
+    kw = dict(sigma=_SIGC, features=lambda f: f["vp"])
+    fwd0, plain = approximation_error(accurate, forward, fields, **kw)
+    fwd1, calibrated = approximation_error(accurate, forward, fields, calibrate=lambda z: {"vp": z}, **kw)
+    info = calibrated.info
+    assert len(info["sensitivity_chi2"]) == 60 and info["inflation"] > 4
+    assert info["inflation"] == pytest.approx(np.mean(info["sensitivity_chi2"]))
+    torch.testing.assert_close(calibrated.cov_diag, plain.cov_diag * info["inflation"])
+    torch.testing.assert_close(fwd1.coef, fwd0.coef)  # the correction itself is unchanged
+    assert _linearised_coverage(accurate, fwd0, plain) < 0.5
+    assert _linearised_coverage(accurate, fwd1, calibrated) == pytest.approx(0.9, abs=0.05)
+
+
+def test_calibration_leaves_a_well_specified_error_model_alone():
+    """An error independent of the model, Gaussian with a rank-2 covariance: the fitted noise model is right, the
+    held-out sensitivity chi2 / k averages 1 (60 held-out models x k = 2: standard error 0.13), so alpha stays
+    below 1.4 (3 standard errors) and the coverage stays nominal."""
+    forward, g = _sin_problem()
+    basis = torch.randn(_DC, 2, generator=g, dtype=DT) * 0.05
+    fields = [{"vp": torch.randn(_KC, generator=g, dtype=DT), "w": torch.randn(2, generator=g, dtype=DT)}
+              for _ in range(300)]
+
+    def accurate(f):
+        w = f["w"] if "w" in f else torch.randn(2, generator=g, dtype=DT)
+        return forward(f) + (basis @ w).reshape(1, _DC)
+
+    fwd, noise = approximation_error(accurate, forward, fields, sigma=_SIGC, features=lambda f: f["vp"],
+                                     calibrate=lambda z: {"vp": z})
+    assert 1.0 <= noise.info["inflation"] < 1.4
+    assert np.mean(noise.info["sensitivity_chi2"]) == pytest.approx(1.0, abs=0.4)
+    assert _linearised_coverage(accurate, fwd, noise) == pytest.approx(0.9, abs=0.05)
+
+
+def test_calibration_errors():
+    forward, g = _sin_problem()
+    fields = [{"vp": torch.randn(_KC, generator=g, dtype=DT)} for _ in range(6)]
+    with pytest.raises(ValueError, match="calibrate needs features"):
+        approximation_error(forward, forward, fields, sigma=0.1, calibrate=lambda z: {"vp": z})
+    with pytest.raises(TypeError, match="calibrate must be callable"):
+        approximation_error(forward, forward, fields, sigma=0.1, features=lambda f: f["vp"], calibrate=3)
+    with pytest.raises(ValueError, match="calibrate needs more models"):
+        approximation_error(forward, forward, fields[:4], sigma=0.1, features=lambda f: f["vp"],
+                            calibrate=lambda z: {"vp": z})

@@ -17,7 +17,7 @@ log = logging.getLogger("probinv.models")
 
 def approximation_error(accurate: Callable, approximate: Callable, fields: Iterable[Mapping[str, torch.Tensor]], *,
                         sigma: float | torch.Tensor, rank: int | None = None, holdout: float = 0.2, seed: int = 0,
-                        features: Callable | None = None):
+                        features: Callable | None = None, calibrate: Callable | None = None):
     r"""Correct an approximate forward operator and model its remaining error (Kaipio & Somersalo 2007).
 
     The error ``e(m) = accurate(m) - approximate(m)`` is evaluated on ``N`` models ``m`` (draws from the prior).
@@ -36,6 +36,19 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     the best rank is refitted on all models. Build the model with the returned operator and noise model: the
     likelihood then accounts for the surrogate's error *and* its correlation in time and space, which an independent
     per-sample error does not.
+
+    A Gaussian that fits the error's variance datum by datum can still be overconfident where it matters: the part of
+    the error the model cannot explain may look like a change of the model (a surrogate's travel-time error is shaped
+    like the sensitivity to velocity), and then it shifts the posterior by more than the posterior width. With
+    ``calibrate`` (the inverse of ``features``, ``f -> fields``) this is measured and corrected on the held-out
+    models: with the regression and the covariance fitted on the other models, each held-out model's residual ``r``
+    (error plus a draw of the measurement noise) is whitened, ``M r`` with ``M^T M = C^{-1}``, and projected onto the
+    ``k`` whitened sensitivities ``M J``, ``J = d forward / d f`` at that model. The projection's squared norm is
+    ``chi2_k`` under the noise model; for a linearised inversion it is exactly the squared Mahalanobis length of the
+    error's shift of the posterior mean. The whole covariance (factor and diagonal) is multiplied by
+    ``alpha = max(1, mean(|P M r|^2) / k)``, so that on held-out models the shift is as large as the posterior width
+    says, never narrower than fitted. Cost: ``k`` Jacobian-vector products of ``approximate`` (double backward) per
+    held-out model.
 
     Parameters
     ----------
@@ -57,6 +70,10 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
     features : callable, optional
         ``fields -> Tensor[k]`` (differentiable; batched fields give ``[..., k]``) to regress the error on; ``N``
         must exceed ``k + 1``.
+    calibrate : callable, optional
+        ``Tensor[k] -> fields``, the inverse of ``features`` (e.g. ``lambda z: {"vp": prior(z)}``, differentiable):
+        scale the covariance by the held-out sensitivity chi2 described above (needs ``features`` and ``N >= k + 4``
+        so that the held-out models leave ``k + 2`` for the fit).
 
     Returns
     -------
@@ -66,7 +83,9 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         The remaining error plus the measurement noise: ``cov_factor [n_shots, D, rank]``, ``cov_diag
         [n_shots, *trace]``, and ``info`` (``samples``, ``rank``, ``kept_variance``: the fraction of the sample error
         variance in the factor, ``holdout_scores``: held-out log-density by rank, ``explained_by_features``: fraction
-        of the error's variance the regression removes, ``seconds``: time of the forward runs).
+        of the error's variance the regression removes, ``seconds``: time of the forward runs; with ``calibrate``
+        also ``inflation``: alpha, ``sensitivity_chi2``: ``|P M r|^2 / k`` per held-out model,
+        ``calibration_seconds``).
     """
     _check_positive("sigma", sigma)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -75,6 +94,10 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
     if features is not None and not callable(features):
         raise TypeError(f"features must be callable(fields) -> Tensor[k], got {type(features).__name__}")
+    if calibrate is not None and not callable(calibrate):
+        raise TypeError(f"calibrate must be callable(Tensor[k]) -> fields, got {type(calibrate).__name__}")
+    if calibrate is not None and features is None:
+        raise ValueError("calibrate needs features (it is their inverse: the sensitivities are d forward / d features)")
     errors, feats = [], []
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -114,6 +137,13 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         rank = n - 1
     noise, kept = _fit(e, sig, rank)
     info.update(rank=int(noise.cov_factor.shape[-1]), kept_variance=kept)
+    if calibrate is not None:
+        t1 = time.perf_counter()
+        alpha, chi2 = _sensitivity_inflation(approximate, calibrate, design, flat, e.shape, sig, rank, holdout, seed)
+        info.update(inflation=alpha, sensitivity_chi2=chi2, calibration_seconds=time.perf_counter() - t1)
+        log.info("approximation error: held-out sensitivity chi2/k median %.2f, mean %.2f -> covariance x %.2f",
+                 float(torch.tensor(chi2).median()), sum(chi2) / len(chi2), alpha)
+        noise = CorrelatedGaussian(cov_factor=noise.cov_factor * math.sqrt(alpha), cov_diag=noise.cov_diag * alpha)
     log.info("approximation error from %d models: the regression removes %.1f %% of the error variance; rank %d keeps "
              "%.1f %% of the rest", n, 100 * info["explained_by_features"], info["rank"], 100 * kept)
     shape = tuple(e.shape[1:])
@@ -175,7 +205,7 @@ def _select_rank(e: torch.Tensor, sig: torch.Tensor, holdout: float, seed: int):
     """The rank whose fit on the first models best predicts the held-out ones (mean Gaussian log-density of the
     held-out errors plus a fixed draw of the measurement noise: the residuals the likelihood will see)."""
     n = e.shape[0]
-    n_test = min(max(1, round(holdout * n)), n - 3)
+    n_test = _split(n, holdout)
     train, test = e[: n - n_test], e[n - n_test:]
     gen = torch.Generator(device=e.device).manual_seed(seed)
     test = test + sig * torch.randn(test.shape, generator=gen, dtype=e.dtype, device=e.device)
@@ -195,3 +225,55 @@ def _select_rank(e: torch.Tensor, sig: torch.Tensor, holdout: float, seed: int):
     log.info("approximation error: held-out log-density by rank %s -> rank %d",
              {k: round(v, 1) for k, v in scores.items()}, best)
     return best, scores
+
+
+def _split(n: int, holdout: float) -> int:
+    """Number of held-out models (the last ones), leaving at least 3 for the fit."""
+    return min(max(1, round(holdout * n)), n - 3)
+
+
+def _jacobian(f: Callable, x: torch.Tensor) -> torch.Tensor:
+    """``d f / d x`` at ``x [k]`` as ``[numel(f(x)), k]``, by ``k`` Jacobian-vector products through the double
+    backward (one forward and one differentiable backward shared)."""
+    with torch.enable_grad():
+        xx = x.detach().clone().requires_grad_(True)
+        y = f(xx).reshape(-1)
+        u = torch.zeros_like(y, requires_grad=True)
+        (g,) = torch.autograd.grad(y, xx, u, create_graph=True)
+        cols = [torch.autograd.grad(g, u, v, retain_graph=True)[0] for v in torch.eye(x.numel(), dtype=g.dtype,
+                                                                                        device=g.device)]
+    return torch.stack(cols, -1).detach()
+
+
+def _sensitivity_inflation(approximate, calibrate, design, flat, shape, sig, rank, holdout, seed):
+    """Held-out chi2 of the residuals projected on the whitened sensitivities (see :func:`approximation_error`):
+    the covariance scale ``alpha >= 1`` and the per-model ``chi2 / k``."""
+    n, k = design.shape[0], design.shape[1] - 1
+    n_test = _split(n, holdout)
+    n_fit = n - n_test
+    if n_fit <= k + 1:
+        raise ValueError(f"calibrate needs more models: {n} leave {n_fit} for the fit after holding out {n_test}, "
+                         f"at least features + 2 = {k + 2} are needed")
+    coef = torch.linalg.lstsq(design[:n_fit], flat[:n_fit]).solution
+    resid = flat - design @ coef
+    noise, _ = _fit(resid[:n_fit].reshape((n_fit,) + tuple(shape[1:])), sig, rank)
+    like = torch.zeros(shape[1:], dtype=flat.dtype, device=flat.device)
+    whiten = noise.whitener(like)
+    gen = torch.Generator(device=flat.device).manual_seed(seed + 1)
+    chi2 = []
+    for i in range(n_fit, n):
+        z = design[i, 1:]
+
+        def corrected(zz):
+            out = torch.as_tensor(approximate(calibrate(zz))).to(flat.dtype)
+            return out.reshape(-1) + zz @ coef[1:]
+
+        jac = _jacobian(corrected, z)  # [D_total, k]
+        r = resid[i] + (sig * torch.randn(shape[1:], generator=gen, dtype=flat.dtype, device=flat.device)).reshape(-1)
+        mj = whiten(jac.T.reshape((k,) + tuple(shape[1:]))).reshape(k, -1).T
+        q, _ = torch.linalg.qr(mj)
+        proj = q.T @ whiten(r.reshape(shape[1:])).reshape(-1)
+        chi2.append(float(proj.square().sum()) / k)
+        log.info("approximation error: sensitivity chi2/k of held-out model %d/%d: %.2f", i - n_fit + 1, n_test,
+                 chi2[-1])
+    return max(1.0, sum(chi2) / len(chi2)), chi2
