@@ -22,7 +22,7 @@ Metrics
 
 Usage::
 
-    python benchmarks/inference.py                 # full size (< 1 h on 2 cores)
+    GOMP_SPINCOUNT=1000 python benchmarks/inference.py   # full size (59 min on 2 cores, 2 workers)
     python benchmarks/inference.py --quick         # reduced sizes (a few minutes)
     python benchmarks/inference.py --only linear
 
