@@ -29,7 +29,7 @@ Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without a
 solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS) with ``--error-model``; the same MAP
 through the finite-difference solver (the reference).
 
-Run (48 minutes on 1 core at load 2-4)::
+Run (34 minutes on 1 core at load 1)::
 
     OMP_NUM_THREADS=1 python3 benchmarks/fno_posterior.py --threads 1
 
