@@ -25,9 +25,9 @@ Problem (64 x 64 cells of 160 m, paper 1's grid):
     the network over its 200 held-out validation models (stored in the checkpoint), independent between data.
 
 Runs: MAP (L-BFGS) + Laplace through the FNO with each error model and without any (fraction of pixels whose 50 % /
-90 % intervals hold the truth, for this truth and averaged over ``--calibration-truths`` further ones); SVI (AutoMultivariateNormal, from the Laplace
-solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS) with ``--error-model``; the same MAP
-through the finite-difference solver (the reference).
+90 % intervals hold the truth, for this truth and averaged over ``--calibration-truths`` further ones); SVI
+(AutoMultivariateNormal, from the Laplace solution) and NUTS (Laplace-preconditioned, 2 chains, ArviZ r-hat / ESS)
+with ``--error-model``; the same MAP through the finite-difference solver (the reference).
 
 Run (34 minutes on 1 core at load 1)::
 
@@ -209,20 +209,26 @@ def _stats(post, truth) -> dict:
             "coverage_50": cov[0.5], "coverage_90": cov[0.9]}
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="FNO checkpoint (default: the shipped one)")
+def add_problem_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that define the problem (prior, acquisition, noise, truth) and its MAP, shared with
+    ``fno_posterior_fd_reference.py`` so that both scripts invert the same truths."""
     ap.add_argument("--modes", type=int, default=24, help="kept prior modes (latent dimension)")
     ap.add_argument("--sources", type=int, default=4)
     ap.add_argument("--receiver-step", type=int, default=4)
     ap.add_argument("--noise", type=float, default=0.01, help="data noise std relative to the peak amplitude")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--map-steps", type=int, default=60)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="FNO checkpoint (default: the shipped one)")
+    add_problem_arguments(ap)
     ap.add_argument("--nuts-samples", type=int, default=300)
     ap.add_argument("--nuts-warmup", type=int, default=150)
     ap.add_argument("--nuts-chains", type=int, default=2)
     ap.add_argument("--max-tree-depth", type=int, default=6)
     ap.add_argument("--svi-steps", type=int, default=400)
-    ap.add_argument("--map-steps", type=int, default=60)
     ap.add_argument("--error-model", choices=["calibrated", "conditional", "marginal", "independent"],
                     default="calibrated",
                     help="surrogate-error model used by SVI and NUTS")
@@ -284,8 +290,9 @@ def main(argv=None) -> dict:
                           "error_mean_rms": float(fwd_m.offset.pow(2).mean().sqrt())}
     log.info("error models: %s", res["error_model"])
     joint_data = data.reshape(1, -1, data.shape[-1])
-    variants = {"calibrated": (fwd_c, noise_k, True), "conditional": (fwd_c, noise_c, True), "marginal": (fwd_m, noise_m, True),
-                "independent": (fno, Gaussian(sigma_total), False), "ignored": (fno, Gaussian(sigma_data), False)}
+    variants = {"calibrated": (fwd_c, noise_k, True), "conditional": (fwd_c, noise_c, True),
+                "marginal": (fwd_m, noise_m, True), "independent": (fno, Gaussian(sigma_total), False),
+                "ignored": (fno, Gaussian(sigma_data), False)}
     models = {k: build_model({"vp": prior}, f_, joint_data if j else data, noise=n_) for k, (f_, n_, j) in
               variants.items()}
     model_fno = models[args.error_model]
@@ -384,8 +391,8 @@ def main(argv=None) -> dict:
              f"{args.error_samples} prior draws ({res['error_model']['seconds']:.0f} s): the regression on the latent "
              f"coordinates removes {100 * res['error_model']['conditional']['explained_by_features']:.0f} % of the "
              f"error variance; cross-validated rank {res['error_model']['conditional']['rank']} (conditional) and "
-             f"{res['error_model']['marginal']['rank']} (marginal); the sensitivity calibration scales the covariance by "
-             f"{res['error_model']['calibrated']['inflation']:.2f} (held-out chi2 / k median "
+             f"{res['error_model']['marginal']['rank']} (marginal); the sensitivity calibration scales the covariance "
+             f"by {res['error_model']['calibrated']['inflation']:.2f} (held-out chi2 / k median "
              f"{np.median(res['error_model']['calibrated']['sensitivity_chi2']):.2f}). Load "
              f"{res['load_average_before'][0]:.2f} / {res['load_average_after'][0]:.2f}.", "",
              "| method | rel. L2 (mean vs truth) | median std (m/s) | truth in 50 % CI | truth in 90 % CI | s |",

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.models import Gaussian, build_model  # noqa: E402
-from fno_posterior import (RESULTS, DT, FDFrames, calibration_truths, laplace_coverage, mean_se,  # noqa: E402
-                           receivers, setup, sources, summarise)
+from fno_posterior import (RESULTS, DT, FDFrames, add_problem_arguments, calibration_truths,  # noqa: E402
+                           laplace_coverage, mean_se, receivers, setup, sources, summarise)
 
 log = logging.getLogger("benchmarks.fno_posterior_fd_reference")
 
@@ -34,12 +34,7 @@ log = logging.getLogger("benchmarks.fno_posterior_fd_reference")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--truths", type=int, default=10)
-    ap.add_argument("--modes", type=int, default=24)
-    ap.add_argument("--sources", type=int, default=4)
-    ap.add_argument("--receiver-step", type=int, default=4)
-    ap.add_argument("--noise", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--map-steps", type=int, default=60)
+    add_problem_arguments(ap)
     ap.add_argument("--out", default=os.path.join(RESULTS, "fno_posterior_fd_reference"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -63,8 +58,8 @@ def main(argv=None) -> dict:
 
     md = "\n".join(["# FD Laplace reference for the FNO posterior calibration", "", f"Command: `{res['command']}`", "",
                     "| forward | truths | truth in 50 % CI | truth in 90 % CI | rel. L2 |", "|---|---|---|---|---|",
-                    f"| finite differences | {args.truths} | {mean_se(summ['coverage_50'])} | {mean_se(summ['coverage_90'])} | "
-                    f"{mean_se(summ['rel_l2'])} |", ""])
+                    f"| finite differences | {args.truths} | {mean_se(summ['coverage_50'])} | "
+                    f"{mean_se(summ['coverage_90'])} | {mean_se(summ['rel_l2'])} |", ""])
     write_text_atomic(args.out + ".json", json.dumps(res, indent=1))
     write_text_atomic(args.out + ".md", md)
     print(md)

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import logging
+import multiprocessing
 import os
 import sys
 import time

@@ -233,16 +233,12 @@ def _split(n: int, holdout: float) -> int:
 
 
 def _jacobian(f: Callable, x: torch.Tensor) -> torch.Tensor:
-    """``d f / d x`` at ``x [k]`` as ``[numel(f(x)), k]``, by ``k`` Jacobian-vector products through the double
-    backward (one forward and one differentiable backward shared)."""
-    with torch.enable_grad():
-        xx = x.detach().clone().requires_grad_(True)
-        y = f(xx).reshape(-1)
-        u = torch.zeros_like(y, requires_grad=True)
-        (g,) = torch.autograd.grad(y, xx, u, create_graph=True)
-        cols = [torch.autograd.grad(g, u, v, retain_graph=True)[0] for v in torch.eye(x.numel(), dtype=g.dtype,
-                                                                                        device=g.device)]
-    return torch.stack(cols, -1).detach()
+    """``d f / d x`` at ``x [k]`` as ``[numel(f(x)), k]``: ``k`` Jacobian-vector products through the double backward
+    of :class:`probinv.inference._common.Linearisation` (one forward and one differentiable backward shared)."""
+    from ..inference._common import Linearisation  # noqa: PLC0415  (inference builds on models)
+
+    lin = Linearisation(lambda xx: f(xx).reshape(-1), x, mode="reverse")
+    return torch.stack([lin.jvp(v) for v in torch.eye(x.numel(), dtype=x.dtype, device=x.device)], -1)
 
 
 def _sensitivity_inflation(approximate, calibrate, design, flat, shape, sig, rank, holdout, seed):
