@@ -1,4 +1,4 @@
-"""Argument checks specific to the fields package (dtype, mean, bounds, n_modes).
+"""Argument checks specific to the fields package (dtype, mean, bounds, n_modes, dtype/device of inputs).
 
 The generic checks (positive scalars, grid shapes) come from :mod:`probinv.validation`.
 """
@@ -67,3 +67,22 @@ def _check_n_modes(n_modes, nz: int, nx: int) -> int:
         raise ValueError(f"n_modes = {n_modes} is larger than the grid: a {nz} x {nx} grid has at most "
                          f"{n_pts} modes")
     return int(n_modes)
+
+
+def _check_like(name: str, x: torch.Tensor, ref: torch.Tensor, owner: str) -> None:
+    """Check that ``x`` is a tensor with the dtype and device of the buffer ``ref`` of the prior ``owner``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the {owner} holds {ref.dtype} buffers: build it with "
+                        f"dtype={x.dtype} or call .to({x.dtype})")
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but the {owner} is on {ref.device}: call .to({str(x.device)!r})")
+
+
+def _outside_message(field: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> str:
+    """Say how many values of ``field`` lie outside ``(lo, hi)``, for the error of an inverse map."""
+    bad = ~((field > lo) & (field < hi))
+    return (f"field must lie strictly inside the bounds (lo, hi) to be inverted: {int(bad.sum())} of {field.numel()} "
+            f"values are outside (field range [{float(field.min()):g}, {float(field.max()):g}], bounds "
+            f"[{float(lo.min()):g}, {float(hi.max()):g}])")

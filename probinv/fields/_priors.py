@@ -6,30 +6,10 @@ from collections.abc import Sequence
 import torch
 
 from ..validation import check_scalar, check_shape
-from ._checks import _check_bounds, _check_mean, _check_n_modes, _resolve_dtype
+from ._checks import _check_bounds, _check_like, _check_mean, _check_n_modes, _outside_message, _resolve_dtype
 from ._karhunen_loeve import grid_covariance_eigh
 
 __all__ = ["BoxField", "WhitenedField"]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# priors as modules
-# ----------------------------------------------------------------------------------------------------------------------
-def _check_like(name: str, x: torch.Tensor, ref: torch.Tensor, owner: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the {owner} holds {ref.dtype} buffers: build it with "
-                        f"dtype={x.dtype} or call .to({x.dtype})")
-    if x.device != ref.device:
-        raise ValueError(f"{name} is on {x.device} but the {owner} is on {ref.device}: call .to({str(x.device)!r})")
-
-
-def _outside_message(field: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> str:
-    bad = ~((field > lo) & (field < hi))
-    return (f"field must lie strictly inside the bounds (lo, hi) to be inverted: {int(bad.sum())} of {field.numel()} "
-            f"values are outside (field range [{float(field.min()):g}, {float(field.max()):g}], bounds "
-            f"[{float(lo.min()):g}, {float(hi.max()):g}])")
 
 
 class WhitenedField(torch.nn.Module):
