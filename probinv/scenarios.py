@@ -36,6 +36,7 @@ __all__ = [
     "list_scenarios",
     "marmousi2",
     "paper1_anomaly",
+    "paper1_models",
     "smooth",
     "stable_dt",
     "surface_acquisition",
@@ -468,3 +469,66 @@ def get_scenario(name: str, **kwargs) -> Scenario:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown scenario {name!r}{hint}; valid names are {sorted(SCENARIOS)}")
     return SCENARIOS[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# paper 1's random velocity model family (moved here from probinv.fields: a set-up, not a field type)
+# ----------------------------------------------------------------------------------------------------------------------
+# TODO(merge): move this import to the import block at the top of the module (kept here only so that this branch
+# appends to scenarios.py while the top of the file is being restructured on another branch).
+from .fields import sample_grf  # noqa: E402
+
+
+def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
+                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                  refine: int = 1) -> torch.Tensor:
+    r"""Random velocity models of paper 1 (Yang et al. 2021), drawn with :func:`probinv.fields.sample_grf`.
+
+    Paper 1 is "Seismic wave propagation and inversion with neural operators" (Yang, Gao, Castellanos, Ross,
+    Azizzadenesheli & Clayton 2021, The Seismic Record 1(3), 126-134). Its family: von Karman, Hurst
+    :math:`\kappa = 0.5`, :math:`a_x = a_z = 1.6` km, mean 3000 m/s, std 150 m/s, on a 64 x 64 grid at dx = 160 m
+    (10.24 km square).
+
+    The paper also lists :math:`\varepsilon = 0.1`. In the random-media literature (Sato & Fehler; Frankel & Clayton
+    1986) :math:`\varepsilon` is the fractional RMS fluctuation :math:`\sigma_v / \bar v`, which with
+    :math:`\bar v` = 3 km/s would mean 300 m/s, contradicting the :math:`\sigma = 0.15` km/s (:math:`\sigma/\mu = 0.05`)
+    listed next to it; the paper does not define :math:`\varepsilon` further. We follow the explicit
+    :math:`\mu = 3` km/s, :math:`\sigma = 0.15` km/s (so the fractional fluctuation is 0.05), which is also what
+    PAPERS.md fixes; for the :math:`\varepsilon`-as-fractional-RMS reading call
+    ``probinv.fields.sample_grf((64, 64), 160.0, hurst=0.5, a_z=1600.0, a_x=1600.0, mean=3000.0, std=300.0)``.
+
+    With :math:`\kappa = 0.5` the correlation is exponential, :math:`\rho(r) = e^{-r/a}`: 0.37 at 1.6 km (10 cells).
+
+    Parameters
+    ----------
+    n : int
+        Number of models.
+    seed : int, optional
+        Seed for a fresh generator (reproducible); mutually exclusive with ``generator``.
+    generator : torch.Generator, optional
+        Random generator on ``device``.
+    dtype, device : optional
+        Of the result.
+    refine : int
+        Grid refinement: ``refine = 2`` gives 128 x 128 at 80 m, the same 10.24 km domain and covariance (the paper's
+        evaluation at 2x resolution, its Fig. 4d-f).
+
+    Returns
+    -------
+    Tensor[n, 64 * refine, 64 * refine]
+        Velocities in m/s.
+    """
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed or generator to paper1_models, not both")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        generator = torch.Generator(device=dev)
+        generator.manual_seed(int(seed))
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 1:
+        raise ValueError(f"refine must be a positive integer (1: 64 x 64 at 160 m, 2: 128 x 128 at 80 m), "
+                         f"got {refine!r}")
+    return sample_grf((64 * int(refine), 64 * int(refine)), 160.0 / int(refine), n=n, covariance="von_karman",
+                      hurst=0.5, a_z=1600.0, a_x=1600.0, mean=3000.0, std=150.0, generator=generator, dtype=dtype,
+                      device=device)

@@ -16,8 +16,15 @@ import scipy.special
 import torch
 
 from probinv import fields as F
-from probinv.fields import (BoxField, WhitenedField, matern_covariance, matern_spectrum, paper1_models, sample_grf,
-                            von_karman_covariance, von_karman_spectrum)
+from probinv.fields import (
+    BoxField,
+    WhitenedField,
+    matern_covariance,
+    matern_spectrum,
+    sample_grf,
+    von_karman_covariance,
+    von_karman_spectrum,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -94,8 +101,10 @@ def test_spectrum_is_normalised_fourier_transform_of_covariance(nu):
         for r in (0.5, 2.0, 5.0):
             zeros = scipy.special.jn_zeros(0, 400) / r
             pts = np.concatenate([[0.0], zeros])
-            f = lambda k: (4 * np.pi * nu * a * a / (1 + k * k * a * a) ** (nu + 1)) * scipy.special.j0(k * r) * k
-            total = sum(scipy.integrate.quad(f, lo, hi)[0] for lo, hi in zip(pts[:-1], pts[1:])) / (2 * np.pi)
+            def f(k, r=r):
+                return (4 * np.pi * nu * a * a / (1 + k * k * a * a) ** (nu + 1)) * scipy.special.j0(k * r) * k
+            total = sum(scipy.integrate.quad(f, lo, hi)[0] for lo, hi in zip(pts[:-1], pts[1:], strict=True))
+            total /= 2 * np.pi
             assert total == pytest.approx(matern_covariance(r, 0.0, nu=nu, a_z=a, a_x=a), abs=1e-6)
         # anisotropic normalisation (k = q / a per axis gives the same integral): Riemann sum on |k| <= 400, whose
         # truncated tail holds ~ (400 a)^-3 of the mass
@@ -176,7 +185,7 @@ def test_sample_grf_power_spectrum():
     # radially binned empirical spectrum vs analytic: log-log slope -(2 nu + 2) = -4 in 2 < k a < 8
     bins = np.geomspace(2 / a, 8 / a, 9)
     centers, emp, ana = [], [], []
-    for lo, hi in zip(bins[:-1], bins[1:]):
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
         m = (kk >= lo) & (kk < hi)
         centers.append(np.sqrt(lo * hi))
         emp.append(per[m].mean())
@@ -198,42 +207,6 @@ def test_sample_grf_reproducible_and_mean_tensor():
     torch.testing.assert_close(c - background, a)
     odd = sample_grf((7, 5), 10.0, n=5, hurst=0.5, a_z=30.0, a_x=30.0)  # odd n: one imaginary part unused
     assert odd.shape == (5, 7, 5) and odd.dtype == torch.get_default_dtype()
-
-
-def test_paper1_models_statistics():
-    n = 64
-    v = paper1_models(n, seed=3, dtype=torch.float64)
-    assert v.shape == (n, 64, 64) and v.dtype == torch.float64
-    assert torch.equal(v, paper1_models(n, seed=3, dtype=torch.float64))
-    c = lag_covariance((64, 64), 160.0, 0.5, 1600.0, 1600.0)
-    # mean 3000 m/s: SE of the grand mean from the covariance (the fields are correlated over ~10 cells)
-    dz = np.arange(-63, 64)[:, None]
-    dxx = np.arange(-63, 64)[None, :]
-    se_mean = 150.0 * math.sqrt(float(((64 - abs(dz)) * (64 - abs(dxx)) * c(dz, dxx)).sum()) / 64 ** 4 / n)
-    assert abs(float(v.mean()) - 3000.0) < 5 * se_mean
-    # std 150 m/s and correlation length: exponential correlation exp(-r / 1.6 km), 1/e at 10 cells in z and in x
-    var = pooled_estimate(v, 3000.0, 0, 0)
-    assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, n)
-    for hz, hx in [(10, 0), (0, 10), (3, 4)]:
-        rho = pooled_estimate(v, 3000.0, hz, hx) / 150.0 ** 2
-        assert abs(rho - math.exp(-math.hypot(hz, hx) / 10)) < 5 * pooled_se(c, (64, 64), hz, hx, n)
-    # many models are generated in chunks of 256 spectra (128 x 128 embedding): still distinct, same statistics
-    big = paper1_models(2 * 257 + 1, seed=0, dtype=torch.float64)
-    assert big.shape == (515, 64, 64)
-    dist = torch.cdist(big.reshape(515, -1), big.reshape(515, -1)) + torch.eye(515) * 1e9
-    assert float(dist.min()) > 150.0 * 16  # no repeats (0); E dist = 150 sqrt(2 * 4096) = 13576 m/s, min 8356 seen
-    var = pooled_estimate(big, 3000.0, 0, 0)
-    assert abs(var / 150.0 ** 2 - 1) < 5 * pooled_se(c, (64, 64), 0, 0, 515)
-    # 2x resolution: same domain, same covariance in metres (lag 20 cells = 1.6 km)
-    fine = paper1_models(32, seed=1, dtype=torch.float64, refine=2)
-    assert fine.shape == (32, 128, 128)
-    c2 = lag_covariance((128, 128), 80.0, 0.5, 1600.0, 1600.0)
-    rho = pooled_estimate(fine, 3000.0, 20, 0) / 150.0 ** 2
-    assert abs(rho - math.exp(-1)) < 5 * pooled_se(c2, (128, 128), 20, 0, 32)
-    with pytest.raises(ValueError, match=re.escape("refine must be a positive integer")):
-        paper1_models(1, refine=0)
-    with pytest.raises(ValueError, match="either seed or generator"):
-        paper1_models(1, seed=1, generator=torch.Generator())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -271,7 +244,7 @@ def test_dimension_reduction_on_64x64(covariance):
     assert tuple(w.modes_for_variance(f) for f in (0.90, 0.95, 0.99)) == counts
     # the counts are minimal: one mode fewer holds less than the fraction
     cum = torch.cumsum(w.eigenvalues, 0) / w.eigenvalues.sum()
-    for f, k in zip((0.90, 0.95, 0.99), counts):
+    for f, k in zip((0.90, 0.95, 0.99), counts, strict=True):
         assert float(cum[k - 2]) < f <= float(cum[k - 1])
     assert w.explained_variance == pytest.approx(float(cum[counts[0] - 1]), rel=1e-12)
     # the trace is exact: N std^2
@@ -299,7 +272,7 @@ def test_leading_modes_and_disk_cache(tmp_path):
     w1 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
     files = list(tmp_path.glob("grid_eigh_9x10_*.pt"))
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
-    F._grid_eigh_memo.cache_clear()  # a new process: the modes come from the file
+    F._karhunen_loeve._grid_eigh_memo.cache_clear()  # a new process: the modes come from the file
     w2 = WhitenedField((9, 10), 10.0, **kw, n_modes=7, cache_dir=tmp_path, dtype=torch.float64)
     assert torch.equal(w1.modes, w2.modes) and torch.equal(w1.scales, w2.scales)
     torch.testing.assert_close(w1.modes, full[:, :7], rtol=0, atol=0)
@@ -421,7 +394,6 @@ def test_device_follows_cuda():
     dev = torch.device("cuda")
     f = sample_grf((16, 16), 10.0, n=3, a_z=40.0, a_x=40.0, device=dev, generator=torch.Generator(dev).manual_seed(0))
     assert f.device.type == "cuda"
-    assert paper1_models(2, seed=0, device=dev).device.type == "cuda"
     w = WhitenedField((6, 6), 10.0, nu=1.5, a_z=30.0, a_x=30.0, n_modes=5, bounds=(-3.0, 3.0), device=dev)
     z = torch.randn(4, 5, device=dev)
     assert w(z).device.type == "cuda"
@@ -510,3 +482,21 @@ def test_error_messages():
         WhitenedField((130, 128), 1.0, nu=1.5, **kw)
     with pytest.raises(ValueError, match=re.escape("method must be 'auto', 'dense' or 'iterative', got 'lanczos'")):
         WhitenedField((4, 4), 1.0, nu=1.5, method="lanczos", **kw)
+
+
+def test_public_names_and_generic_checks():
+    # the package re-exports its public names explicitly; paper 1's model family is a scenario now
+    assert F.__all__ == sorted(F.__all__)
+    assert {"BoxField", "WhitenedField", "grid_covariance_eigh", "sample_grf", "matern_covariance"} <= set(F.__all__)
+    assert all(getattr(F, name).__module__.startswith("probinv.fields.") for name in F.__all__ if name.islower())
+    assert not hasattr(F, "paper1_models")
+    assert F.MAX_EIGH_POINTS == 128 * 128
+    # positive scalars are checked by probinv.validation: TypeError for a non-number, ValueError for a bad number
+    with pytest.raises(TypeError, match=re.escape("dx must be a real number, got str '1'")):
+        sample_grf((4, 4), "1", a_z=1.0, a_x=1.0)
+    with pytest.raises(TypeError, match=re.escape("std must be a real number, got bool True")):
+        WhitenedField((4, 4), 1.0, nu=1.5, a_z=1.0, a_x=1.0, std=True)
+    with pytest.raises(ValueError, match=re.escape("a_x must be a positive finite number, got inf")):
+        matern_spectrum(1.0, 1.0, nu=1.5, a_z=1.0, a_x=math.inf)
+    with pytest.raises(ValueError, match=re.escape("shape must be a pair (nz, nx) of positive integers, got 4")):
+        BoxField(4, (0.0, 1.0))
