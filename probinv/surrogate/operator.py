@@ -165,18 +165,19 @@ class FNOOperator(torch.nn.Module):
         sur = self.surrogate
         c = sur.config
         sim = dict(c.get("simulation") or {})
-        meta = sur.metadata
+        meta = getattr(sur, "metadata", {})
         time = [float(t) for t in c["time"]]
         if sim:
             frame_dt = float(sim["frame_every"]) * float(sim["dt"])
         else:
             frame_dt = time[1] - time[0] if len(time) > 1 else time[0]
-        every_node = self._every_node
+        every_node = getattr(self, "_every_node", False)  # absent on an operator pickled by an older probinv
         freq = sim.get("freq")
         wavelet = None if freq is None else {
             "type": "ricker", "freq": float(freq),
             "t0": float(sim["t0"]) if sim.get("t0") is not None else 1.5 / float(freq)}
-        checkpoint = dict(sur.checkpoint_info)
+        # a surrogate pickled whole by an older probinv has no checkpoint_info
+        checkpoint = dict(getattr(sur, "checkpoint_info", {}))
         if "probinv_version" in meta:
             checkpoint["probinv_version"] = meta["probinv_version"]
         return {
