@@ -209,10 +209,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--data-batch-size", type=int, default=8, help="models per generator batch (default 8)")
     g.add_argument("--storage", default="float32", choices=["float32", "compressed"],
                    help="wavefield storage in the data file (default float32)")
+    units = {"dx": " m", "dt": " s", "freq": " Hz", "t0": " s", "v_mean": " m/s", "v_std": " m/s",
+             "corr_length": " m"}
     for f in dataclasses.fields(SimulationConfig):
         kind = int if f.type in ("int", int) else float
-        g.add_argument("--" + f.name.replace("_", "-"), dest="sim_" + f.name, type=kind, default=None,
-                       help=f"default {f.default}")
+        default = "1.5 / freq" if f.name == "t0" else f"{f.default}{units.get(f.name, '')}"
+        g.add_argument("--" + f.name.replace("_", "-"), dest="sim_" + f.name, metavar=f.name.upper(), type=kind,
+                       default=None, help=f"default {default} (SimulationConfig.{f.name})")
     return ap
 
 
