@@ -29,8 +29,14 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from probinv._files import write_text_atomic  # noqa: E402
-from probinv.surrogate.data import (SimulationConfig, generate_dataset, homogeneous_response,  # noqa: E402
-                                    label_error, load_dataset, sample_batch)
+from probinv.surrogate.data import (  # noqa: E402
+    SimulationConfig,
+    generate_dataset,
+    homogeneous_response,
+    label_error,
+    load_dataset,
+    sample_batch,
+)
 
 
 def _write(out_dir: str, name: str, text: str) -> None:

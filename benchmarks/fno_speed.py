@@ -71,9 +71,9 @@ def time_spectral(batch: int, width: int, modes: int, n: int) -> dict:
     for name, f in impls.items():
         y = f()
         g = torch.randn_like(y)
-        t_fwd = _time(lambda: f(), n)
+        t_fwd = _time(f, n)
 
-        def fb():
+        def fb(f=f, name=name, g=g):  # bound now: the closure must not see a later iteration's values
             yy = f()
             torch.autograd.grad(yy, (x, w) if "probinv" in name else (x, w1, w2), g)
         t_fb = _time(fb, n)

@@ -1,8 +1,8 @@
 """Train the FNO surrogate of paper 1 end to end (data -> training -> shipped checkpoint); resumable.
 
-The pipeline is :mod:`probinv.surrogate.pipeline` (also ``probinv train-fno``); this script runs it and writes the
-session summary to ``benchmarks/results/train_fno.json``. Reproduce the shipped network (about 5 CPU-hours on 2
-cores for the full schedule)::
+The pipeline is :func:`probinv.surrogate.train_fno` (also ``probinv train-fno``, with the same options); this script
+calls it and writes the session summary to ``benchmarks/results/train_fno.json``. Reproduce the shipped network
+(about 5 CPU-hours on 2 cores for the full schedule)::
 
     OMP_NUM_THREADS=2 python3 benchmarks/train_fno.py --data fno_data.nc --samples 5000 \\
         --checkpoint fno_train.pt --export probinv/surrogate/pretrained/paper1.pt
@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     args = pipeline.add_arguments(ap).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     command = "python3 benchmarks/train_fno.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    res = pipeline.run(args, command=command)
+    res = pipeline.train_fno(**pipeline.train_fno_kwargs(args), command=command)
     results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_fno.json")
     with atomic_path(results) as tmp:
         tmp.write_text(json.dumps(res, indent=2))

@@ -2,6 +2,8 @@
 
 Tests that need the acoustic solver and probinv.fields (data generator) are in tests/test_surrogate_data.py.
 """
+import hashlib
+import json
 import math
 import os
 import re
@@ -10,8 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from probinv.surrogate import (FNO2d, FNOOperator, FNOSurrogate, SpectralConv2d, TrainConfig, evaluate,
-                               load_checkpoint, load_pretrained, spectral_conv2d, train)
+from probinv.surrogate import (
+    FNO2d,
+    FNOOperator,
+    FNOSurrogate,
+    SpectralConv2d,
+    TrainConfig,
+    evaluate,
+    load_checkpoint,
+    load_pretrained,
+    spectral_conv2d,
+    train,
+)
 from probinv.surrogate.fno import encode_inputs
 from probinv.surrogate.train import _batch_indices, save_checkpoint
 
@@ -106,13 +118,13 @@ def test_spectral_conv_matches_neuraloperator():
 def test_spectral_conv_errors():
     x = torch.randn(1, 2, 8, 8)
     w = torch.randn(2, 2, 4, 3, 2)
-    with pytest.raises(ValueError, match=re.escape("method must be 'dft' or 'fft', got 'fast'")):
+    with pytest.raises(ValueError, match=re.escape("method must be one of 'dft', 'fft', got 'fast'")):
         spectral_conv2d(x, w, method="fast")
     with pytest.raises(ValueError, match=re.escape("nz = 6 rows but modes_z = 4 needs nz >= 2 * modes_z = 8")):
         spectral_conv2d(torch.randn(1, 2, 6, 8), torch.randn(2, 2, 8, 3, 2))
     with pytest.raises(ValueError, match=re.escape("x has 3 channels but weight expects in_channels = 2")):
         spectral_conv2d(torch.randn(1, 3, 8, 8), w)
-    with pytest.raises(ValueError, match="modes_x must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=re.escape("modes_x must be an int >= 1, got 0")):
         SpectralConv2d(2, 2, 3, 0)
 
 
@@ -207,9 +219,9 @@ def test_batch_order_depends_only_on_seed_and_step():
 
 
 def test_train_config_errors():
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=re.escape("batch_size must be an int >= 1, got 0")):
         TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="schedule must be 'cosine' or 'constant', got 'step'"):
+    with pytest.raises(ValueError, match=re.escape("schedule must be one of 'cosine', 'constant', got 'step'")):
         TrainConfig(schedule="step")
 
 
@@ -247,7 +259,7 @@ def test_surrogate_input_errors():
     sur = tiny_surrogate()
     with pytest.raises(TypeError, match="v has dtype torch.float64 but the surrogate's weights are torch.float32"):
         sur(torch.full((1, NZ, NX), 3000.0, dtype=torch.float64), torch.tensor([[1, 2]]))
-    with pytest.raises(ValueError, match=re.escape("target must be one of ('global', 'frame', 'residual')")):
+    with pytest.raises(ValueError, match=re.escape("target must be one of 'global', 'frame', 'residual', got 'raw'")):
         tiny_surrogate(target="raw")
     with pytest.raises(ValueError, match=re.escape("source_locations must be an int64 Tensor[1, 2]")):
         sur(torch.full((1, NZ, NX), 3000.0), torch.tensor([[1.0, 2.0]]))
@@ -301,6 +313,59 @@ def test_operator_shapes_noise_and_finite_difference_gradient():
         FNOOperator(sur, src, torch.stack([rec, rec + 1]))
     with pytest.raises(ValueError, match="give receiver_locations or the grid shape"):
         FNOOperator(sur, src)
+
+
+def test_operator_protocol_shots_and_describe(tmp_path):
+    sur = tiny_surrogate(dtype=torch.float64)
+    data = synthetic_data(8, 5, dtype=torch.float64)
+    sur.fit_target(data["wavefield"], data["source"])
+    src = torch.tensor([[3, 4], [10, 12], [7, 1]])
+    rec = torch.tensor([[0, 0], [5, 7], [15, 15]])
+    op = FNOOperator(sur, src, rec)
+    assert op.fields == ("vp",) and op.n_shots == 3
+    v0 = data["velocity"][0]
+    full = op({"vp": v0})
+    shots = torch.tensor([2, 0])
+    # the same numbers up to rounding (a different batch size may change the BLAS summation order)
+    tol = 1e-12 * float(full.detach().abs().max())
+    torch.testing.assert_close(op({"vp": v0}, shots=shots), full[shots], rtol=0, atol=tol)
+    batch = op({"vp": torch.stack([v0, v0 + 10])}, shots=shots)
+    assert batch.shape == (2, 2, 3, NF)
+    torch.testing.assert_close(batch[0], full[shots], rtol=0, atol=tol)
+    with pytest.raises(ValueError, match=re.escape("shots must be a 1-D int64 tensor of shot indices")):
+        op({"vp": v0}, shots=torch.tensor([0.0]))
+    d = op.describe()
+    assert json.loads(json.dumps(d)) == d  # JSON-able as it is
+    assert d["physics"] == "fno" and d["fields"] == ["vp"] and d["n_shots"] == 3 and d["n_receivers"] == 3
+    assert d["nt"] == NF and d["time"] == pytest.approx([0.1 * (k + 1) for k in range(NF)])
+    assert d["dx"] == 100.0 and d["source_locations"] == src.tolist() and d["receiver_locations"] == rec.tolist()
+    assert d["network"]["width"] == 8 and d["network"]["modes"] == [4, 4] and d["network"]["layers"] == 4
+    assert d["network"]["n_parameters"] == sur.net.n_parameters()
+    assert d["normalisation"]["v_mean"] == 3000.0 and d["normalisation"]["v_std"] == 150.0
+    assert d["normalisation"]["output_scale"] == pytest.approx(sur.scale.tolist())
+    assert d["checkpoint"] is None  # built here, not loaded
+    every = FNOOperator(sur, src, shape=(NZ, NX), dx=50.0).describe()
+    assert every["receivers"] == "every node" and every["receiver_locations"] is None and every["shape"] == [NZ, NX]
+    assert every["dx"] == 50.0
+    # loaded from a file: the checkpoint is named by its path and hash
+    path = save_checkpoint(str(tmp_path / "x.pt"), sur, metadata={"val_rel_l2": 0.5})
+    info = FNOOperator(load_checkpoint(path)[0], src, rec).describe()
+    with open(path, "rb") as fh:
+        assert info["checkpoint"]["sha256"] == hashlib.sha256(fh.read()).hexdigest()
+    assert info["checkpoint"]["path"] == os.path.abspath(path) and info["training"]["val_rel_l2"] == 0.5
+
+
+def test_shipped_operator_describes_its_network():
+    sur = load_pretrained()
+    d = FNOOperator(sur, torch.tensor([[0, 32]]), shape=(64, 64)).describe()
+    json.dumps(d)
+    assert d["checkpoint"]["name"] == "paper1" and len(d["checkpoint"]["sha256"]) == 64
+    assert d["network"] == {**d["network"], "width": 32, "modes": [12, 12], "layers": 4, "hidden": 128,
+                            "target": "residual"}
+    assert d["dx"] == 160.0 and d["nt"] == 64 and d["dt"] == pytest.approx(5 / 64) and d["accuracy"] == 8
+    assert d["wavelet"] == {"type": "ricker", "freq": 1.0, "t0": 1.5} and d["pml_width"] == 20
+    assert d["training"]["val_rel_l2"] == sur.metadata["val_rel_l2"] and d["training"]["n_train"] == 4800
+    assert d["error_std"] == pytest.approx(sur.metadata["residual_std"])
 
 
 def test_shipped_checkpoint_reproduces_its_validation_error():

@@ -1,18 +1,25 @@
 """FNO training data: generator (solver + von Karman fields), NetCDF file with resume, homogeneous reference."""
+import importlib.util
 import json
 import math
+import os
 import re
 
+import netCDF4
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("probinv.fields", reason="probinv.fields (branch fields) is not merged")
-pytest.importorskip("probinv.physics.acoustic", reason="probinv.physics.acoustic (branch acoustic) is not merged")
-
-from probinv.surrogate import build_surrogate, evaluate  # noqa: E402
-from probinv.surrogate.data import (SimulationConfig, generate_dataset, homogeneous_response,  # noqa: E402
-                                    load_dataset, sample_batch, simulate_wavefields)
+from probinv.cli import main as probinv_main
+from probinv.surrogate import build_surrogate, evaluate, load_pretrained, train_fno
+from probinv.surrogate.data import (
+    SimulationConfig,
+    generate_dataset,
+    homogeneous_response,
+    load_dataset,
+    sample_batch,
+    simulate_wavefields,
+)
 
 # a tiny version of paper 1's set-up: 20 x 20 nodes at 70 m, a 2 Hz Ricker peaking at 0.5 s, 4 frames to 1 s
 # (>= 6 points per wavelength at 2.5x the peak frequency), thin CPML
@@ -62,7 +69,6 @@ def test_generate_resume_equals_uninterrupted_and_matches_solver(tmp_path):
     torch.testing.assert_close(half["wavefield"].float(), da["wavefield"][1:4], rtol=2 ** -11, atol=1e-7)
     with pytest.raises(ValueError, match="was generated with another configuration"):
         generate_dataset(a, 6, TINY, seed=12, batch_size=2, progress=False)
-    import netCDF4
     with netCDF4.Dataset(a) as ds:
         assert ds["z"].units == "m" and ds["time"].units == "s" and int(ds.n_written) == 5
         assert json.loads(ds.manifest)["solver"] == "probinv.physics.acoustic"
@@ -105,20 +111,15 @@ def test_residual_surrogate_on_generated_data(tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=re.escape("frame_every must be a positive integer, got 0")):
+    with pytest.raises(ValueError, match=re.escape("frame_every must be an int >= 1, got 0")):
         SimulationConfig(frame_every=0)
-    with pytest.raises(ValueError, match=re.escape("storage must be 'float32' or 'compressed', got 'f16'")):
+    with pytest.raises(ValueError, match=re.escape("storage must be one of 'float32', 'compressed', got 'f16'")):
         generate_dataset("unused.nc", 1, TINY, storage="f16")
 
 
 def test_train_fno_script_end_to_end(tmp_path):
     # the benchmark script that reproduces the shipped network, in a tiny mode: 3 paper-1 samples (1 held out),
     # 2 steps of a small network, export with metadata, then the export loads like the shipped checkpoint
-    import importlib.util
-    import os
-
-    from probinv.surrogate import load_pretrained
-
     path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_fno.py")
     spec = importlib.util.spec_from_file_location("train_fno_script", path)
     mod = importlib.util.module_from_spec(spec)
@@ -141,30 +142,51 @@ def test_train_fno_script_end_to_end(tmp_path):
     assert mod.main(args)["step"] == 2
 
 
-def test_generator_command_line(tmp_path):
-    from probinv.surrogate.data import main
-
-    path = str(tmp_path / "cli.nc")
-    main([path, "--samples", "2", "--seed", "4", "--batch-size", "2", "--nz", "20", "--nx", "20", "--dx", "70",
-          "--dt", str(1 / 128), "--freq", "2", "--t0", "0.5", "--n-frames", "4", "--frame-every", "32",
-          "--pml-width", "8", "--accuracy", "4"])
+def test_train_fno_generator_options_and_library_call(tmp_path):
+    # `probinv train-fno` with the generator options (the replacement of the former data-only command line): the data
+    # file holds the seeded samples of that configuration, and the exported network records it
+    path, export = str(tmp_path / "cli.nc"), str(tmp_path / "fno.pt")
+    rc = probinv_main(["train-fno", "--data", path, "--samples", "3", "--val", "1", "--data-seed", "4",
+                       "--data-batch-size", "2", "--nz", "20", "--nx", "20", "--dx", "70", "--dt", str(1 / 128),
+                       "--freq", "2", "--t0", "0.5", "--n-frames", "4", "--frame-every", "32", "--pml-width", "8",
+                       "--accuracy", "4", "--steps", "1", "--batch-size", "2", "--width", "4", "--modes", "3",
+                       "--hidden", "8", "--checkpoint", str(tmp_path / "ck.pt"), "--export", export,
+                       "--eval-every", "0"])
+    assert rc == 0
     d = load_dataset(path)
-    assert d["config"] == TINY.to_dict() and d["manifest"]["seed"] == 4
+    assert d["config"] == TINY.to_dict() and d["manifest"]["seed"] == 4 and d["manifest"]["batch_size"] == 2
     v, src = sample_batch(TINY, 4, 0, 2)
-    assert torch.equal(d["velocity"], v) and torch.equal(d["source"], src)
+    assert torch.equal(d["velocity"][:2], v) and torch.equal(d["source"][:2], src)
+    meta = load_pretrained(path=export).metadata
+    assert meta["simulation"] == TINY.to_dict() and meta["grid"] == {"nz": 20, "nx": 20, "dx": 70.0}
+    # the library function with the same options resumes the finished schedule: same data, no further step
+    export2 = str(tmp_path / "fno2.pt")
+    res = train_fno(path, str(tmp_path / "ck.pt"), samples=3, val=1, data_seed=4, data_batch_size=2,
+                    simulation=TINY.to_dict(), steps=1, batch_size=2, width=4, modes=3, hidden=8, eval_every=0,
+                    export=export2, progress=False)
+    assert res["step"] == 1 and res["steps_total"] == 1 and res["exported"] == export2
+    meta2 = load_pretrained(path=export2).metadata
+    assert meta2["command"].startswith(f"probinv.surrogate.train_fno({path!r}, ")
+    assert meta2["val_rel_l2"] == pytest.approx(meta["val_rel_l2"], rel=1e-6)
+
+
+def test_train_fno_argument_errors(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=re.escape("val (3) must be smaller than samples (3)")):
+        train_fno(str(tmp_path / "d.nc"), ck, samples=3, val=3)
+    with pytest.raises(ValueError, match=re.escape("val must be an int >= 1, got 0")):
+        train_fno(str(tmp_path / "d.nc"), ck, samples=3, val=0)
+    with pytest.raises(ValueError, match=re.escape("target must be one of 'global', 'frame', 'residual', got 'raw'")):
+        train_fno(str(tmp_path / "d.nc"), ck, samples=3, val=1, target="raw")
+    assert not os.path.exists(tmp_path / "d.nc")  # checked before any simulation
 
 
 def test_probinv_train_fno_command(tmp_path, capsys):
     # the same pipeline through the console command: 2 samples (1 held out), 1 step of a tiny network, exported
-    import os
-
-    from probinv.cli import main
-    from probinv.surrogate import load_pretrained
-
     export = str(tmp_path / "fno.pt")
-    rc = main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "1", "--steps", "1",
-               "--batch-size", "1", "--width", "4", "--modes", "3", "--hidden", "8",
-               "--checkpoint", str(tmp_path / "ck.pt"), "--export", export, "--eval-every", "0"])
+    rc = probinv_main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "1",
+                       "--steps", "1", "--batch-size", "1", "--width", "4", "--modes", "3", "--hidden", "8",
+                       "--checkpoint", str(tmp_path / "ck.pt"), "--export", export, "--eval-every", "0"])
     assert rc == 0 and os.path.exists(export)
     out = capsys.readouterr().out
     assert "FNO training: step 1 of 1" in out and "exported network" in out
@@ -173,9 +195,7 @@ def test_probinv_train_fno_command(tmp_path, capsys):
 
 
 def test_probinv_train_fno_rejects_too_many_validation_samples(tmp_path, capsys):
-    from probinv.cli import main
-
-    rc = main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "2",
-               "--checkpoint", str(tmp_path / "ck.pt")])
+    rc = probinv_main(["train-fno", "--data", str(tmp_path / "d.nc"), "--samples", "2", "--val", "2",
+                       "--checkpoint", str(tmp_path / "ck.pt")])
     assert rc == 1
     assert "--val (2) must be smaller than --samples (2)" in capsys.readouterr().err

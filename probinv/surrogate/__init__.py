@@ -1,8 +1,10 @@
 """Fourier neural operator surrogate of the 2D acoustic wavefield (paper 1: Yang et al., 2021).
 
 Network (:class:`FNO2d`, :class:`FNOSurrogate`), fast spectral convolution (:func:`spectral_conv2d`), training data
-(:mod:`probinv.surrogate.data`), training with checkpoints (:mod:`probinv.surrogate.train`), the forward-operator
-wrapper (:class:`FNOOperator`) and :func:`load_pretrained`.
+(:mod:`probinv.surrogate.data`), training with checkpoints (:mod:`probinv.surrogate.train`), the end-to-end training
+pipeline (:func:`train_fno`, also ``probinv train-fno``), the forward-operator wrapper (:class:`FNOOperator`) and
+:func:`load_pretrained`. The package ships paper 1's trained network, ``pretrained/paper1.pt`` (64 x 64 nodes at
+160 m, 64 frames to 5 s; ``load_pretrained()``), with its validation error and training record in its metadata.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from .data import load_dataset as load_dataset
 from .fno import FNO2d as FNO2d
 from .fno import FNOSurrogate as FNOSurrogate
 from .operator import FNOOperator as FNOOperator
+from .pipeline import train_fno as train_fno
 from .spectral import SpectralConv2d as SpectralConv2d
 from .spectral import spectral_conv2d as spectral_conv2d
 from .train import TrainConfig as TrainConfig
@@ -45,24 +48,24 @@ def load_pretrained(name: str = "paper1", *, path: str | None = None, map_locati
     Raises
     ------
     FileNotFoundError
-        When the checkpoint is not there. This version of probinv does not ship trained weights yet: generate data
-        and train with ``probinv train-fno --data data.nc --checkpoint fno.pt --export fno_export.pt`` (see its
-        ``--help``),
-        then ``load_pretrained(path="fno_export.pt")``.
+        When the checkpoint is not there. The package ships ``paper1``; train another with ``probinv train-fno
+        --data data.nc --checkpoint fno.pt --export fno_export.pt`` (or :func:`train_fno`), then
+        ``load_pretrained(path="fno_export.pt")``.
     """
     file = path if path is not None else os.path.join(PRETRAINED_DIR, f"{name}.pt")
     if not os.path.exists(file):
         available = sorted(f[:-3] for f in os.listdir(PRETRAINED_DIR) if f.endswith(".pt")) \
             if os.path.isdir(PRETRAINED_DIR) else []
         raise FileNotFoundError(
-            f"no pretrained FNO checkpoint at {file} (available: {available or 'none'}). This version of probinv "
-            f"ships no trained weights yet: generate data and train one with `probinv train-fno "
-            f"--data fno_data.nc --checkpoint fno_train.pt --export fno.pt` (several CPU-hours for paper 1's accuracy), "
-            f"then call probinv.surrogate.load_pretrained(path='fno.pt')")
+            f"no pretrained FNO checkpoint at {file} (available: {available or 'none'}). Train one with `probinv "
+            f"train-fno --data fno_data.nc --checkpoint fno_train.pt --export fno.pt` (several CPU-hours for paper 1's "
+            f"accuracy), then call probinv.surrogate.load_pretrained(path='fno.pt')")
     sur, _ = load_checkpoint(file, map_location=map_location)
+    if path is None:
+        sur.checkpoint_info["name"] = name
     return sur.eval()
 
 
 __all__ = ["FNO2d", "FNOOperator", "FNOSurrogate", "PRETRAINED_DIR", "SimulationConfig", "SpectralConv2d",
            "TrainConfig", "build_surrogate", "evaluate", "generate_dataset", "load_checkpoint", "load_dataset",
-           "load_pretrained", "spectral_conv2d", "train"]
+           "load_pretrained", "spectral_conv2d", "train", "train_fno"]

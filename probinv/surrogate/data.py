@@ -26,28 +26,29 @@ frames), ``z``, ``x``; variables ``velocity [sample, z, x]`` (m/s), ``source [sa
 ``wavefield [sample, time, z, x]`` (chunked one sample at a time), coordinates ``z``, ``x`` (m) and ``time`` (s); global
 attributes ``manifest`` (JSON of the generator configuration, seed, probinv version) and ``n_written`` (samples
 completely written). Re-running the same call resumes after ``n_written``; sample ``i`` depends only on
-``(seed, i // batch_size)``, so an interrupted and resumed file equals an uninterrupted one.
+``(seed, i // batch_size)``, so an interrupted and resumed file equals an uninterrupted one. The training pipeline
+(:func:`probinv.surrogate.pipeline.train_fno`, ``probinv train-fno``) generates its data with it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 
-
+import netCDF4
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .._files import atomic_path
 from .._version import __version__
+from ..fields import sample_grf
+from ..physics import acoustic, ricker
+from ..validation import check_choice, check_int
 
 __all__ = ["SimulationConfig", "generate_dataset", "homogeneous_response", "label_error", "load_dataset",
            "random_sources", "sample_batch", "simulate_wavefields"]
-
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
@@ -98,9 +99,7 @@ class SimulationConfig:
 
     def __post_init__(self):
         for name in ("nz", "nx", "n_frames", "frame_every", "pml_width"):
-            val = getattr(self, name)
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+            check_int(name, getattr(self, name))
         for name in ("dx", "dt", "freq", "v_mean", "v_std", "hurst", "corr_length"):
             val = getattr(self, name)
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
@@ -117,10 +116,12 @@ class SimulationConfig:
         return torch.arange(1, self.n_frames + 1, dtype=torch.float64) * self.frame_every * self.dt
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-able dict (the ``manifest["config"]`` of a data file)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SimulationConfig":
+    def from_dict(cls, d: dict) -> SimulationConfig:
+        """The configuration from :meth:`to_dict`'s dict (unknown keys are ignored)."""
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
@@ -161,8 +162,6 @@ def simulate_wavefields(v: torch.Tensor, source_locations: torch.Tensor, config=
         Pressure (solver units: the response to ``(1/v^2) p_tt - lap p = f(t) delta``, ``f`` the unit-peak
         Ricker), dtype and device of ``v``.
     """
-    from ..physics import acoustic, ricker
-
     config = _as_config(config)
     if not isinstance(v, torch.Tensor) or v.ndim != 3:
         raise ValueError(f"v must be a Tensor[batch, nz, nx] in m/s, got "
@@ -206,8 +205,6 @@ def _batch_seed(seed: int, batch: int) -> int:
 def sample_batch(config: SimulationConfig, seed: int, batch: int, batch_size: int,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Velocity models ``[batch_size, nz, nx]`` (m/s) and sources ``[batch_size, 2]`` of batch number ``batch``."""
-    from ..fields import sample_grf
-
     g = torch.Generator().manual_seed(_batch_seed(seed, batch))
     v = sample_grf((config.nz, config.nx), config.dx, n=batch_size, covariance="von_karman", hurst=config.hurst,
                    a_z=config.corr_length, a_x=config.corr_length, mean=config.v_mean, std=config.v_std,
@@ -273,8 +270,6 @@ def label_error(v: torch.Tensor, source_locations: torch.Tensor, config=Simulati
 
 
 def _create(path: str, config: SimulationConfig, manifest: dict, storage: str) -> None:
-    import netCDF4
-
     with atomic_path(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
         ds.createDimension("sample", None)
         ds.createDimension("time", config.n_frames)  # the frames; time(time) is their CF coordinate
@@ -331,15 +326,10 @@ def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, se
     str
         ``path``.
     """
-    import netCDF4
-    from tqdm.auto import tqdm
-
     config = _as_config(config)
-    for name, val in (("n_samples", n_samples), ("batch_size", batch_size)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
-    if storage not in ("float32", "compressed"):
-        raise ValueError(f"storage must be 'float32' or 'compressed', got {storage!r}")
+    n_samples = check_int("n_samples", n_samples)
+    batch_size = check_int("batch_size", batch_size)
+    check_choice("storage", storage, ("float32", "compressed"))
     manifest = {"generator": "probinv.surrogate.data.generate_dataset", "config": config.to_dict(),
                 "seed": int(seed), "batch_size": batch_size, "storage": storage,
                 "fields": "probinv.fields.sample_grf(von_karman)", "solver": "probinv.physics.acoustic"}
@@ -385,8 +375,6 @@ def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torc
         ``velocity [n, nz, nx]`` (m/s), ``source [n, 2]`` (int64), ``wavefield [n, n_frames, nz, nx]``,
         ``time [n_frames]`` (s), ``dx`` (m), ``config`` (dict) and ``manifest`` (dict).
     """
-    import netCDF4
-
     with netCDF4.Dataset(path, "r") as ds:
         n = int(ds.n_written)
         stop = n if stop is None else min(int(stop), n)
@@ -404,33 +392,3 @@ def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torc
                "dx": float(manifest["config"]["dx"]), "config": manifest["config"], "manifest": manifest}
     return out
 
-
-def main(argv=None) -> None:
-    """Command line: ``python -m probinv.surrogate.data OUT.nc --samples 5000 --seed 0`` (paper 1's generator)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m probinv.surrogate.data",
-                                 description="Simulate paper 1's FNO training data into a NetCDF file (resumable).")
-    ap.add_argument("path", help="output .nc file (extended if it exists with the same parameters)")
-    ap.add_argument("--samples", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--storage", default="float32", choices=["float32", "compressed"])
-    ap.add_argument("--threads", type=int, default=None)
-    for f in dataclasses.fields(SimulationConfig):
-        kind = int if f.type in ("int", int) else float
-        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=f"default {f.default}")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimulationConfig)
-                 if getattr(args, f.name) is not None}
-    config = SimulationConfig(**overrides)
-    generate_dataset(args.path, args.samples, config, seed=args.seed, batch_size=args.batch_size,
-                     storage=args.storage)
-    log.info("%s: %d samples, config %s", args.path, args.samples, config.to_dict())
-
-
-if __name__ == "__main__":
-    main()

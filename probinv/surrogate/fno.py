@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ..validation import check_choice, check_int
+from .data import homogeneous_response
 from .spectral import SpectralConv2d
 
 __all__ = ["FNO2d", "FNOSurrogate", "N_INPUT_CHANNELS", "TARGET_MODES", "encode_inputs"]
@@ -110,10 +112,9 @@ class FNO2d(torch.nn.Module):
                  modes: int | tuple[int, int] = 12, n_layers: int = 4, hidden: int = 128, method: str = "dft",
                  dtype: torch.dtype | None = None, device=None):
         super().__init__()
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
-                          ("n_layers", n_layers), ("hidden", hidden)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        in_channels, out_channels = check_int("in_channels", in_channels), check_int("out_channels", out_channels)
+        width, n_layers = check_int("width", width), check_int("n_layers", n_layers)
+        hidden = check_int("hidden", hidden)
         mz, mx = (modes, modes) if isinstance(modes, int) else tuple(modes)
         kw = dict(dtype=dtype, device=device)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, width=width, modes=(mz, mx),
@@ -197,8 +198,7 @@ class FNOSurrogate(torch.nn.Module):
                  modes: int | tuple[int, int] = 12, n_layers: int = 4, hidden: int = 128, method: str = "dft",
                  source_width: float | None = None, dtype: torch.dtype | None = None, device=None):
         super().__init__()
-        if target not in TARGET_MODES:
-            raise ValueError(f"target must be one of {TARGET_MODES}, got {target!r}")
+        check_choice("target", target, TARGET_MODES)
         if not (v_std > 0 and v_mean > 0):
             raise ValueError(f"v_mean and v_std must be positive velocities in m/s, got {v_mean!r}, {v_std!r}")
         nz, nx, dx = int(grid["nz"]), int(grid["nx"]), float(grid["dx"])
@@ -220,6 +220,8 @@ class FNOSurrogate(torch.nn.Module):
                              if target == "residual" else torch.zeros(0, dtype=f, device=device))
         self._u0_cache: dict = {}
         self.metadata: dict = {}  # filled by load_checkpoint / load_pretrained (val_rel_l2, grid, time, training)
+        # where the weights came from (load_checkpoint: path, sha256, step; load_pretrained: name); {} if built here
+        self.checkpoint_info: dict = {}
 
     # -- target representation ---------------------------------------------------------------------------------
     def reference(self, source_locations: torch.Tensor, nz: int, nx: int, dx: float,
@@ -234,7 +236,6 @@ class FNOSurrogate(torch.nn.Module):
         else:
             key = (nz, nx, float(dx))
             if key not in self._u0_cache:
-                from .data import homogeneous_response
                 if self.config["simulation"] is None:
                     raise ValueError("this surrogate has no simulation config, so it cannot compute the "
                                      f"homogeneous reference on a {nz} x {nx} grid with dx = {dx} m")

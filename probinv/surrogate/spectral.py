@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from ..validation import check_choice, check_int
+
 __all__ = ["SpectralConv2d", "dft_matrices", "spectral_conv2d"]
 
 _DFT_CACHE: dict = {}
@@ -129,6 +131,7 @@ def spectral_conv2d(x: torch.Tensor, weight: torch.Tensor, *, method: str = "dft
     Tensor[batch, out_channels, nz_out, nx_out]
         Same dtype and device as ``x``.
     """
+    check_choice("method", method, ("dft", "fft"))
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"x must be a Tensor[batch, channels, nz, nx], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -160,18 +163,17 @@ def spectral_conv2d(x: torch.Tensor, weight: torch.Tensor, *, method: str = "dft
         y = torch.matmul(gz, uv)  # [B, Cout, nzo, nxo]
         # keep the amplitude of the represented function when the output grid differs from the input grid
         return y if (nzo, nxo) == (nz, nx) else y * (nzo * nxo / (nz * nx))
-    if method == "fft":
-        xf = torch.fft.rfft2(x)  # [B, Cin, nz, nx//2+1]
-        xk = torch.cat([xf[:, :, :mz, :mx], xf[:, :, nz - mz:, :mx]], dim=2)  # [B, Cin, 2mz, mx]
-        xr = xk.real.reshape(b, cin, mz2 * mx)
-        xi = xk.imag.reshape(b, cin, mz2 * mx)
-        yr, yi = _mix_modes(xr, xi, weight.reshape(cin, cout, mz2 * mx, 2))
-        yk = torch.complex(yr, yi).reshape(b, cout, mz2, mx)
-        out = torch.zeros(b, cout, nzo, nxo // 2 + 1, dtype=yk.dtype, device=x.device)
-        out[:, :, :mz, :mx] = yk[:, :, :mz]
-        out[:, :, nzo - mz:, :mx] = yk[:, :, mz:]
-        return torch.fft.irfft2(out, s=(nzo, nxo)) * (nzo * nxo / (nz * nx))
-    raise ValueError(f"method must be 'dft' or 'fft', got {method!r}")
+    # method == "fft"
+    xf = torch.fft.rfft2(x)  # [B, Cin, nz, nx//2+1]
+    xk = torch.cat([xf[:, :, :mz, :mx], xf[:, :, nz - mz:, :mx]], dim=2)  # [B, Cin, 2mz, mx]
+    xr = xk.real.reshape(b, cin, mz2 * mx)
+    xi = xk.imag.reshape(b, cin, mz2 * mx)
+    yr, yi = _mix_modes(xr, xi, weight.reshape(cin, cout, mz2 * mx, 2))
+    yk = torch.complex(yr, yi).reshape(b, cout, mz2, mx)
+    out = torch.zeros(b, cout, nzo, nxo // 2 + 1, dtype=yk.dtype, device=x.device)
+    out[:, :, :mz, :mx] = yk[:, :, :mz]
+    out[:, :, nzo - mz:, :mx] = yk[:, :, mz:]
+    return torch.fft.irfft2(out, s=(nzo, nxo)) * (nzo * nxo / (nz * nx))
 
 
 class SpectralConv2d(torch.nn.Module):
@@ -198,12 +200,9 @@ class SpectralConv2d(torch.nn.Module):
     def __init__(self, in_channels: int, out_channels: int, modes_z: int, modes_x: int, *, method: str = "dft",
                  dtype: torch.dtype | None = None, device=None):
         super().__init__()
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("modes_z", modes_z),
-                          ("modes_x", modes_x)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
-        if method not in ("dft", "fft"):
-            raise ValueError(f"method must be 'dft' or 'fft', got {method!r}")
+        in_channels, out_channels = check_int("in_channels", in_channels), check_int("out_channels", out_channels)
+        modes_z, modes_x = check_int("modes_z", modes_z), check_int("modes_x", modes_x)
+        check_choice("method", method, ("dft", "fft"))
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes_z, self.modes_x, self.method = modes_z, modes_x, method
         scale = 1.0 / (in_channels * out_channels)

@@ -11,6 +11,8 @@ The reported error is paper 1's relative L2 in physical units, per sample
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import logging
 import math
 import os
@@ -18,9 +20,12 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .._files import atomic_path
 from .._version import __version__
+from ..validation import check_choice, check_int, check_scalar
+from .data import SimulationConfig, homogeneous_response
 from .fno import FNOSurrogate
 
 __all__ = ["TrainConfig", "build_surrogate", "evaluate", "load_checkpoint", "residual_std", "save_checkpoint", "train"]
@@ -68,13 +73,9 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
-            val = getattr(self, name)
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive learning rate, got {self.lr!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+            check_int(name, getattr(self, name))
+        check_scalar("lr", self.lr)
+        check_choice("schedule", self.schedule, ("cosine", "constant"))
 
 
 def build_surrogate(train_data: dict, simulation: dict | None = None, *, target: str = "residual",
@@ -93,7 +94,6 @@ def build_surrogate(train_data: dict, simulation: dict | None = None, *, target:
     dx = float(train_data.get("dx", simulation["dx"] if simulation else float("nan")))
     time_ = train_data.get("time")
     if time_ is None:
-        from .data import SimulationConfig
         time_ = SimulationConfig.from_dict(simulation).times
     v = train_data["velocity"]
     v_mean = float(simulation["v_mean"]) if simulation else float(v.mean())
@@ -103,7 +103,6 @@ def build_surrogate(train_data: dict, simulation: dict | None = None, *, target:
                        simulation=simulation, width=width, modes=modes, n_layers=n_layers, hidden=hidden,
                        method=method, dtype=dtype, device=device)
     if target == "residual" and homogeneous is None:
-        from .data import homogeneous_response
         if simulation is None:
             raise ValueError("target 'residual' needs simulation (the generator config) or homogeneous")
         homogeneous = homogeneous_response(simulation, nz, nx, dx, v_mean, times=time_, dtype=dtype)
@@ -212,8 +211,14 @@ def save_checkpoint(path: str, surrogate: FNOSurrogate, *, optimizer=None, sched
 
 
 def load_checkpoint(path: str, map_location=None) -> tuple[FNOSurrogate, dict]:
-    """Rebuild the surrogate from a checkpoint; returns ``(surrogate, checkpoint_dict)``."""
-    ck = torch.load(path, map_location=map_location or "cpu", weights_only=False)
+    """Rebuild the surrogate from a checkpoint; returns ``(surrogate, checkpoint_dict)``.
+
+    The surrogate's ``metadata`` is the checkpoint's, and its ``checkpoint_info`` records the file (absolute
+    ``path``, ``sha256`` of its bytes, training ``step``) so that a forward operator can say which weights it runs.
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    ck = torch.load(io.BytesIO(raw), map_location=map_location or "cpu", weights_only=False)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a probinv surrogate checkpoint (format {CHECKPOINT_FORMAT!r})")
     cfg = dict(ck["surrogate_config"])
@@ -222,10 +227,12 @@ def load_checkpoint(path: str, map_location=None) -> tuple[FNOSurrogate, dict]:
     sur = FNOSurrogate(n_frames, grid, torch.tensor(time_), dtype=dtype, **cfg)
     sur.load_state_dict(ck["model"])
     sur.metadata = ck.get("metadata", {})
+    sur.checkpoint_info = {"path": os.path.abspath(path), "sha256": hashlib.sha256(raw).hexdigest(),
+                           "step": int(ck.get("step", 0))}
     return sur, ck
 
 
-def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: TrainConfig = TrainConfig(), *,
+def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: TrainConfig | None = None, *,
           checkpoint: str | None = None, resume: bool = True, max_steps: int | None = None,
           max_time: float | None = None, progress: bool = True) -> dict:
     """Train ``surrogate`` (whose target scales are already fitted, see :meth:`FNOSurrogate.fit_target`).
@@ -237,8 +244,8 @@ def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: Tra
     train_data, val_data : dict
         ``velocity [n, nz, nx]``, ``source [n, 2]``, ``wavefield [n, n_frames, nz, nx]`` (CPU tensors are moved to
         the surrogate's device batch by batch).
-    config : TrainConfig
-        Optimisation settings.
+    config : TrainConfig, optional
+        Optimisation settings (default ``TrainConfig()``).
     checkpoint : str, optional
         Checkpoint file: written every ``config.checkpoint_every`` steps and at the end; with ``resume=True`` an
         existing one is loaded first and training continues from its step.
@@ -255,8 +262,7 @@ def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: Tra
         ``step``, ``history`` (list of dicts: step, train_loss, lr, and val_rel_l2 where evaluated) and ``val``
         (the last :func:`evaluate` result).
     """
-    from tqdm.auto import tqdm
-
+    config = TrainConfig() if config is None else config
     _check_data("train_data", train_data)
     _check_data("val_data", val_data)
     p = next(surrogate.parameters())
