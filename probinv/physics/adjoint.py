@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from .acoustic import _fast_init_state, _fast_run_block, _setup, _step, _stencil_t
+from ._acoustic_kernels import _fast_init_state, _fast_run_block, _step
+from ._acoustic_setup import _setup
+from ._acoustic_stencils import _stencil_t
 from .boundaries import pad_model
 
 
