@@ -335,6 +335,28 @@ def test_error_messages():
         call(source_amplitudes=w_hi)
 
 
+def test_sampling_warning_fires_once_per_call_site():
+    # An inversion calls the solver from one line with a new model every time: the warning's text carries the
+    # changing vmin, so Python's once-per-location rule alone would repeat it at every call.
+    v, _, dx, dt, _, src, rec = _setup_small(dtype=torch.float32, nt=50)
+    w_hi = ricker(200.0, 50, dt).expand(2, 1, 50)  # < 1 point per wavelength: the warning's condition
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's default action for UserWarning (overrides this file's ignore)
+        for k in range(50):
+            acoustic(v * (1 + 1e-3 * k), dx, dt, w_hi, src, rec, pml_width=3)  # one call site, vmin changes
+        for gradient in ("fused", "autograd"):  # a second call site (reached through a longer path inside physics)
+            acoustic(v * 1.01, dx, dt, w_hi, src, rec, pml_width=3, gradient=gradient)
+    shown = [w for w in caught if "grid points per minimum wavelength" in str(w.message)]
+    assert len(shown) == 2
+    # each is attributed to the user's line that called the solver, not to a line inside probinv.physics
+    assert [w.filename for w in shown] == [__file__] * 2 and shown[0].lineno != shown[1].lineno
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what pytest.warns sets: every call is shown
+        for k in range(3):
+            acoustic(v * (1 + 1e-3 * k), dx, dt, w_hi, src, rec, pml_width=3)
+    assert sum("grid points per minimum wavelength" in str(w.message) for w in caught) == 3
+
+
 @pytest.mark.parametrize("options", [dict(free_surface=True, accuracy=8), dict(rho=True, pml_width=(2, 7, 0, 5))])
 def test_strip_kernel_equals_full_grid_kernel(options, monkeypatch):
     # the fast kernel (CPML only in the layer strips, in-place buffers) against the plain full-grid kernel

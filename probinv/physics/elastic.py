@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from ..validation import check_field, check_locations, check_scalar
 from . import _checks
 from ._fd import STAGGERED_FIRST_DERIVATIVE, check_accuracy, max_stable_dt_staggered
 from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml_widths
@@ -225,8 +226,8 @@ def _common_checks(fields: dict, dx, dt, source_amplitudes, source_locations, re
         if f.dtype != ref.dtype or f.device != ref.device:
             raise ValueError(f"{name} is {f.dtype} on {f.device} but {ref_name} is {ref.dtype} on {ref.device}: "
                              f"all model fields must share dtype and device")
-    dx = _checks.check_scalar("dx", dx)
-    dt = _checks.check_scalar("dt", dt)
+    dx = check_scalar("dx", dx)
+    dt = check_scalar("dt", dt)
     accuracy = check_accuracy(accuracy)
     if not isinstance(free_surface, bool):
         raise TypeError(f"free_surface must be True or False, got {free_surface!r}")
@@ -250,11 +251,11 @@ def _common_checks(fields: dict, dx, dt, source_amplitudes, source_locations, re
         raise ValueError("source_amplitudes must be finite, got NaN/inf values")
     n_shots = source_amplitudes.shape[0]
     nz, nx = ref.shape[-2:]
-    src = _checks.check_locations("source_locations", source_locations, n_shots, (nz, nx), ref.device)
+    src = check_locations("source_locations", source_locations, n_shots, (nz, nx), ref.device)
     if src.shape[1] != source_amplitudes.shape[1]:
         raise ValueError(f"source_locations has {src.shape[1]} sources per shot but source_amplitudes has "
                          f"{source_amplitudes.shape[1]}")
-    rec = _checks.check_locations("receiver_locations", receiver_locations, n_shots, (nz, nx), ref.device)
+    rec = check_locations("receiver_locations", receiver_locations, n_shots, (nz, nx), ref.device)
     dt_max = max_stable_dt_staggered(vmax, dx, accuracy)
     _checks.check_dt(dt, dt_max, f"the staggered scheme of accuracy {accuracy} with vmax = {vmax:g} m/s and "
                                  f"dx = {dx:g} m")
@@ -562,8 +563,8 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     wavefield : Tensor [(batch,) n_shots, nt, nz, nx]
         Only if ``return_wavefield``: ``u`` at every sample.
     """
-    _checks.check_field("vs", vs)
-    _checks.check_field("rho", rho)
+    check_field("vs", vs)
+    check_field("rho", rho)
     vmax = float(vs.detach().max())
     setup = _common_checks({"vs": vs, "rho": rho}, dx, dt, source_amplitudes, source_locations,
                            receiver_locations, pml_width, free_surface, accuracy, checkpoint_every,
@@ -722,9 +723,9 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         raise ValueError(f"source_type must be one of {SOURCE_TYPES}, got {source_type!r}")
     if receiver_component not in RECEIVER_COMPONENTS:
         raise ValueError(f"receiver_component must be one of {RECEIVER_COMPONENTS}, got {receiver_component!r}")
-    _checks.check_field("vp", vp)
-    _checks.check_field("vs", vs, allow_zero=True)
-    _checks.check_field("rho", rho)
+    check_field("vp", vp)
+    check_field("vs", vs, allow_zero=True)
+    check_field("rho", rho)
     if vp.shape == vs.shape:
         bad = (vs > 0) & (vp <= vs)
         if bool(bad.any()):

@@ -107,7 +107,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from ._checks import check_field, check_locations, check_scalar, warn_points_per_wavelength
+from ..validation import check_field, check_locations, check_scalar
+from ._checks import warn_points_per_wavelength
 from .boundaries import Widths, pad_model, pml_widths
 
 #: Average-derivative 9-point coefficients (a, c, d); e = (1 - c - 4 d) / 4. See the module docstring.
