@@ -107,13 +107,13 @@ class _AcousticPropagation(torch.autograd.Function):
 
 def _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, *, rho=None,
                          pml_width=20, free_surface=False, accuracy=4, checkpoint_every=None,
-                         return_wavefield=False, wavefield_every=1):
+                         return_wavefield=False, wavefield_every=1, pml_vmax=None):
     """The same scheme with autograd through ordinary torch operations (``acoustic(..., gradient="autograd")``).
 
     ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`.
     """
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
-               accuracy, wavefield_every if return_wavefield else None)
+               accuracy, wavefield_every if return_wavefield else None, pml_vmax, fast_kernel=False)
     batch, shots, h, w = s.shape
     nt = s.amp.shape[-1]
     t, b, lf, r = s.widths

@@ -133,7 +133,7 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         return _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho=rho,
                                     pml_width=pml_width, free_surface=free_surface, accuracy=accuracy,
                                     checkpoint_every=checkpoint_every, return_wavefield=return_wavefield,
-                                    wavefield_every=wavefield_every)
+                                    wavefield_every=wavefield_every, pml_vmax=pml_vmax)
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
                accuracy, wavefield_every if return_wavefield else None, pml_vmax, fast_kernel=_FAST_KERNEL)
     batch, shots, h, w = s.shape
