@@ -109,7 +109,7 @@ def test_autograd_path_equals_fused_path_with_checkpointing_and_wavefield():
         (g,) = torch.autograd.grad(0.5 * (data - observed).square().sum() + wf.square().sum(), vg)
         grads.append(g)
         outs.append((data.detach(), wf.detach()))
-    for g, (d, wf) in zip(grads[1:], outs[1:]):
+    for g, (d, wf) in zip(grads[1:], outs[1:], strict=True):
         # same discrete scheme evaluated in the same order; only the backward's summation order differs
         assert torch.allclose(d, outs[0][0], rtol=0, atol=1e-13 * float(outs[0][0].abs().max()))
         assert torch.allclose(wf, outs[0][1], rtol=0, atol=1e-13 * float(outs[0][1].abs().max()))

@@ -108,7 +108,7 @@ class _AcousticPropagation(torch.autograd.Function):
 def _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, *, rho=None,
                          pml_width=20, free_surface=False, accuracy=4, checkpoint_every=None,
                          return_wavefield=False, wavefield_every=1, pml_vmax=None):
-    """The same scheme with autograd through ordinary torch operations (``acoustic(..., gradient="autograd")``).
+    """Run the same scheme with autograd through ordinary torch operations (``acoustic(..., gradient="autograd")``).
 
     ``checkpoint_every=k`` wraps each block of ``k`` steps in :func:`torch.utils.checkpoint.checkpoint`.
     """

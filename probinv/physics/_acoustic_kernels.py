@@ -202,7 +202,7 @@ def _fast_init_state(fast: _Fast, batch: int, shots: int, like: torch.Tensor):
 
 def _fast_run_block(state, v2dt2, gx, gz, amp, geom, ops: _Ops, fast: _Fast, n0: int, store: bool,
                     keep_p: bool = False):
-    """The fast forward over ``amp.shape[-1]`` steps (no autograd); same outputs as :func:`_run_block`.
+    """Run the fast forward over ``amp.shape[-1]`` steps (no autograd); same outputs as :func:`_run_block`.
 
     ``store``: keep ``q^n = L p^n + s^n`` of every step (what dL/dv needs); ``keep_p``: keep ``p^n`` too.
     """

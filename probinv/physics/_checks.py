@@ -25,7 +25,7 @@ def check_dt(dt: float, dt_max: float, what: str) -> None:
 
 
 def _filter_action(text: str, category: type[Warning], module: str, lineno: int) -> str:
-    """The action of the first entry of :data:`warnings.filters` that matches (the rule :mod:`warnings` applies)."""
+    """Return the action of the first entry of :data:`warnings.filters` that matches (as :mod:`warnings` does)."""
     for action, msg, cat, mod, ln in warnings.filters:
         if ((msg is None or msg.match(text)) and issubclass(category, cat) and (mod is None or mod.match(module))
                 and (ln == 0 or ln == lineno)):

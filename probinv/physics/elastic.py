@@ -301,7 +301,7 @@ class _Strip(NamedTuple):
 
 
 def _strips(ab: tuple, axis: int) -> list[_Strip]:
-    """The contiguous runs of ``a != 0`` (the layers) of a CPML profile; memory variables are stored only there."""
+    """Return the contiguous runs of ``a != 0`` (the layers) of a CPML profile; memory variables live only there."""
     a, b = ab
     active = ((a != 0) | (b != 1)).reshape(a.shape[0], -1).any(0).tolist()
     out, j, n = [], 0, len(active)
@@ -333,7 +333,7 @@ def _stretch(d: torch.Tensor, strips: list[_Strip], psis) -> tuple[torch.Tensor,
     if torch.is_grad_enabled():
         d = d.clone()  # the reference path: keep autograd's view of d intact
     new = []
-    for s, p in zip(strips, psis):
+    for s, p in zip(strips, psis, strict=True):
         ds = d.narrow(s.axis, s.start, s.length)
         p = s.b * p + s.a * ds
         new.append(p)
@@ -347,7 +347,7 @@ def _stretch_t(ld: torch.Tensor, strips: list[_Strip], lpsis, inplace: bool):
         return ld, []
     out = ld if inplace else ld.clone()
     new = []
-    for s, lp in zip(strips, lpsis):
+    for s, lp in zip(strips, lpsis, strict=True):
         t = lp + ld.narrow(s.axis, s.start, s.length)
         new.append(s.b * t)
         out.narrow(s.axis, s.start, s.length).add_(s.a * t)
@@ -467,7 +467,7 @@ class _TimeBlock(torch.autograd.Function):
         g_amps = saves.new_zeros(shape[:2] + ctx.amps_shape[2:])
         for i in range(n1 - n0 - 1, -1, -1):
             lam = spec.adjoint(n0 + i, lam, g_rec[..., i], saves[i], g_coeffs, g_amps)
-        g_coeffs = [g.sum_to_size(c.shape) for g, c in zip(g_coeffs, coeffs)]
+        g_coeffs = [g.sum_to_size(c.shape) for g, c in zip(g_coeffs, coeffs, strict=True)]
         return (None, None, None, g_amps.sum_to_size(ctx.amps_shape), None, *g_coeffs, *lam)
 
 
@@ -590,7 +590,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     amps = source_amplitudes.unsqueeze(0) * (src_scale / dx ** 2).unsqueeze(-1)  # [B, S, n_src, nt]
     shape = (bsz, n_shots, nzp, nxp)
     fs = free_surface
-    t, l = w.top, w.left
+    t, lf = w.top, w.left
     s_ux, s_uz = _strips(prof["xh"], -1), _strips(prof["zh"], -2)
     s_sx, s_sz = _strips(prof["x0"], -1), _strips(prof["z0"], -2)
     groups = (s_ux, s_uz, s_sx, s_sz)
@@ -609,7 +609,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         u, v = state[:2]
         p_ux, p_uz, p_sx, p_sz = split(state)
         rec = _gather(u, rec_idx)
-        snap = u[..., t:t + nz, l:l + nx] if return_wavefield else None
+        snap = u[..., t:t + nz, lf:lf + nx] if return_wavefield else None
         ex, p_ux = _stretch(_d_plus(u, -1, c, inv_dx), s_ux, p_ux)
         ez, p_uz = _stretch(_d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None), s_uz, p_uz)
         dsx, p_sx = _stretch(_d_minus(mu_x * ex, -1, c, inv_dx), s_sx, p_sx)
@@ -777,7 +777,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         scale = torch.gather(bdt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2, setup.src_idx.expand(bsz, -1, -1))
         amps = amps * scale.unsqueeze(-1)
     shape = (bsz, n_shots, nzp, nxp)
-    t, l = w.top, w.left
+    t, lf = w.top, w.left
     nz, nx = vp.shape[-2:]
     surface_mask = None
     if fs:
@@ -823,7 +823,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
             rec = 0.5 * (_gather(old, rec_idx) + _gather(new, rec_idx))
             snap = 0.5 * (old + new) if return_wavefield else None
         if return_wavefield:
-            snap = snap[..., t:t + nz, l:l + nx]
+            snap = snap[..., t:t + nz, lf:lf + nx]
         # stresses: t_n -> t_{n+1}
         d1, p1 = _stretch(_d_minus(vx, -1, c, inv_dx), s1, p1)
         d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
