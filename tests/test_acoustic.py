@@ -1,13 +1,14 @@
 """probinv.physics.acoustic: analytic solutions, convergence order, free surface, gradients, batching, checks."""
 import math
 import re
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
-
 from analytic import green2d_time
+
 from probinv.physics import acoustic, ricker
 from probinv.physics._checks import significant_max_frequency
 from probinv.physics.acoustic import _propagate_reference
@@ -176,7 +177,7 @@ def test_gradient_with_density_and_sources_matches_finite_differences():
 
     args = [t.clone().requires_grad_() for t in (v, rho, amp)]
     grads = torch.autograd.grad(j(*args), args)
-    for k, eps in zip(range(3), (1e-2, 1e-2, 1e-3)):
+    for k, eps in zip(range(3), (1e-2, 1e-2, 1e-3), strict=True):
         d = torch.randn_like(args[k])
         plus = [t.detach() + (eps * d if i == k else 0) for i, t in enumerate(args)]
         minus = [t.detach() - (eps * d if i == k else 0) for i, t in enumerate(args)]
@@ -199,7 +200,7 @@ def test_fused_node_equals_plain_autograd_reference(options):
     w = torch.randn_like(d)
     g = torch.autograd.grad((d * w).sum(), params)
     g_ref = torch.autograd.grad((d_ref * w).sum(), params)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         assert float((a - b).norm() / b.norm()) < 1e-12  # same arithmetic in another order: rounding only
 
 
@@ -335,11 +336,32 @@ def test_error_messages():
         call(source_amplitudes=w_hi)
 
 
+def test_sampling_warning_fires_once_per_call_site():
+    # An inversion calls the solver from one line with a new model every time: the warning's text carries the
+    # changing vmin, so Python's once-per-location rule alone would repeat it at every call.
+    v, _, dx, dt, _, src, rec = _setup_small(dtype=torch.float32, nt=50)
+    w_hi = ricker(200.0, 50, dt).expand(2, 1, 50)  # < 1 point per wavelength: the warning's condition
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's default action for UserWarning (overrides this file's ignore)
+        for k in range(50):
+            acoustic(v * (1 + 1e-3 * k), dx, dt, w_hi, src, rec, pml_width=3)  # one call site, vmin changes
+        for gradient in ("fused", "autograd"):  # a second call site (reached through a longer path inside physics)
+            acoustic(v * 1.01, dx, dt, w_hi, src, rec, pml_width=3, gradient=gradient)
+    shown = [w for w in caught if "grid points per minimum wavelength" in str(w.message)]
+    assert len(shown) == 2
+    # each is attributed to the user's line that called the solver, not to a line inside probinv.physics
+    assert [w.filename for w in shown] == [__file__] * 2 and shown[0].lineno != shown[1].lineno
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what pytest.warns sets: every call is shown
+        for k in range(3):
+            acoustic(v * (1 + 1e-3 * k), dx, dt, w_hi, src, rec, pml_width=3)
+    assert sum("grid points per minimum wavelength" in str(w.message) for w in caught) == 3
+
+
 @pytest.mark.parametrize("options", [dict(free_surface=True, accuracy=8), dict(rho=True, pml_width=(2, 7, 0, 5))])
 def test_strip_kernel_equals_full_grid_kernel(options, monkeypatch):
-    # the fast kernel (CPML only in the layer strips, in-place buffers) against the plain full-grid kernel
-    import sys
-
+    # the fast kernel (CPML only in the layer strips, in-place buffers) against the plain full-grid kernel;
+    # the submodule via sys.modules: the package attribute probinv.physics.acoustic is the function
     module = sys.modules["probinv.physics.acoustic"]
     v, rho, dx, dt, amp, src, rec = _setup_small(nt=90)
     r = rho if options.get("rho") else None
@@ -373,7 +395,6 @@ def test_pml_vmax_makes_the_forward_map_continuous_across_the_rounding_step():
     # Default CPML strength = model vmax rounded up to 2 digits: scaling a model across 2200 m/s switches the
     # layer from 2200 to 2300 m/s, a jump in the data. With a fixed pml_vmax the map is smooth: a 1e-4 relative
     # change of v then changes the data by O(1e-4) (linear response), far below the jump.
-    from probinv.physics import acoustic, ricker
     v = torch.full((20, 20), 2000.0, dtype=torch.float64)
     v[8:12, 8:12] = 2200.0
     amp = ricker(10.0, 200, 0.002, dtype=torch.float64).reshape(1, 1, -1)

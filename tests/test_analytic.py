@@ -1,8 +1,8 @@
 """The analytic Green's function used by the solver tests is itself checked against direct quadrature."""
 import numpy as np
+from analytic import green2d_time
 from scipy.integrate import quad
 
-from analytic import green2d_time
 from probinv.physics import ricker
 
 

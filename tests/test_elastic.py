@@ -9,7 +9,7 @@ import pytest
 import torch
 from analytic import green2d_time
 
-from probinv.physics import psv, ricker, sh
+from probinv.physics import elastic, psv, ricker, sh
 from probinv.physics._fd import max_stable_dt_staggered
 
 DX = 5.0
@@ -204,16 +204,16 @@ def _fd_check(loss, params: list[torch.Tensor], seed: int = 0):
     dirs = [torch.randn(p.shape, generator=g, dtype=p.dtype) * p.detach().abs().mean() * 1e-2 for p in params]
     # the CPML damping is set by the model's maximum speed, a non-differentiable constant of the solver: keep the
     # maximum fixed, or the finite difference would also see the layer change
-    for p, d in zip(params, dirs):
+    for p, d in zip(params, dirs, strict=True):
         d.view(-1)[torch.argmax(p)] = 0.0
     ps = [p.detach().clone().requires_grad_(True) for p in params]
     val = loss(*ps)
     grads = torch.autograd.grad(val, ps)
-    ad = sum(float((gr * d).sum()) for gr, d in zip(grads, dirs))
+    ad = sum(float((gr * d).sum()) for gr, d in zip(grads, dirs, strict=True))
     h = 1e-3
     with torch.no_grad():
-        lp = float(loss(*[p + h * d for p, d in zip(params, dirs)]))
-        lm = float(loss(*[p - h * d for p, d in zip(params, dirs)]))
+        lp = float(loss(*[p + h * d for p, d in zip(params, dirs, strict=True)]))
+        lm = float(loss(*[p - h * d for p, d in zip(params, dirs, strict=True)]))
     fd = (lp - lm) / (2 * h)
     return ad, fd, grads
 
@@ -285,7 +285,7 @@ def test_checkpointing_gives_the_same_gradient():
             d = psv(*ps, DX, dt, w, _loc((3, 4)), _loc((9, 10)), pml_width=4, checkpoint_every=k)
         grads.append(torch.autograd.grad(d.pow(2).sum(), ps))
     for gk in grads[1:]:
-        for a, b in zip(grads[0], gk):
+        for a, b in zip(grads[0], gk, strict=True):
             # the same arithmetic, recomputed; only the order of the per-block gradient sums differs
             assert float((a - b).norm() / a.norm()) < 1e-12
 
@@ -298,11 +298,9 @@ def test_checkpointing_gives_the_same_gradient():
 def test_hand_written_adjoint_equals_plain_autograd(fn, kw, free_surface, monkeypatch):
     # the fast path (one autograd node per block, exact transposed steps) against autograd through every step:
     # data, and the gradients for the models and the source amplitudes (a batch of 2 models, 2 shots, accuracy 8)
-    from probinv.physics import elastic
-
     nz, nx, dt, nt = 14, 15, 4e-4, 45
     models = [_hetero(nz, nx, seed) for seed in (4, 5)]
-    vp, vs, rho = (torch.stack(f) for f in zip(*models))
+    vp, vs, rho = (torch.stack(f) for f in zip(*models, strict=True))
     w = ricker(30.0, nt, dt, dtype=torch.float64)
     amps = torch.stack([w, -0.7 * w])[:, None]
     src = torch.tensor([[[2, 3]], [[9, 11]]])
@@ -324,7 +322,7 @@ def test_hand_written_adjoint_equals_plain_autograd(fn, kw, free_surface, monkey
     (d0, g0), (d1, g1) = out
     # the same forward arithmetic up to the order of the stencil sums (in-place fast path): rounding only
     assert float((d0 - d1).norm() / d1.norm()) < 1e-13
-    for a, b in zip(g0, g1):
+    for a, b in zip(g0, g1, strict=True):
         assert float((a - b).norm() / b.norm()) < 1e-12  # exact transpose: equal up to the order of the sums
 
 
@@ -343,7 +341,7 @@ def test_batch_of_models_equals_separate_calls(fn):
         else:
             call = lambda vp, vs, rho: psv(vp, vs, rho, DX, dt, amps, src, rec, pml_width=5,  # noqa: E731
                                            source_type="force_z")
-        batched = call(*(torch.stack(f) for f in zip(*models)))
+        batched = call(*(torch.stack(f) for f in zip(*models, strict=True)))
         separate = torch.stack([call(*m) for m in models])
     assert batched.shape == (3, 2, 3, nt)
     assert torch.allclose(batched, separate, rtol=1e-12, atol=1e-30)

@@ -128,7 +128,7 @@ def test_custom_adjoint_equals_dense_autograd(wave, free_surface):
             d_sparse = d.detach()
         else:
             torch.testing.assert_close(d_sparse, d.detach(), rtol=1e-10, atol=0)
-    for gs, gd in zip(*grads):
+    for gs, gd in zip(*grads, strict=True):
         assert float((gs - gd).norm() / gd.norm()) < 1e-10
 
 
@@ -170,7 +170,7 @@ def test_keep_factors_false_gives_the_same_gradient():
         vv, qq, aa = (t.clone().requires_grad_() for t in (v, q, amp))
         d = helmholtz(vv, qq, DX, FREQS, src, rec, source_amplitudes=aa, keep_factors=keep, free_surface=True, **KW)
         grads.append(torch.autograd.grad(misfit(d, obs), (vv, qq, aa)))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
@@ -216,8 +216,10 @@ def test_dense_method_matches_on_float32():
 
 def test_input_checks():
     v, q, src, rec, _, _ = small_problem()
-    call = lambda **over: helmholtz(**{**dict(v=v, q=q, dx=DX, frequencies=FREQS, source_locations=src,
-                                              receiver_locations=rec, **KW), **over})
+    def call(**over):
+        return helmholtz(**{**dict(v=v, q=q, dx=DX, frequencies=FREQS, source_locations=src, receiver_locations=rec,
+                                   **KW), **over})
+
     with pytest.raises(ValueError, match=re.escape("q must be positive everywhere")):
         call(q=-q)
     with pytest.raises(ValueError, match=re.escape("frequencies must be positive finite values in Hz, got [0.0")):

@@ -1,30 +1,73 @@
-"""Physics-specific checks and warnings of the solvers (stability, sampling); the generic argument checks live in
-:mod:`probinv.validation` and are re-exported here for the solvers."""
+"""Physics-specific checks and warnings of the solvers: time-step stability, spatial sampling, source spectrum.
+
+The generic argument checks (scalars, fields, locations ...) live in :mod:`probinv.validation`.
+"""
 from __future__ import annotations
 
-import math
+import os
+import sys
 import warnings
 
 import torch
 
-from ..validation import check_field as check_field
-from ..validation import check_locations as check_locations
-from ..validation import check_scalar as check_scalar
+#: Frames whose code lives in this directory belong to the solvers; the first frame outside it is the call site.
+_PHYSICS_DIR = os.path.dirname(__file__)
+
+#: ``(filename, lineno)`` of the call sites that have shown a once-per-call-site warning in this process.
+_WARNED_SITES: set[tuple[str, int]] = set()
 
 
 def check_dt(dt: float, dt_max: float, what: str) -> None:
+    """Raise ``ValueError`` when ``dt`` (s) exceeds the largest stable time step ``dt_max`` (s) of the scheme."""
     if dt > dt_max:
         raise ValueError(f"dt = {dt:.6g} s is unstable for {what}: the largest stable dt is {dt_max:.6g} s "
                          f"(reduce dt or coarsen nothing else: the limit scales with dx / vmax)")
 
 
-def warn_points_per_wavelength(vmin: float, dx: float, fmax: float, minimum: float, stacklevel: int = 3) -> float:
-    """Warn when the grid has fewer than ``minimum`` points per shortest wavelength ``vmin / fmax``."""
+def _filter_action(text: str, category: type[Warning], module: str, lineno: int) -> str:
+    """Return the action of the first entry of :data:`warnings.filters` that matches (as :mod:`warnings` does)."""
+    for action, msg, cat, mod, ln in warnings.filters:
+        if ((msg is None or msg.match(text)) and issubclass(category, cat) and (mod is None or mod.match(module))
+                and (ln == 0 or ln == lineno)):
+            return action
+    return warnings.defaultaction
+
+
+def warn_once_per_call_site(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn once per call site of the solvers, however the numbers in ``message`` change from call to call.
+
+    The call site is the first frame outside :mod:`probinv.physics` (the user's line that called the solver); the
+    warning is attributed to it. Python's own once-per-location rule keys on the message text, which here carries
+    the changing model values, so an inversion calling the solver from one line would warn at every forward call.
+    Filters are honoured: ``"ignore"`` shows nothing (and does not count as shown), ``"always"`` and ``"error"``
+    (``pytest.warns``, ``-W error``) see every call.
+    """
+    frame = sys._getframe(1)
+    stacklevel = 2  # warnings.warn(stacklevel=2) from here points at sys._getframe(1)
+    while frame.f_back is not None and os.path.dirname(frame.f_code.co_filename) == _PHYSICS_DIR:
+        frame = frame.f_back
+        stacklevel += 1
+    site = (frame.f_code.co_filename, frame.f_lineno)
+    action = _filter_action(message, category, frame.f_globals.get("__name__", "<string>"), frame.f_lineno)
+    if action == "ignore":
+        return
+    if action not in ("always", "error"):
+        if site in _WARNED_SITES:
+            return
+        _WARNED_SITES.add(site)
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def warn_points_per_wavelength(vmin: float, dx: float, fmax: float, minimum: float) -> float:
+    """Warn (once per call site) when the grid has fewer than ``minimum`` points per shortest wavelength.
+
+    The shortest wavelength is ``vmin / fmax`` (m/s over Hz); returns the number of points per wavelength.
+    """
     ppw = vmin / (fmax * dx)
     if ppw < minimum:
-        warnings.warn(f"only {ppw:.2f} grid points per minimum wavelength (vmin = {vmin:g} m/s, "
-                      f"fmax = {fmax:g} Hz, dx = {dx:g} m); at least {minimum:g} are needed for accurate results: "
-                      f"reduce dx or the source frequency", UserWarning, stacklevel=stacklevel)
+        warn_once_per_call_site(f"only {ppw:.2f} grid points per minimum wavelength (vmin = {vmin:g} m/s, "
+                                f"fmax = {fmax:g} Hz, dx = {dx:g} m); at least {minimum:g} are needed for accurate "
+                                f"results: reduce dx or the source frequency")
     return ppw
 
 

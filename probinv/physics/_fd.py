@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-#: Central second-derivative coefficients ``[c0, c1, ..., cM]``: ``u'' ~ (c0 u_i + sum_k ck (u_{i+k} + u_{i-k})) / dx^2``.
+#: Central second-derivative coefficients ``[c0, c1, ..., cM]``:
+#: ``u'' ~ (c0 u_i + sum_k ck (u_{i+k} + u_{i-k})) / dx^2``.
 SECOND_DERIVATIVE = {
     2: (-2.0, 1.0),
     4: (-5.0 / 2.0, 4.0 / 3.0, -1.0 / 12.0),

@@ -48,7 +48,8 @@ def pml_widths(pml_width, free_surface: bool) -> Widths:
         try:
             w = [int(p) for p in pml_width]
         except TypeError:
-            raise TypeError(f"pml_width must be an int or 4 ints (top, bottom, left, right), got {pml_width!r}") from None
+            raise TypeError(f"pml_width must be an int or 4 ints (top, bottom, left, right), "
+                            f"got {pml_width!r}") from None
         if len(w) != 4 or any(int(p) != p for p in pml_width):
             raise ValueError(f"pml_width must be an int or 4 ints (top, bottom, left, right), got {pml_width!r}")
     if any(p < 0 for p in w):
@@ -60,12 +61,12 @@ def pml_widths(pml_width, free_surface: bool) -> Widths:
 
 def pad_model(field: torch.Tensor, widths: Widths) -> torch.Tensor:
     """Extend ``field`` (``[..., nz, nx]``) into the absorbing layers by repeating its edge values."""
-    t, b, l, r = widths
-    if t == b == l == r == 0:
+    t, b, lf, r = widths
+    if t == b == lf == r == 0:
         return field
     shape = field.shape
     x = field.reshape(-1, 1, shape[-2], shape[-1])
-    x = torch.nn.functional.pad(x, (l, r, t, b), mode="replicate")
+    x = torch.nn.functional.pad(x, (lf, r, t, b), mode="replicate")
     return x.reshape(*shape[:-2], x.shape[-2], x.shape[-1])
 
 

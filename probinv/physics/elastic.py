@@ -58,6 +58,13 @@ block during the backward pass (:func:`torch.utils.checkpoint.checkpoint`). With
 autograd through every step is used instead (slower, much more memory). The CPML damping depends on the model's
 maximum speed, which is treated as a constant (no gradient flows through the absorbing layer's strength).
 
+Where the code lives
+--------------------
+This module holds the public functions (their steps and transposed steps are closures over the padded coefficients).
+Beside it: ``_elastic_ops`` (staggered derivatives, free-surface images, CPML strips, averages and their transposes),
+``_elastic_grad`` (the autograd node per block of steps, checkpointing) and ``_elastic_setup`` (argument checks shared
+by SH and P-SV, indices, CPML profiles).
+
 References
 ----------
 Robertsson, J. O. A. (1996). A numerical free-surface condition for elastic/viscoelastic finite-difference modeling
@@ -70,444 +77,42 @@ for the seismic wave equation. Geophysics 72(5), SM155-SM167.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
-from . import _checks
-from ._fd import STAGGERED_FIRST_DERIVATIVE, check_accuracy, max_stable_dt_staggered
-from .boundaries import Widths, cpml_profile, dominant_frequency, pad_model, pml_widths
-
-#: Minimum grid points per shortest (S) wavelength below which a warning is issued, per spatial order.
-MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 6.0, 8: 4.0}
+from ..validation import check_field
+from ._elastic_grad import _run, _Spec
+from ._elastic_ops import (
+    _average_next,
+    _d_minus,
+    _d_minus_image_t,
+    _d_plus,
+    _d_plus_image_t,
+    _gather,
+    _harmonic,
+    _image_antisymmetric_half,
+    _image_antisymmetric_integer,
+    _image_symmetric_integer,
+    _inject,
+    _scatter_add_,
+    _shift,
+    _stretch,
+    _stretch_t,
+    _strip_zeros,
+    _strips,
+)
+from ._elastic_setup import MIN_POINTS_PER_WAVELENGTH as MIN_POINTS_PER_WAVELENGTH
+from ._elastic_setup import _as_batch, _common_checks, _profiles
+from .boundaries import pad_model
 
 SOURCE_TYPES = ("explosive", "force_z", "force_x")
+
+
 RECEIVER_COMPONENTS = ("vz", "vx", "pressure")
+
+
 #: Testing switch: plain autograd through every step instead of the hand-written adjoint (the reference version).
 _REFERENCE = False
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# staggered derivatives with zero (or mirrored) values outside the padded grid
-# ----------------------------------------------------------------------------------------------------------------
-def _pad_axis(f: torch.Tensor, axis: int, before: int, after: int, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Zero-pad ``f`` along ``axis`` (-1 or -2); ``top`` (if given) replaces the zeros before the start."""
-    if axis == -1:
-        return F.pad(f, (before, after))
-    if top is None:
-        return F.pad(f, (0, 0, before, after))
-    bottom = f.new_zeros(f.shape[:-2] + (after, f.shape[-1]))
-    return torch.cat([top, f, bottom], dim=-2)
-
-
-def _d_plus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
-                   top: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`_d_plus` by padding the whole field (differentiable by autograd; the reference version)."""
-    m = len(coeffs)
-    n = f.shape[axis]
-    fp = _pad_axis(f, axis, m - 1, m, top)
-    out = None
-    for k, c in enumerate(coeffs, start=1):
-        term = fp.narrow(axis, m - 1 + k, n) - fp.narrow(axis, m - k, n)
-        out = term * (c * inv_dx) if out is None else out + term * (c * inv_dx)
-    return out
-
-
-def _d_minus_padded(f: torch.Tensor, axis: int, coeffs, inv_dx: float,
-                    top: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`_d_minus` by padding the whole field (differentiable by autograd; the reference version)."""
-    m = len(coeffs)
-    n = f.shape[axis]
-    fp = _pad_axis(f, axis, m, m - 1, top)
-    out = None
-    for k, c in enumerate(coeffs, start=1):
-        term = fp.narrow(axis, m + k - 1, n) - fp.narrow(axis, m - k, n)
-        out = term * (c * inv_dx) if out is None else out + term * (c * inv_dx)
-    return out
-
-
-def _staggered(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top, plus: bool) -> torch.Tensor:
-    """Staggered derivative without padding the whole field (no autograd): interior in place, edges on slabs.
-
-    ``out[j] = sum_k c_k (f[j + k + o] - f[j - k + 1 + o]) / dx`` with ``o = 0`` (:func:`_d_plus`) or ``-1``
-    (:func:`_d_minus`); rows/columns whose stencil leaves the array use the padded version on a thin slab.
-    """
-    padded = _d_plus_padded if plus else _d_minus_padded
-    n, m, o = f.shape[axis], len(coeffs), (0 if plus else -1)
-    lo, hi = m - 1 - o, n - m - o  # outputs whose stencil stays inside the array
-    if hi - lo < 2 * m:
-        return padded(f, axis, coeffs, inv_dx, top)
-    out = torch.empty_like(f)
-    length = hi - lo
-    inner = out.narrow(axis, lo, length)
-    for k, c in enumerate(coeffs, start=1):
-        a = f.narrow(axis, lo + k + o, length)
-        b = f.narrow(axis, lo - k + 1 + o, length)
-        if k == 1:
-            torch.sub(a, b, out=inner)
-            inner.mul_(c * inv_dx)
-        else:
-            inner.add_(a, alpha=c * inv_dx)
-            inner.sub_(b, alpha=c * inv_dx)
-    if lo > 0:
-        slab = f.narrow(axis, 0, lo + m + o)
-        out.narrow(axis, 0, lo).copy_(padded(slab, axis, coeffs, inv_dx, top).narrow(axis, 0, lo))
-    s0 = hi - m + 1 + o
-    slab = f.narrow(axis, s0, n - s0)
-    out.narrow(axis, hi, n - hi).copy_(padded(slab, axis, coeffs, inv_dx).narrow(axis, hi - s0, n - hi))
-    return out
-
-
-def _d_plus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from integer to half points: ``out[j] = sum_k c_k (f[j+k] - f[j-k+1]) / dx``.
-
-    ``out[j]`` is the derivative at ``j + 1/2``. Values outside the array are 0, or ``top`` before the start of the
-    z axis (``M - 1`` rows, the image above a free surface).
-    """
-    if torch.is_grad_enabled():
-        return _d_plus_padded(f, axis, coeffs, inv_dx, top)
-    return _staggered(f, axis, coeffs, inv_dx, top, plus=True)
-
-
-def _d_minus(f: torch.Tensor, axis: int, coeffs, inv_dx: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Staggered derivative from half to integer points: ``out[j] = sum_k c_k (f[j+k-1] - f[j-k]) / dx``.
-
-    ``f[j]`` is the value at ``j + 1/2``. Values outside the array are 0, or ``top`` (``M`` rows) before the start
-    of the z axis.
-    """
-    if torch.is_grad_enabled():
-        return _d_minus_padded(f, axis, coeffs, inv_dx, top)
-    return _staggered(f, axis, coeffs, inv_dx, top, plus=False)
-
-
-def _image_symmetric_integer(f: torch.Tensor, m: int) -> torch.Tensor:
-    """Rows ``f[-(m-1)], ..., f[-1]`` of a field on integer rows mirrored symmetrically about row 0."""
-    return torch.flip(f[..., 1:m, :], dims=(-2,))
-
-
-def _image_antisymmetric_integer(f: torch.Tensor, m: int) -> torch.Tensor:
-    """Rows ``f[-(m-1)], ..., f[-1]`` mirrored antisymmetrically about row 0 (``f[-r] = -f[r]``)."""
-    return -torch.flip(f[..., 1:m, :], dims=(-2,))
-
-
-def _image_antisymmetric_half(f: torch.Tensor, m: int) -> torch.Tensor:
-    """Rows ``-m .. -1`` of a field on half rows (``f[j]`` at ``j + 1/2``) mirrored antisymmetrically about 0."""
-    return -torch.flip(f[..., 0:m, :], dims=(-2,))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# argument handling
-# ----------------------------------------------------------------------------------------------------------------
-class _Setup(NamedTuple):
-    batched: bool
-    widths: Widths
-    coeffs: tuple
-    freq: float
-    src_idx: torch.Tensor  # [1, n_shots, n_src] flat indices in the padded grid
-    rec_idx: torch.Tensor  # [1, n_shots, n_rec]
-    padded_shape: tuple
-
-
-def _as_batch(field: torch.Tensor) -> torch.Tensor:
-    return field if field.ndim == 3 else field.unsqueeze(0)
-
-
-def _common_checks(fields: dict, dx, dt, source_amplitudes, source_locations, receiver_locations, pml_width,
-                   free_surface, accuracy, checkpoint_every, return_wavefield, vmax: float, vmin: float) -> _Setup:
-    ref_name, ref = next(iter(fields.items()))
-    for name, f in fields.items():
-        if f.shape != ref.shape:
-            raise ValueError(f"{name} has shape {tuple(f.shape)} but {ref_name} has shape {tuple(ref.shape)}: "
-                             f"all model fields must have the same shape")
-        if f.dtype != ref.dtype or f.device != ref.device:
-            raise ValueError(f"{name} is {f.dtype} on {f.device} but {ref_name} is {ref.dtype} on {ref.device}: "
-                             f"all model fields must share dtype and device")
-    dx = _checks.check_scalar("dx", dx)
-    dt = _checks.check_scalar("dt", dt)
-    accuracy = check_accuracy(accuracy)
-    if not isinstance(free_surface, bool):
-        raise TypeError(f"free_surface must be True or False, got {free_surface!r}")
-    if not isinstance(return_wavefield, bool):
-        raise TypeError(f"return_wavefield must be True or False, got {return_wavefield!r}")
-    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be None or a positive int number of time steps, "
-                         f"got {checkpoint_every!r}")
-    widths = pml_widths(pml_width, free_surface)
-    if not isinstance(source_amplitudes, torch.Tensor):
-        raise TypeError(f"source_amplitudes must be a torch.Tensor shaped [n_shots, n_sources_per_shot, nt], "
-                        f"got {type(source_amplitudes).__name__}")
-    if source_amplitudes.ndim != 3 or source_amplitudes.shape[-1] < 1:
-        raise ValueError(f"source_amplitudes must be shaped [n_shots, n_sources_per_shot, nt] with nt >= 1, "
-                         f"got shape {tuple(source_amplitudes.shape)}")
-    if source_amplitudes.dtype != ref.dtype or source_amplitudes.device != ref.device:
-        raise ValueError(f"source_amplitudes is {source_amplitudes.dtype} on {source_amplitudes.device} but the "
-                         f"model is {ref.dtype} on {ref.device}")
-    if not bool(torch.isfinite(source_amplitudes).all()):
-        raise ValueError("source_amplitudes must be finite, got NaN/inf values")
-    n_shots = source_amplitudes.shape[0]
-    nz, nx = ref.shape[-2:]
-    src = _checks.check_locations("source_locations", source_locations, n_shots, (nz, nx), ref.device)
-    if src.shape[1] != source_amplitudes.shape[1]:
-        raise ValueError(f"source_locations has {src.shape[1]} sources per shot but source_amplitudes has "
-                         f"{source_amplitudes.shape[1]}")
-    rec = _checks.check_locations("receiver_locations", receiver_locations, n_shots, (nz, nx), ref.device)
-    dt_max = max_stable_dt_staggered(vmax, dx, accuracy)
-    _checks.check_dt(dt, dt_max, f"the staggered scheme of accuracy {accuracy} with vmax = {vmax:g} m/s and "
-                                 f"dx = {dx:g} m")
-    fmax = _checks.significant_max_frequency(source_amplitudes, dt)
-    if fmax > 0 and vmin > 0:
-        _checks.warn_points_per_wavelength(vmin, dx, fmax, MIN_POINTS_PER_WAVELENGTH[accuracy])
-    nzp, nxp = nz + widths.top + widths.bottom, nx + widths.left + widths.right
-
-    def flat(loc):
-        return ((loc[..., 0] + widths.top) * nxp + loc[..., 1] + widths.left).unsqueeze(0)
-
-    return _Setup(ref.ndim == 3, widths, STAGGERED_FIRST_DERIVATIVE[accuracy],
-                  dominant_frequency(source_amplitudes, dt), flat(src), flat(rec), (nzp, nxp))
-
-
-def _profiles(setup: _Setup, dx, dt, vmax: torch.Tensor, ref):
-    """CPML ``(a, b)`` per axis (``z``/``x``) and node type (``0`` integer, ``h`` half points).
-
-    Each model of a batch gets the damping of its own maximum speed (``vmax`` [B]), so that a batch gives exactly
-    the result of separate calls. Shapes ``[B, 1, NZ, 1]`` (z) and ``[B, 1, 1, NX]`` (x).
-    """
-    nzp, nxp = setup.padded_shape
-    w = setup.widths
-    kw = dict(dtype=ref.dtype, device=ref.device)
-    out = {}
-    for name, n, ws in (("z", nzp, (w.top, w.bottom)), ("x", nxp, (w.left, w.right))):
-        for shift, tag in ((0.0, "0"), (0.5, "h")):
-            ps = [cpml_profile(n, ws, dx, dt, float(v), setup.freq, shift=shift, **kw) for v in vmax.tolist()]
-            shape = (-1, 1, n, 1) if name == "z" else (-1, 1, 1, n)
-            out[name + tag] = (torch.stack([p.a for p in ps]).reshape(shape),
-                               torch.stack([p.b for p in ps]).reshape(shape))
-    return out
-
-
-class _Strip(NamedTuple):
-    """A slab of the padded grid where a CPML memory variable lives (``a != 0``): ``axis``, ``start``, ``length``."""
-
-    axis: int
-    start: int
-    length: int
-    a: torch.Tensor
-    b: torch.Tensor
-
-
-def _strips(ab: tuple, axis: int) -> list[_Strip]:
-    """The contiguous runs of ``a != 0`` (the layers) of a CPML profile; memory variables are stored only there."""
-    a, b = ab
-    active = ((a != 0) | (b != 1)).reshape(a.shape[0], -1).any(0).tolist()
-    out, j, n = [], 0, len(active)
-    while j < n:
-        if active[j]:
-            k = j
-            while k < n and active[k]:
-                k += 1
-            out.append(_Strip(axis, j, k - j, a.narrow(axis, j, k - j), b.narrow(axis, j, k - j)))
-            j = k
-        else:
-            j += 1
-    return out
-
-
-def _strip_zeros(strips: list[_Strip], shape, like: torch.Tensor) -> list[torch.Tensor]:
-    out = []
-    for s in strips:
-        sh_ = list(shape)
-        sh_[s.axis] = s.length
-        out.append(like.new_zeros(sh_))
-    return out
-
-
-def _stretch(d: torch.Tensor, strips: list[_Strip], psis) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """CPML: ``psi <- b psi + a d`` on the layer strips, and the stretched derivative ``d + psi``."""
-    if not strips:
-        return d, []
-    if torch.is_grad_enabled():
-        d = d.clone()  # the reference path: keep autograd's view of d intact
-    new = []
-    for s, p in zip(strips, psis):
-        ds = d.narrow(s.axis, s.start, s.length)
-        p = s.b * p + s.a * ds
-        new.append(p)
-        ds.add_(p)
-    return d, new
-
-
-def _stretch_t(ld: torch.Tensor, strips: list[_Strip], lpsis, inplace: bool):
-    """Transpose of :func:`_stretch`: adjoint of the plain derivative and of the previous memory variables."""
-    if not strips:
-        return ld, []
-    out = ld if inplace else ld.clone()
-    new = []
-    for s, lp in zip(strips, lpsis):
-        t = lp + ld.narrow(s.axis, s.start, s.length)
-        new.append(s.b * t)
-        out.narrow(s.axis, s.start, s.length).add_(s.a * t)
-    return out, new
-
-
-def _average_next(f: torch.Tensor, axis: int, harmonic: bool) -> torch.Tensor:
-    """Average of ``f`` at index ``j`` and ``j + 1`` along ``axis`` (the last index is kept), i.e. at ``j + 1/2``."""
-    n = f.shape[axis]
-    nxt = torch.cat([f.narrow(axis, 1, n - 1), f.narrow(axis, n - 1, 1)], dim=axis)
-    if not harmonic:
-        return 0.5 * (f + nxt)
-    return _harmonic([f, nxt])
-
-
-def _harmonic(values: list[torch.Tensor]) -> torch.Tensor:
-    """Harmonic mean, 0 where any value is 0 (a fluid neighbour), with finite gradients there."""
-    zero = values[0] == 0
-    for v in values[1:]:
-        zero = zero | (v == 0)
-    safe = [torch.where(zero, torch.ones_like(v), v) for v in values]
-    h = len(values) / sum(1.0 / v for v in safe)
-    return torch.where(zero, torch.zeros_like(h), h)
-
-
-def _gather(field: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``field`` [B, S, NZ, NX] sampled at flat indices ``idx`` [1, S, R] -> [B, S, R]."""
-    b, s = field.shape[:2]
-    return torch.gather(field.reshape(b, s, -1), 2, idx.expand(b, -1, -1))
-
-
-def _inject(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Add ``values`` [B or 1, S, n_src] at flat indices ``idx`` [1, S, n_src] of ``field`` [B, S, NZ, NX]."""
-    b, s = field.shape[:2]
-    shape = field.shape
-    if not torch.is_grad_enabled():  # field is a fresh temporary of the step
-        field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values.expand(b, -1, -1))
-        return field
-    return field.reshape(b, s, -1).scatter_add(2, idx.expand(b, -1, -1), values.expand(b, -1, -1)).reshape(shape)
-
-
-def _scatter_add_(field: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """In place: ``field`` [B, S, NZ, NX] += ``values`` [B, S, R] at flat indices ``idx`` [1, S, R] (adjoint only)."""
-    b, s = field.shape[:2]
-    field.view(b, s, -1).scatter_add_(2, idx.expand(b, -1, -1), values)
-    return field
-
-
-def _d_minus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
-    """Transpose of ``_d_minus(f, -2, ..., top=image)`` with the half-row image ``f[-i] = sign * f[i-1]``."""
-    m = len(coeffs)
-    z = -_d_plus(F.pad(y, (0, 0, m, 0)), -2, coeffs, inv_dx)
-    adj = z[..., m:, :].clone()
-    adj[..., :m, :] += sign * torch.flip(z[..., :m, :], dims=(-2,))
-    return adj
-
-
-def _d_plus_image_t(y: torch.Tensor, coeffs, inv_dx: float, sign: float) -> torch.Tensor:
-    """Transpose of ``_d_plus(f, -2, ..., top=image)`` with the integer-row image ``f[-i] = sign * f[i]``."""
-    m = len(coeffs)
-    if m == 1:
-        return -_d_minus(y, -2, coeffs, inv_dx)
-    z = -_d_minus(F.pad(y, (0, 0, m - 1, 0)), -2, coeffs, inv_dx)
-    adj = z[..., m - 1:, :].clone()
-    adj[..., 1:m, :] += sign * torch.flip(z[..., :m - 1, :], dims=(-2,))
-    return adj
-
-
-class _Spec(NamedTuple):
-    """One solver's time step and its adjoint (closures over the padded coefficients)."""
-
-    step: object  # (n, state, save) -> (state, record [B, S, R], snapshot or None)
-    adjoint: object  # (n, lam_state, g_record, saved, g_coeffs, g_amps) -> lam_state (accumulates the grads)
-    n_save: int  # number of fields saved per step for the parameter gradients
-    n_rec: int
-
-
-class _TimeBlock(torch.autograd.Function):
-    """Steps ``n0 .. n1-1`` as one autograd node with a hand-written backward.
-
-    Each step is linear in the wavefield state with the (padded) medium coefficients as pointwise multipliers. The
-    forward saves, per step, only the fields that multiply a coefficient (``spec.n_save``); the backward runs the
-    exact transpose of each step backwards in time (the discrete adjoint) and accumulates the coefficient gradients.
-    This is reverse-mode differentiation of the time loop, without thousands of small autograd nodes. It is
-    differentiable once: ``create_graph=True`` through it raises an error instead of returning wrong second
-    derivatives.
-    """
-
-    @staticmethod
-    def forward(ctx, spec, n0, n1, amps, coeffs_n, *tensors):
-        coeffs, state = tensors[:coeffs_n], tensors[coeffs_n:]
-        shape = state[0].shape
-        nsteps = n1 - n0
-        need = any(ctx.needs_input_grad[3:])
-        saves = state[0].new_empty((nsteps, spec.n_save) + tuple(shape)) if need else None
-        recs = state[0].new_empty(shape[:2] + (spec.n_rec, nsteps))
-        for i, n in enumerate(range(n0, n1)):
-            state, rec, _ = spec.step(n, state, saves[i] if need else None)
-            recs[..., i] = rec
-        ctx.spec, ctx.n0, ctx.n1, ctx.coeffs_n = spec, n0, n1, coeffs_n
-        ctx.amps_shape = amps.shape
-        if need:
-            ctx.save_for_backward(saves, *coeffs)
-        return (*state, recs)
-
-    @staticmethod
-    @once_differentiable  # second derivatives would need the adjoint of the adjoint: refuse them loudly
-    def backward(ctx, *grads):
-        spec, n0, n1 = ctx.spec, ctx.n0, ctx.n1
-        saves, *coeffs = ctx.saved_tensors
-        g_rec = grads[-1]
-        shape = saves.shape[2:]
-        lam = tuple(g if g is not None else saves.new_zeros(shape) for g in grads[:-1])
-        if g_rec is None:
-            g_rec = saves.new_zeros(shape[:2] + (spec.n_rec, n1 - n0))
-        g_coeffs = [saves.new_zeros(shape) for _ in coeffs]
-        g_amps = saves.new_zeros(shape[:2] + ctx.amps_shape[2:])
-        for i in range(n1 - n0 - 1, -1, -1):
-            lam = spec.adjoint(n0 + i, lam, g_rec[..., i], saves[i], g_coeffs, g_amps)
-        g_coeffs = [g.sum_to_size(c.shape) for g, c in zip(g_coeffs, coeffs)]
-        return (None, None, None, g_amps.sum_to_size(ctx.amps_shape), None, *g_coeffs, *lam)
-
-
-def _run(spec: _Spec, coeffs: tuple, amps: torch.Tensor, state: tuple, nt: int, checkpoint_every: int | None,
-         autograd_steps: bool):
-    """All time steps; returns the records [B, S, R, nt] and the snapshots (list, autograd_steps only).
-
-    ``autograd_steps``: plain PyTorch autograd through every step (the reference implementation, also used for
-    ``return_wavefield``); otherwise :class:`_TimeBlock` nodes, ``checkpoint_every`` steps each under
-    :func:`torch.utils.checkpoint.checkpoint` when asked.
-    """
-    if autograd_steps:
-        def block(n0, n1, *st):
-            recs, snaps = [], []
-            for n in range(n0, n1):
-                st, r, snap = spec.step(n, st, None)
-                recs.append(r)
-                snaps.append(snap)
-            return st, torch.stack(recs, dim=-1), snaps
-
-        if checkpoint_every is None or not torch.is_grad_enabled():
-            _, recs, snaps = block(0, nt, *state)
-            return recs, snaps
-        recs, snaps = [], []
-        for n0 in range(0, nt, checkpoint_every):
-            state, r, sn = checkpoint(block, n0, min(nt, n0 + checkpoint_every), *state, use_reentrant=False)
-            recs.append(r)
-            snaps.extend(sn)
-        return torch.cat(recs, dim=-1), snaps
-
-    k = len(coeffs)
-    if checkpoint_every is None or not torch.is_grad_enabled():
-        out = _TimeBlock.apply(spec, 0, nt, amps, k, *coeffs, *state)
-        return out[-1], []
-    recs = []
-    for n0 in range(0, nt, checkpoint_every):
-        out = checkpoint(_TimeBlock.apply, spec, n0, min(nt, n0 + checkpoint_every), amps, k, *coeffs, *state,
-                         use_reentrant=False)
-        state = out[:-1]
-        recs.append(out[-1])
-    return torch.cat(recs, dim=-1), []
 
 
 def _strip_batch(out: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -562,8 +167,8 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     wavefield : Tensor [(batch,) n_shots, nt, nz, nx]
         Only if ``return_wavefield``: ``u`` at every sample.
     """
-    _checks.check_field("vs", vs)
-    _checks.check_field("rho", rho)
+    check_field("vs", vs)
+    check_field("rho", rho)
     vmax = float(vs.detach().max())
     setup = _common_checks({"vs": vs, "rho": rho}, dx, dt, source_amplitudes, source_locations,
                            receiver_locations, pml_width, free_surface, accuracy, checkpoint_every,
@@ -589,7 +194,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     amps = source_amplitudes.unsqueeze(0) * (src_scale / dx ** 2).unsqueeze(-1)  # [B, S, n_src, nt]
     shape = (bsz, n_shots, nzp, nxp)
     fs = free_surface
-    t, l = w.top, w.left
+    t, lf = w.top, w.left
     s_ux, s_uz = _strips(prof["xh"], -1), _strips(prof["zh"], -2)
     s_sx, s_sz = _strips(prof["x0"], -1), _strips(prof["z0"], -2)
     groups = (s_ux, s_uz, s_sx, s_sz)
@@ -608,7 +213,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         u, v = state[:2]
         p_ux, p_uz, p_sx, p_sz = split(state)
         rec = _gather(u, rec_idx)
-        snap = u[..., t:t + nz, l:l + nx] if return_wavefield else None
+        snap = u[..., t:t + nz, lf:lf + nx] if return_wavefield else None
         ex, p_ux = _stretch(_d_plus(u, -1, c, inv_dx), s_ux, p_ux)
         ez, p_uz = _stretch(_d_plus(u, -2, c, inv_dx, _image_symmetric_integer(u, m) if fs else None), s_uz, p_uz)
         dsx, p_sx = _stretch(_d_minus(mu_x * ex, -1, c, inv_dx), s_sx, p_sx)
@@ -722,9 +327,9 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         raise ValueError(f"source_type must be one of {SOURCE_TYPES}, got {source_type!r}")
     if receiver_component not in RECEIVER_COMPONENTS:
         raise ValueError(f"receiver_component must be one of {RECEIVER_COMPONENTS}, got {receiver_component!r}")
-    _checks.check_field("vp", vp)
-    _checks.check_field("vs", vs, allow_zero=True)
-    _checks.check_field("rho", rho)
+    check_field("vp", vp)
+    check_field("vs", vs, allow_zero=True)
+    check_field("rho", rho)
     if vp.shape == vs.shape:
         bad = (vs > 0) & (vp <= vs)
         if bool(bad.any()):
@@ -776,7 +381,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         scale = torch.gather(bdt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2, setup.src_idx.expand(bsz, -1, -1))
         amps = amps * scale.unsqueeze(-1)
     shape = (bsz, n_shots, nzp, nxp)
-    t, l = w.top, w.left
+    t, lf = w.top, w.left
     nz, nx = vp.shape[-2:]
     surface_mask = None
     if fs:
@@ -822,7 +427,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
             rec = 0.5 * (_gather(old, rec_idx) + _gather(new, rec_idx))
             snap = 0.5 * (old + new) if return_wavefield else None
         if return_wavefield:
-            snap = snap[..., t:t + nz, l:l + nx]
+            snap = snap[..., t:t + nz, lf:lf + nx]
         # stresses: t_n -> t_{n+1}
         d1, p1 = _stretch(_d_minus(vx, -1, c, inv_dx), s1, p1)
         d2, p2 = _stretch(_d_minus(vz, -2, c, inv_dx), s2, p2)
@@ -903,12 +508,6 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
     if return_wavefield:
         return data, _strip_batch(torch.stack(snaps, dim=2), setup.batched)
     return data
-
-
-def _shift(f: torch.Tensor, axis: int) -> torch.Tensor:
-    """``f`` at index ``j + 1`` along ``axis`` (the last index repeated)."""
-    n = f.shape[axis]
-    return torch.cat([f.narrow(axis, 1, n - 1), f.narrow(axis, n - 1, 1)], dim=axis)
 
 
 __all__ = ["psv", "sh"]

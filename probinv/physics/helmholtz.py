@@ -24,7 +24,10 @@ G = 4; the standard 5-point stencil has 2.6 % at G = 8).
 :math:`\partial_x \to s_x^{-1}\partial_x`, :math:`s_x = 1 + i\sigma_x(x)/\omega`, with
 :math:`\sigma(s) = \sigma_0 s^2`, :math:`\sigma_0 = 3 v_{max}\ln(1/R)/(2L)` (R = 1e-6), and the equation is
 discretised in its conservative form
-:math:`\partial_x(\tfrac{s_z}{s_x}\partial_x u) + \partial_z(\tfrac{s_x}{s_z}\partial_z u) + s_x s_z k^2 u = -s_x s_z\delta`.
+
+.. math:: \partial_x(\tfrac{s_z}{s_x}\partial_x u) + \partial_z(\tfrac{s_x}{s_z}\partial_z u)
+          + s_x s_z k^2 u = -s_x s_z\delta.
+
 The outer edge of the layers is a Dirichlet wall. The damping strength uses ``max(v)`` as a constant: it is not
 differentiated (a perturbation of the largest velocity also retunes the layers; the returned gradient is that of the
 solution with the layers held fixed).
@@ -70,11 +73,12 @@ With ``method="sparse"`` (default) the matrix of each frequency is factorised on
 pass reuses the same factorisation for the adjoint (transposed) solves, so a gradient costs one factorisation and
 two sets of triangular solves per frequency. The factorisations are kept between the forward and the backward pass
 when the output requires a gradient (memory grows with the number of frequencies; ``keep_factors=False``
-refactorises in the backward pass instead, at the cost of a second factorisation per frequency). SciPy runs on the CPU: if the
-inputs live on a GPU, the complex coefficients are copied to the CPU for the solve and the data (and gradients) are
-copied back explicitly to the input's device. ``method="dense"`` builds the same matrix as a dense torch tensor and
-calls :func:`torch.linalg.solve`, differentiated by plain autograd: it stays on the input's device (GPU included) and
-is meant for small grids (memory ``(nz nx)^2``) and as the reference implementation of the custom adjoint.
+refactorises in the backward pass instead, at the cost of a second factorisation per frequency). SciPy runs on the
+CPU: if the inputs live on a GPU, the complex coefficients are copied to the CPU for the solve and the data (and
+gradients) are copied back explicitly to the input's device. ``method="dense"`` builds the same matrix as a dense torch
+tensor and calls :func:`torch.linalg.solve`, differentiated by plain autograd: it stays on the input's device (GPU
+included) and is meant for small grids (memory ``(nz nx)^2``) and as the reference implementation of the custom
+adjoint.
 
 Gradients
 ---------
@@ -107,7 +111,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from ._checks import check_field, check_locations, check_scalar, warn_points_per_wavelength
+from ..validation import check_field, check_locations, check_scalar
+from ._checks import warn_points_per_wavelength
 from .boundaries import Widths, pad_model, pml_widths
 
 #: Average-derivative 9-point coefficients (a, c, d); e = (1 - c - 4 d) / 4. See the module docstring.
@@ -250,7 +255,7 @@ def _stretch_product(pat: _Pattern, widths: Widths, dx: float, omega: float, vma
 
 
 def _matrix(pat: _Pattern, d_data: np.ndarray, m_flat: np.ndarray) -> sp.csc_matrix:
-    """``A = D + diag(m) W``."""
+    """Assemble ``A = D + diag(m) W``."""
     n = pat.nz * pat.nx
     data = d_data + m_flat[pat.rows] * pat.w_data
     return sp.csc_matrix((data, pat.indices, pat.indptr), shape=(n, n))
@@ -333,7 +338,7 @@ class _HelmholtzSparse(torch.autograd.Function):
 
 
 def _dense_solve(m, amp, setup):
-    """Reference path: the same matrix as a dense torch tensor, ``torch.linalg.solve``, plain autograd.
+    """Solve by the reference path: the same matrix as a dense torch tensor, ``torch.linalg.solve``, plain autograd.
 
     The matrix is written entry by entry (``index_put``) so that only it and its LU factors (kept by autograd for
     the backward solve) are ``N^2`` in memory.
