@@ -14,9 +14,13 @@ import matplotlib
 
 if "MPLBACKEND" not in os.environ and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
     matplotlib.use("Agg")  # library code never opens windows; users may still choose a backend before importing us
+import arviz as az  # noqa: E402 (after the backend choice: ArviZ imports pyplot)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ._files import atomic_path  # noqa: E402
 
 __all__ = [
     "plot_arviz",
@@ -232,8 +236,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
     ``idata`` is an ``arviz.InferenceData`` whose posterior variable ``var_name`` has dims ``(chain, draw, z, x)``
     (as :meth:`probinv.inference.Posterior.to_arviz` returns). Default pixels: the centre and two off-centre ones.
     """
-    import arviz as az
-
     valid = {"trace": az.plot_trace, "rank": az.plot_rank, "pair": az.plot_pair}
     if kind not in valid:
         raise ValueError(f"kind must be one of {sorted(valid)}, got {kind!r}")
@@ -250,8 +252,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
             raise ValueError(f"pixel ({iz}, {ix}) is outside the (nz, nx) = ({nz}, {nx}) grid")
         z_m, x_m = float(da["z"][iz]), float(da["x"][ix])
         sub[f"{var_name} z={z_m:g}m x={x_m:g}m"] = da.isel(z=iz, x=ix, drop=True)
-    import xarray as xr
-
     ds = xr.Dataset(sub)
     if kind == "pair":
         axes = az.plot_pair(ds, kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.4})
@@ -265,8 +265,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) atomically, then close it; returns the path."""
-    from .io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
