@@ -117,6 +117,7 @@ def _cmd_train_fno(args) -> int:
 # parser
 # ----------------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The ``probinv`` argument parser (standard library only: building it imports nothing heavy)."""
     p = argparse.ArgumentParser(prog="probinv", description="Probabilistic seismic inversion (Bayesian FWI).")
     p.add_argument("--version", action="version", version=f"probinv {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final result lines")

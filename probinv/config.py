@@ -55,9 +55,10 @@ import difflib
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -299,6 +300,7 @@ class Config:
     _setups: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getattr__(self, name):
+        """A section as an attribute (``cfg.time``)."""
         sections = object.__getattribute__(self, "sections")
         if name in sections:
             return sections[name]
@@ -309,6 +311,7 @@ class Config:
         return {s: dict(sec) for s, sec in self.sections.items()}
 
     def to_json(self) -> str:
+        """JSON text of :meth:`to_dict` (keys sorted; the provenance attribute of result files)."""
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     def path(self, value: str | None) -> Path | None:

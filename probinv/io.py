@@ -16,9 +16,10 @@ import datetime
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -399,7 +400,7 @@ def read_gather(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
 # ----------------------------------------------------------------------------------------------------------------------
 def _segyio():
     try:
-        import segyio  # optional: the [segy] extra provides it
+        import segyio  # noqa: PLC0415 (optional: the [segy] extra provides it)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("reading SEG-Y needs segyio: pip install 'probinv[segy]'") from exc
     return segyio
@@ -487,7 +488,7 @@ def read_segy_gather(path: str | os.PathLike, dx: float, *, origin: tuple[float,
         raise ValueError(f"{str(path)!r}: shots have different numbers of receivers ({sorted(sizes)}); probinv needs "
                          f"the same receivers count in every shot")
     src_rows, rec_rows, traces = [], [], []
-    for r, g in zip(shots, groups):
+    for r, g in zip(shots, groups, strict=False):
         if np.unique(sx[g]).size != 1 or np.unique(sz[g]).size != 1:
             raise ValueError(f"{str(path)!r}: traces of FieldRecord {r} have different source positions")
         src_rows.append([[sz[g[0]], sx[g[0]]]])

@@ -13,9 +13,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -83,6 +83,7 @@ class Scenario:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Grid size ``(nz, nx)``."""
         return tuple(self.true["vp"].shape[-2:])
 
 
@@ -219,7 +220,7 @@ def layered(nz: int = 30, nx: int = 40, dx: float = 10.0, *, velocities=(1800.0,
         raise ValueError(f"interfaces must hold len(velocities) - 1 = {len(velocities) - 1} depths, got {interfaces}")
     z, x = _grid(nz, nx, dx, dtype, device)
     vp = torch.full_like(z + 0 * x, velocities[0])
-    for d, v in zip(interfaces, velocities[1:]):
+    for d, v in zip(interfaces, velocities[1:], strict=False):
         vp = torch.where(z + 0 * x >= d, torch.full_like(vp, v), vp)
     freq = freq if freq is not None else _default_freq(min(velocities), dx)
     acq = surface_acquisition(nz, nx, dx, min(velocities), max(velocities), n_shots=n_shots, freq=freq, device=device)
@@ -302,7 +303,7 @@ def curved_layers(seed: int = 0, *, nz: int = 70, nx: int = 70, dx: float = 10.0
     bend = amp * np.sin(2 * np.pi * xs / wavelength + phase)
     zz = np.arange(nz)[:, None]
     vp = np.full((nz, nx), v[0])
-    for t, vi in zip(tops, v[1:]):
+    for t, vi in zip(tops, v[1:], strict=False):
         vp = np.where(zz >= t + bend[None, :], vi, vp)
     vp = torch.as_tensor(vp, dtype=dtype or torch.get_default_dtype(), device=device)
     return Scenario("curved_layers", curved_layers.__doc__.split("\n\n")[0].strip(), dx, {"vp": vp},
@@ -350,7 +351,8 @@ def marmousi2(*, data_dir: str | os.PathLike | None = None, dx: float = 80.0, nx
     Needs ``marmousi2.npz`` (Martin, Wiley & Marfurt 2006, DENISE copy, CC BY-NC-SA 4.0) in ``data_dir`` or
     ``$PROBINV_DATA``: probinv does not redistribute it. The model (174 x 500 at 20 m) is block-averaged 4 x 4 to 80 m
     (43 rows: 3.48 km / 80 m; the paper quotes 44) and its first ``nx`` columns kept. Free surface on top as in the
-    paper; sources (``n_shots``, probinv's choice) and receivers (every column) one cell below it. Start: a heavy Gaussian blur (6 cells) of the truth.
+    paper; sources (``n_shots``, probinv's choice) and receivers (every column) one cell below it. Start: a heavy
+    Gaussian blur (6 cells) of the truth.
     """
     d = _data_dir(data_dir)
     path = d / "marmousi2.npz" if d else None

@@ -89,6 +89,7 @@ class PhysicsOptions:
     pml_vmax: float | None = None
 
     def __post_init__(self):
+        """Check the settings (``ValueError`` / ``TypeError`` naming the setting, its value and what is valid)."""
         check_choice("accuracy", self.accuracy, ACCURACIES)
         check_int("pml_width", self.pml_width, minimum=0)
         if not isinstance(self.free_surface, bool):

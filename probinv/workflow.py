@@ -26,9 +26,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import arviz as az
 import pandas as pd
@@ -351,7 +352,7 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     if several:
         idata = posterior.to_arviz()
         da = idata.posterior[name]
-        sel = {lab: da.isel(z=iz, x=ix, drop=True) for lab, (iz, ix) in zip(labels, pixels)}
+        sel = {lab: da.isel(z=iz, x=ix, drop=True) for lab, (iz, ix) in zip(labels, pixels, strict=True)}
         # r-hat and ESS need at least 2 chains of 4 draws; a single chain (Laplace) gets the statistics only
         diag = posterior.num_chains >= 2 and posterior.num_draws >= 4
         table = az.summary(xr.Dataset(sel), kind="all" if diag else "stats")
@@ -422,8 +423,10 @@ def _forward_attr(setup: Setup) -> str:
 
 def write_inputs(out_dir: str | Path, obs: Observed, *, config: str | None = None, clean: bool = True,
                  figures: bool = True) -> dict[str, Path]:
-    """Write the inversion's inputs: ``true_model.nc``, ``initial_model.nc``, ``observed.nc`` (and ``clean.nc``,
-    ``model.png``, ``gather.png``); returns ``{what: path}``.
+    """Write the inversion's inputs and return ``{what: path}``.
+
+    ``true_model.nc``, ``initial_model.nc``, ``observed.nc`` (with the forward operator's description as the
+    attribute ``forward``) and, as asked, ``clean.nc``, ``model.png`` and ``gather.png``.
 
     Parameters
     ----------

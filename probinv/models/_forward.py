@@ -127,14 +127,15 @@ class AcousticForward:
              "nt": int(self.source_amplitudes.shape[-1]), "n_shots": self.n_shots,
              "n_receivers": int(self.receiver_locations.shape[1]),
              "n_sources_per_shot": int(self.source_amplitudes.shape[1]),
-             **{k: _jsonable(v) for k, v in {**_SOLVER_DEFAULTS, **self.options}.items() if k not in _COMPUTATIONAL},
+             **{k: _jsonable(v) for k, v in {**_SOLVER_DEFAULTS, **self.options}.items()
+                if k not in _COMPUTATIONAL},
              "velocity": self.velocity, "density": self.density,
              "source_locations": self.source_locations.tolist(), "receiver_locations": self.receiver_locations.tolist()}
         d.update(_jsonable(self.metadata))
         return d
 
     def __call__(self, fields: dict, shots: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted pressure ``[n_shots, n_receivers, nt]`` (or ``[batch, ...]``) of the fields ``{name: (nz, nx)}``."""
+        """Predicted pressure ``[n_shots, n_receivers, nt]`` (``[batch, ...]`` for a batch) of ``{name: (nz, nx)}``."""
         if self.velocity not in fields:
             raise KeyError(f"AcousticForward needs the field {self.velocity!r}; got fields {sorted(fields)}")
         amp, src, rec = self.source_amplitudes, self.source_locations, self.receiver_locations
