@@ -10,8 +10,12 @@ run preconditioned by it. It writes into ``out_dir``:
   ``map.nc``, ``observed.nc`` (gathers), ``true_model.nc`` and ``initial_model.nc``;
 - ``models.png`` (true / initial / MAP / posterior mean), ``uncertainty.png`` (mean / std / 90 % interval width),
   ``gathers.png`` (observed vs predicted by the MAP model), ``misfit.png``, ``trace.png``, ``rank.png``;
-- ``summary.txt`` / ``summary.csv`` (ArviZ summary of selected pixels) and ``config.toml`` (the configuration that
-  ``probinv invert config.toml`` reruns).
+- ``summary.txt`` / ``summary.csv`` (ArviZ summary of selected pixels), ``config.toml`` (the demo's configuration:
+  ``probinv invert config.toml`` reruns it into ``rerun/`` and gets the same MAP) and ``checkpoints/`` (MAP and
+  posterior stages, as ``probinv invert`` writes them).
+
+The demo is a built-in configuration (:func:`demo_config`) run by :func:`probinv.workflow.run`, the code of
+``probinv invert``: one orchestration, one forward operator for the simulated data, the inversion and the report.
 
 The reduced mode (``small=True`` or the environment variable ``PROBINV_DEMO_SMALL=1``) runs a smaller grid with
 fewer steps; the test suite runs it.

@@ -19,9 +19,11 @@ __all__ = ["ACCURACIES", "Acquisition", "PhysicsOptions"]
 ACCURACIES = (2, 4, 8)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Acquisition:
     """Sources, receivers, wavelet and time axis of a survey.
+
+    Frozen: a resolved set-up is shared by every step; make another one with ``dataclasses.replace``.
 
     Attributes
     ----------
