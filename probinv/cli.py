@@ -14,6 +14,7 @@ Exit status: 0 on success, 2 for an invalid command line or configuration (nothi
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import logging
 import sys
@@ -23,7 +24,18 @@ from ._version import __version__
 
 log = logging.getLogger("probinv")
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def _commands(module: str = "workflow"):
+    """The module ``probinv.<module>`` that implements a command, imported when the command runs.
+
+    This is the CLI's one dispatch point into the rest of probinv and the only place it imports it: those modules
+    load torch, pyro and matplotlib (seconds and hundreds of MB), which ``probinv --help``, ``--version`` and a
+    mistyped command must not pay (issue 15: the help screen took 12.7 s). Everything else in this file imports only
+    the standard library and ``probinv._version``.
+    """
+    return importlib.import_module(f"probinv.{module}")
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -39,10 +51,9 @@ def _setup_logging(quiet: bool) -> None:
 # commands
 # ----------------------------------------------------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
     out = Path(args.out)
-    files = run_demo(out, small=True if args.small else None, nuts=args.nuts, progress=not args.quiet)
+    files = _commands("demo").run_demo(out, small=True if args.small else None, nuts=args.nuts,
+                                       progress=not args.quiet)
     print(f"probinv demo: results in {out.resolve()}/")
     for what, path in files.items():
         print(f"  {what:14s} {path}")
@@ -50,154 +61,51 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_scenarios(args) -> int:
-    from .scenarios import SCENARIOS, list_scenarios
-
-    for name, line in list_scenarios().items():
+    scenarios = _commands("scenarios")
+    for name, line in scenarios.list_scenarios().items():
         print(f"{name:16s} {line}")
         if args.verbose:
-            sig = inspect.signature(SCENARIOS[name])
+            sig = inspect.signature(scenarios.SCENARIOS[name])
             opts = [f"{p.name}={p.default!r}" for p in sig.parameters.values() if p.name not in ("dtype", "device")]
             print(f"{'':16s}   options: {', '.join(opts)}")
     return 0
 
 
 def _load(args):
-    from .config import load_config
-
-    return load_config(args.config)
-
-
-def _out_dir(cfg, args) -> Path:
-    return Path(args.out) if getattr(args, "out", None) else cfg.path(cfg.output.directory)
-
-
-def _observed(cfg, setup):
-    """Observed data and noise sigma: from [data].observed, else simulated from the true model with [noise]."""
-    from . import io, workflow
-
-    if cfg.data.observed is None:
-        sim = workflow.simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
-        return sim.observed, sim.sigma, sim
-    p = cfg.path(cfg.data.observed)
-    if p.suffix.lower() in (".sgy", ".segy"):
-        g = io.read_segy_gather(p, setup.dx)
-    else:
-        g = io.read_gather(p)
-    acq = setup.acquisition
-    if tuple(g.data.shape) != (acq.n_shots, acq.n_receivers, acq.nt):
-        from .config import ConfigError
-
-        raise ConfigError([f"[data].observed = {cfg.data.observed!r} holds data shaped {tuple(g.data.shape)} but the "
-                           f"configuration describes [n_shots, n_receivers, nt] = "
-                           f"{[acq.n_shots, acq.n_receivers, acq.nt]}: make [acquisition] and [time] match the file"],
-                          cfg.source)
-    setup.acquisition.source_locations = g.source_locations
-    setup.acquisition.receiver_locations = g.receiver_locations
-    sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
-    return g.data.to(setup.true["vp"].dtype), sigma, None
+    return _commands("config").load_config(args.config)
 
 
 def _cmd_simulate(args) -> int:
-    from . import io, plotting, workflow
-    from .config import resolve
-
     cfg = _load(args)
-    setup = resolve(cfg)
-    out = _out_dir(cfg, args)
-    sim = workflow.simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
-    acq = setup.acquisition
-    prov = cfg.to_json()
-    io.write_model(out / "true_model.nc", setup.true, setup.dx, config=prov)
-    io.write_model(out / "initial_model.nc", setup.initial, setup.dx, config=prov)
-    io.write_gather(out / "observed.nc", data=sim.observed, dt=acq.dt, source_locations=acq.source_locations,
-                    receiver_locations=acq.receiver_locations, dx=setup.dx, units="Pa", config=prov,
-                    attrs={"noise_sigma": sim.sigma})
-    io.write_gather(out / "clean.nc", data=sim.clean, dt=acq.dt, source_locations=acq.source_locations,
-                    receiver_locations=acq.receiver_locations, dx=setup.dx, units="Pa", config=prov)
-    plotting.save_figure(plotting.plot_model(setup.true["vp"], setup.dx, title="true model",
-                                             sources=acq.source_locations, receivers=acq.receiver_locations),
-                         out / "model.png")
-    plotting.save_figure(plotting.plot_gather(sim.observed[0], acq.dt, title="observed, shot 0",
-                                              receiver_x=acq.receiver_locations[0, :, 1] * setup.dx),
-                         out / "gather.png")
+    obs, files = _commands().run_simulation(cfg, args.out)
+    acq, out = obs.setup.acquisition, files["observed"].parent
     print(f"probinv simulate: {acq.n_shots} shots x {acq.n_receivers} receivers x {acq.nt} samples, noise sigma "
-          f"{sim.sigma:.4g}; results in {out.resolve()}/ (observed.nc, clean.nc, true_model.nc, initial_model.nc, "
-          f"model.png, gather.png)")
+          f"{obs.sigma:.4g}; results in {out.resolve()}/ ({', '.join(p.name for p in files.values())})")
     return 0
 
 
 def _cmd_invert(args) -> int:
-    from . import workflow
-    from .config import resolve
-
     cfg = _load(args)
-    inf = dict(cfg.inference)
-    if args.method:
-        inf["method"] = args.method
-    if args.steps:
-        inf["steps"] = args.steps
-    setup = resolve(cfg)
-    out = _out_dir(cfg, args)
-    out.mkdir(parents=True, exist_ok=True)
-    observed, sigma, _ = _observed(cfg, setup)
-    prior = workflow.build_prior(dict(cfg.prior), setup.initial["vp"], setup.dx, dt=setup.acquisition.dt,
-                                 accuracy=cfg.physics.accuracy)
-    model = workflow.build_model(setup, observed, sigma, prior)
-    log.info(f"probinv invert: method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
-    res = workflow.run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"],
-                                 lr=inf["lr"], rank=inf["rank"],
-                                 num_samples=inf["num_samples"], warmup=inf["warmup"], num_chains=inf["num_chains"],
-                                 max_tree_depth=inf["max_tree_depth"], n_particles=inf["n_particles"],
-                                 seed=inf["seed"], checkpoint_dir=out / "checkpoints",
-                                 checkpoint_every=cfg.output.checkpoint_every, resume=args.resume,
-                                 stop_after=args.stop_after)
-    post = res.posterior
-    post.observed_data = observed
-    post.dt = setup.acquisition.dt
-    post.attrs.update(probinv_config=cfg.to_json(), noise_sigma=sigma)
-    post.to_netcdf(out / "posterior.nc")
-    if args.no_figures:
-        print(f"probinv invert: {inf['method']} posterior in {(out / 'posterior.nc').resolve()}")
-        return 0
-    map_vp = res.map.mean("vp")
-    from torch import no_grad
-
-    with no_grad():
-        predicted = workflow.forward_data(map_vp, setup)
-    files = workflow.write_report(out, post, dx=setup.dx, true=setup.true["vp"] if cfg.data.observed is None else None,
-                                  initial=setup.initial["vp"], map_field=map_vp, observed=observed,
-                                  predicted=predicted, dt=setup.acquisition.dt, loss=res.loss,
-                                  receiver_x=setup.acquisition.receiver_locations[0, :, 1] * setup.dx)
-    print(f"probinv invert: {inf['method']} posterior in {(out / 'posterior.nc').resolve()}; figures: "
-          f"{', '.join(p.name for p in files.values())}")
+    res = _commands().run(cfg, args.out, method=args.method, steps=args.steps, resume=args.resume,
+                          figures=not args.no_figures, stop_after=args.stop_after)
+    method, post_file = res.posterior.method, res.files["posterior"]
+    figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
+    print(f"probinv invert: {method} posterior in {post_file.resolve()}"
+          + (f"; figures: {', '.join(figures)}" if figures else ""))
     return 0
 
 
 def _cmd_report(args) -> int:
-    from . import inference, workflow
-
-    path = Path(args.result)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such result file: {str(path)!r} (a posterior written by `probinv invert` or "
-                                f"`probinv demo`)")
-    post = inference.Posterior.from_netcdf(path)
-    if "vp" not in post.field_names:
-        raise ValueError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)})")
-    out = Path(args.out) if args.out else path.parent / f"{path.stem}_report"
-    if post.dx is None:
-        raise ValueError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv")
-    files = workflow.write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"))
-    print(f"{path}: method {post.method}, {post.num_chains} chain(s) x {post.num_draws} draw(s), fields "
+    post, files = _commands().report(args.result, args.out)
+    print(f"{args.result}: method {post.method}, {post.num_chains} chain(s) x {post.num_draws} draw(s), fields "
           f"{list(post.field_names)}")
     print(files["summary"].read_text())
-    print(f"figures and tables in {out.resolve()}/: {', '.join(p.name for p in files.values())}")
+    print(f"figures and tables in {files['summary'].parent.resolve()}/: {', '.join(p.name for p in files.values())}")
     return 0
 
 
 def _cmd_train_fno(args) -> int:
-    from .surrogate import pipeline
-
-    res = pipeline.run(args, command="probinv " + " ".join(args.argv))
+    res = _commands("surrogate.pipeline").run(args, command="probinv " + " ".join(args.argv))
     print(f"FNO training: step {res['step']} of {res['steps_total']}, validation relative L2 "
           f"{res['val_rel_l2']:.4f} (homogeneous-medium baseline {res['baseline_rel_l2']})")
     if "exported" in res:
@@ -209,6 +117,7 @@ def _cmd_train_fno(args) -> int:
 # parser
 # ----------------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The ``probinv`` argument parser (standard library only: building it imports nothing heavy)."""
     p = argparse.ArgumentParser(prog="probinv", description="Probabilistic seismic inversion (Bayesian FWI).")
     p.add_argument("--version", action="version", version=f"probinv {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final result lines")
@@ -245,35 +154,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: <result>_report next to the file)")
     r.set_defaults(func=_cmd_report)
 
-    from .surrogate.pipeline import __doc__ as fno_doc
-    from .surrogate.pipeline import add_arguments as fno_arguments
-
-    f = sub.add_parser("train-fno", help="simulate paper 1's training data and train the FNO surrogate (resumable)",
-                       description=fno_doc.splitlines()[0], epilog=fno_doc,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    fno_arguments(f)
+    # train-fno's options come from probinv.surrogate.pipeline, which imports torch: they are added to this
+    # placeholder (add_help=False, so that its --help reaches the full parser) only when the command is train-fno
+    f = sub.add_parser("train-fno", help=_FNO_HELP, add_help=False)
     f.set_defaults(func=_cmd_train_fno)
     return p
 
 
+_FNO_HELP = "simulate paper 1's training data and train the FNO surrogate (resumable)"
+
+
+def _train_fno_parser() -> argparse.ArgumentParser:
+    pipeline = _commands("surrogate.pipeline")
+    f = argparse.ArgumentParser(prog="probinv train-fno", description=pipeline.__doc__.splitlines()[0],
+                                epilog=pipeline.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pipeline.add_arguments(f)
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probinv`` console script; returns the exit status."""
-    from .config import ConfigError
-
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train-fno":
+        args = _train_fno_parser().parse_args(rest, namespace=args)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.quiet)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"probinv {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as exc:
         hint = " (rerun with --resume to continue from the last checkpoint)" if args.command == "invert" else ""
         print(f"probinv {args.command}: interrupted{hint}" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, TypeError) as exc:
+        if isinstance(exc, _commands("config").ConfigError):  # a ValueError; nothing has run
+            print(f"probinv {args.command}: {exc}", file=sys.stderr)
+            return 2
         print(f"probinv {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

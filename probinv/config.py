@@ -50,26 +50,36 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
+
+from . import io
+from .models import AcousticForward
+from .physics._fd import max_stable_dt_second_order, second_derivative_symbol_max
+from .scenarios import SCENARIOS, get_scenario, smooth, surface_acquisition
+from .survey import Acquisition, PhysicsOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # the tomli backport (a dependency on Python 3.10) is tomllib under another name
 
 __all__ = [
     "Config",
     "ConfigError",
+    "DEFAULT_BOUND_FACTORS",
     "SCHEMA",
     "Setup",
+    "default_bounds",
     "default_config",
     "load_config",
     "parse_config",
@@ -78,6 +88,11 @@ __all__ = [
 ]
 
 METHODS = ("map", "laplace", "svi", "svgd", "nuts")
+
+#: Default prior bounds as factors of the starting model's minimum and maximum velocity (see :func:`default_bounds`).
+DEFAULT_BOUND_FACTORS = (0.6, 1.4)
+#: Fraction of the largest stable velocity (of the time step) that caps the default upper bound.
+STABLE_FRACTION = 0.98
 
 
 class ConfigError(ValueError):
@@ -215,7 +230,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                   _positive),
         "std": Key(_NUM, 150.0, "prior standard deviation in m/s", _std_check),
         "n_modes": Key((int,), 40, "number of Karhunen-Loeve modes kept", _positive),
-        "bounds": Key((list,), None, "[lo, hi] velocity bounds in m/s (default: 0.5 x min, 1.5 x max of the start)",
+        "bounds": Key((list,), None, "[lo, hi] velocity bounds in m/s (default: "
+                      f"{DEFAULT_BOUND_FACTORS[0]} x min, {DEFAULT_BOUND_FACTORS[1]} x max of the start, the upper one "
+                      f"capped at {STABLE_FRACTION:.0%} of the largest velocity [time].dt keeps stable)",
                       _velocity_pair),
     },
     "inference": {
@@ -279,8 +296,11 @@ class Config:
     sections: dict[str, Section]
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "configuration"
+    # the set-ups resolve() built from this configuration, by (dtype, device): a configuration is resolved once
+    _setups: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getattr__(self, name):
+        """A section as an attribute (``cfg.time``)."""
         sections = object.__getattribute__(self, "sections")
         if name in sections:
             return sections[name]
@@ -291,6 +311,7 @@ class Config:
         return {s: dict(sec) for s, sec in self.sections.items()}
 
     def to_json(self) -> str:
+        """JSON text of :meth:`to_dict` (keys sorted; the provenance attribute of result files)."""
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     def path(self, value: str | None) -> Path | None:
@@ -365,8 +386,6 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
     if m["scenario"] is not None and m["file"] is not None:
         problems.append("[model].scenario and [model].file are both set: keep one of them")
     if m["scenario"] is not None:
-        from .scenarios import SCENARIOS
-
         if m["scenario"] not in SCENARIOS:
             close = difflib.get_close_matches(m["scenario"], SCENARIOS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid names are {sorted(SCENARIOS)}"
@@ -386,7 +405,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
         raise ConfigError(problems, source)
     cfg = Config({s: Section(s, v) for s, v in values.items()}, base, source)
     if check_stability:
-        _check_stability(cfg)
+        resolve(cfg)  # the checks need the models; the set-up is kept, so that resolve(cfg) later returns it
     return cfg
 
 
@@ -408,9 +427,32 @@ def load_config(path: str | Path, **kwargs) -> Config:
 # ----------------------------------------------------------------------------------------------------------------------
 # resolution into tensors
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
+def default_bounds(initial: torch.Tensor, dx: float, dt: float, accuracy: int) -> tuple[float, float]:
+    """Default velocity bounds (m/s) of the prior, rounded to 4 digits.
+
+    :data:`DEFAULT_BOUND_FACTORS` (0.6 x / 1.4 x) of the starting model's ``(nz, nx)`` range, the upper one capped at
+    :data:`STABLE_FRACTION` (98 %) of the largest velocity the time step ``dt`` (s) keeps stable on the grid ``dx``
+    (m) with the stencil ``accuracy``, so that no proposal can make the solver blow up.
+    """
+    v_stable = 2.0 / (dt * math.sqrt(2 * second_derivative_symbol_max(accuracy) / dx ** 2))
+    lo = DEFAULT_BOUND_FACTORS[0] * float(initial.min())
+    hi = min(DEFAULT_BOUND_FACTORS[1] * float(initial.max()), STABLE_FRACTION * v_stable)
+    return float(f"{lo:.4g}"), float(f"{hi:.4g}")
+
+
+def prior_bounds(prior: Mapping[str, Any], initial: torch.Tensor, dx: float, dt: float,
+                 accuracy: int) -> tuple[float, float]:
+    """The ``[prior].bounds`` (m/s) of a configuration section, or :func:`default_bounds` when it gives none."""
+    b = prior.get("bounds")
+    return (float(b[0]), float(b[1])) if b else default_bounds(initial, dx, dt, accuracy)
+
+
+@dataclass(frozen=True)
 class Setup:
-    """Everything a simulation or an inversion needs, as tensors (SI units).
+    """A configuration resolved into tensors (SI units): what a simulation, an inversion and a report need.
+
+    Built once per configuration by :func:`resolve`; every step uses the same object, in particular the same
+    forward operator.
 
     Attributes
     ----------
@@ -420,24 +462,46 @@ class Setup:
         Starting model.
     dx : float
         Grid spacing in m.
-    acquisition : probinv.scenarios.Acquisition
-        Sources, receivers, dt, nt, wavelet frequency.
+    acquisition : probinv.survey.Acquisition
+        Sources, receivers, dt (s), nt, Ricker peak frequency (Hz).
     source_amplitudes : Tensor[n_shots, 1, nt]
-    physics : dict
-        Keyword arguments of the solver (``pml_width``, ``free_surface``, ``accuracy``).
+        Ricker wavelets of the shots.
+    physics : probinv.survey.PhysicsOptions
+        Solver settings; ``pml_vmax`` is fixed at ``bounds[1]``.
+    bounds : tuple[float, float]
+        Velocity bounds of the prior in m/s (``[prior].bounds`` or :func:`default_bounds`).
+    forward : probinv.models.AcousticForward
+        The one forward operator of the set-up: it simulates the observed data, the inversion's model calls it and
+        the report's predicted gathers come from it.
     """
 
     true: dict[str, torch.Tensor]
     initial: dict[str, torch.Tensor]
     dx: float
-    acquisition: Any
+    acquisition: Acquisition
     source_amplitudes: torch.Tensor
-    physics: dict
+    physics: PhysicsOptions
+    bounds: tuple[float, float]
+    forward: AcousticForward
+
+    @classmethod
+    def build(cls, true: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], dx: float,
+              acquisition: Acquisition, physics: PhysicsOptions, bounds: tuple[float, float]) -> Setup:
+        """Assemble a set-up: the source wavelets and the forward operator from the survey (dtype of ``true``)."""
+        vp = true["vp"]
+        forward = AcousticForward.from_survey(acquisition, dx, physics, dtype=vp.dtype, device=vp.device)
+        return cls(true=true, initial=initial, dx=float(dx), acquisition=acquisition,
+                   source_amplitudes=forward.source_amplitudes, physics=physics,
+                   bounds=(float(bounds[0]), float(bounds[1])), forward=forward)
+
+    def with_geometry(self, source_locations: torch.Tensor, receiver_locations: torch.Tensor) -> Setup:
+        """The same set-up with other source / receiver locations (e.g. those of an observed data file)."""
+        acq = dataclasses.replace(self.acquisition, source_locations=source_locations,
+                                  receiver_locations=receiver_locations)
+        return Setup.build(self.true, self.initial, self.dx, acq, self.physics, self.bounds)
 
 
 def _load_model_file(cfg: Config, value: str, what: str, dtype):
-    from . import io
-
     p = cfg.path(value)
     if p.suffix.lower() in (".sgy", ".segy"):
         return io.read_segy_model(p, dx=cfg.model.dx, name=cfg.model.field, dtype=dtype)
@@ -449,11 +513,20 @@ def _load_model_file(cfg: Config, value: str, what: str, dtype):
 
 
 def resolve(cfg: Config, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Setup:
-    """Build the models, acquisition and source wavelets a configuration describes."""
-    from .physics.wavelets import ricker
-    from .scenarios import Acquisition, get_scenario, smooth, surface_acquisition
+    """The one resolution of a configuration: models, survey, solver settings, prior bounds and forward operator.
 
+    Checks the time step's stability and the grid's sampling of the wavelet (:class:`ConfigError` otherwise). The
+    result is kept in ``cfg`` per (dtype, device), so that :func:`parse_config` (which resolves to check) and every
+    later step share one :class:`Setup`.
+    """
     dtype = dtype or torch.get_default_dtype()
+    key = (dtype, str(torch.device(device)) if device is not None else None)
+    if key not in cfg._setups:
+        cfg._setups[key] = _resolve(cfg, dtype, device)
+    return cfg._setups[key]
+
+
+def _resolve(cfg: Config, dtype: torch.dtype, device) -> Setup:
     m = cfg.model
     free_surface = False
     if m.scenario is not None:
@@ -518,35 +591,37 @@ def resolve(cfg: Config, *, dtype: torch.dtype | None = None, device: torch.devi
     if problems:
         raise ConfigError(problems, cfg.source)
     acq = Acquisition(src, rec, float(dt), int(nt), float(freq))
-    physics = {"pml_width": cfg.physics.pml_width, "accuracy": cfg.physics.accuracy,
-               "free_surface": cfg.physics.free_surface if cfg.physics.free_surface is not None else free_surface}
-    return Setup(true=true, initial=initial, dx=float(dx), acquisition=acq,
-                 source_amplitudes=ricker(freq, int(nt), float(dt), dtype=dtype, device=device).expand(
-                     src.shape[0], 1, int(nt)).contiguous(), physics=physics)
+    _check_stability(cfg, true["vp"], initial["vp"], float(dx), acq)
+    bounds = prior_bounds(cfg.prior, initial["vp"], float(dx), acq.dt, cfg.physics.accuracy)
+    # the absorbing layer's strength is fixed at the prior's upper bound: the inversion may visit any velocity up to
+    # it, and with each model's own (rounded) maximum the forward map would jump whenever a sample's maximum crosses a
+    # multiple of 100 m/s (which stalls NUTS and L-BFGS); the simulation and the report use the same operator
+    physics = PhysicsOptions(accuracy=cfg.physics.accuracy, pml_width=cfg.physics.pml_width,
+                             free_surface=cfg.physics.free_surface if cfg.physics.free_surface is not None
+                             else free_surface, pml_vmax=bounds[1])
+    return Setup.build(true, initial, float(dx), acq, physics, bounds)
 
 
-def _check_stability(cfg: Config) -> None:
+def _check_stability(cfg: Config, true_vp: torch.Tensor, initial_vp: torch.Tensor, dx: float,
+                     acq: Acquisition) -> None:
     """Refuse a time step above the CFL limit of the model's maximum velocity (before anything runs)."""
-    from .physics._fd import max_stable_dt_second_order
-
-    setup = resolve(cfg, dtype=torch.float64)
-    vmax = max(float(setup.true["vp"].max()), float(setup.initial["vp"].max()))
+    vmax = max(float(true_vp.max()), float(initial_vp.max()))
     if cfg.prior.bounds is not None:
         vmax = max(vmax, float(cfg.prior.bounds[1]))  # the inversion may visit velocities up to the upper bound
-    dt_max = max_stable_dt_second_order(vmax, setup.dx, cfg.physics.accuracy)
-    dt = setup.acquisition.dt
+    dt_max = max_stable_dt_second_order(vmax, dx, cfg.physics.accuracy)
+    dt = acq.dt
     if dt > dt_max:
         key = "[time].dt" if cfg.time.dt is not None else "the scenario's dt (no [time].dt given)"
         raise ConfigError([f"{key} = {dt:.6g} s is unstable: with vmax = {vmax:g} m/s (model and prior bounds), "
-                           f"dx = {setup.dx:g} m and accuracy {cfg.physics.accuracy} the largest stable time step is "
+                           f"dx = {dx:g} m and accuracy {cfg.physics.accuracy} the largest stable time step is "
                            f"{dt_max:.6g} s; set [time].dt <= {dt_max:.3g}"], cfg.source)
-    fmax = 2.5 * setup.acquisition.freq
-    vmin = min(float(setup.true["vp"].min()), float(setup.initial["vp"].min()))
-    ppw = vmin / (fmax * setup.dx)
+    fmax = 2.5 * acq.freq
+    vmin = min(float(true_vp.min()), float(initial_vp.min()))
+    ppw = vmin / (fmax * dx)
     if ppw < 3:
-        raise ConfigError([f"[wavelet].freq = {setup.acquisition.freq:g} Hz is too high for the grid: "
-                           f"{ppw:.2f} cells per minimum wavelength (vmin = {vmin:g} m/s, dx = {setup.dx:g} m, "
-                           f"band up to 2.5 x freq); set [wavelet].freq <= {vmin / (3 * 2.5 * setup.dx):.3g}"],
+        raise ConfigError([f"[wavelet].freq = {acq.freq:g} Hz is too high for the grid: "
+                           f"{ppw:.2f} cells per minimum wavelength (vmin = {vmin:g} m/s, dx = {dx:g} m, "
+                           f"band up to 2.5 x freq); set [wavelet].freq <= {vmin / (3 * 2.5 * dx):.3g}"],
                           cfg.source)
 
 

@@ -10,8 +10,12 @@ run preconditioned by it. It writes into ``out_dir``:
   ``map.nc``, ``observed.nc`` (gathers), ``true_model.nc`` and ``initial_model.nc``;
 - ``models.png`` (true / initial / MAP / posterior mean), ``uncertainty.png`` (mean / std / 90 % interval width),
   ``gathers.png`` (observed vs predicted by the MAP model), ``misfit.png``, ``trace.png``, ``rank.png``;
-- ``summary.txt`` / ``summary.csv`` (ArviZ summary of selected pixels) and ``config.toml`` (the configuration that
-  ``probinv invert config.toml`` reruns).
+- ``summary.txt`` / ``summary.csv`` (ArviZ summary of selected pixels), ``config.toml`` (the demo's configuration:
+  ``probinv invert config.toml`` reruns it into ``rerun/`` and gets the same MAP) and ``checkpoints/`` (MAP and
+  posterior stages, as ``probinv invert`` writes them).
+
+The demo is a built-in configuration (:func:`demo_config`) run by :func:`probinv.workflow.run`, the code of
+``probinv invert``: one orchestration, one forward operator for the simulated data, the inversion and the report.
 
 The reduced mode (``small=True`` or the environment variable ``PROBINV_DEMO_SMALL=1``) runs a smaller grid with
 fewer steps; the test suite runs it.
@@ -24,6 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+
+from ._files import write_text_atomic
+from .config import parse_config, resolve, to_toml
+from .workflow import run
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,12 @@ def _env_small() -> bool:
 
 
 def demo_config(small: bool = False, *, method: str = "laplace") -> dict:
-    """The demo's configuration as a nested dict (the schema of :mod:`probinv.config`)."""
+    """The demo's configuration as a nested dict (the schema of :mod:`probinv.config`).
+
+    ``[output].checkpoint_every = 0`` runs MAP in one block, as the demo always did (blocks restart L-BFGS, so the
+    interval is part of the result); ``[output].directory = "rerun"`` makes ``probinv invert config.toml`` in the
+    demo's folder rerun it into ``rerun/`` with the same MAP.
+    """
     return {
         "model": {"scenario": "demo", "scenario_options": {"size": "small" if small else "full"}},
         "physics": {"accuracy": 4, "pml_width": 10},
@@ -48,13 +61,16 @@ def demo_config(small: bool = False, *, method: str = "laplace") -> dict:
         "inference": {"method": method, "optimizer": "lbfgs", "steps": 15 if small else 40, "lr": 1.0,
                       "num_samples": 100 if small else 400, "warmup": 30 if small else 100, "num_chains": 2,
                       "seed": 0},
-        "output": {"directory": "rerun", "checkpoint_every": 25},
+        "output": {"directory": "rerun", "checkpoint_every": 0},
     }
 
 
 def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None = None, nuts: bool = False,
              dtype: torch.dtype = torch.float32, progress: bool = True) -> dict[str, Path]:
     """Run the demo and write its results into ``out_dir``; returns ``{what: path}`` of every file written.
+
+    The demo is its configuration (:func:`demo_config`) run by :func:`probinv.workflow.run`, the code of
+    ``probinv invert``; its ``config.toml`` repeats it.
 
     Parameters
     ----------
@@ -65,13 +81,10 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
     nuts : bool
         After Laplace, also run a short NUTS preconditioned by it (adds about a minute in full mode).
     dtype : torch.dtype
-        Floating dtype of the computation.
+        Floating dtype of the computation (``probinv invert config.toml`` uses torch's default, float32).
     progress : bool
         Log progress (INFO level on the ``probinv`` logger; the CLI prints it).
     """
-    from . import io, workflow
-    from .config import parse_config, resolve, to_toml
-
     small = _env_small() if small is None else bool(small)
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -86,49 +99,17 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
         f"{acq.n_shots} shots x {acq.n_receivers} receivers, {acq.nt} samples at {acq.dt:g} s, "
         f"{acq.freq:g} Hz Ricker")
 
-    files: dict[str, Path] = {}
-    with (out / "config.toml").open("w") as f:  # small, rewritten whole; the results below are atomic
-        f.write("# configuration of this demo run: `probinv invert config.toml` reruns the inversion into rerun/\n")
-        f.write(to_toml(cfg))
-    files["config"] = out / "config.toml"
-
-    sim = workflow.simulate(setup, relative=cfg.noise.relative, seed=cfg.noise.seed)
-    say(f"simulated observed data; noise sigma = {sim.sigma:.4g} ({100 * cfg.noise.relative:g} % of the data RMS)")
-    provenance = cfg.to_json()
-    files["true_model"] = io.write_model(out / "true_model.nc", setup.true, setup.dx, config=provenance)
-    files["initial_model"] = io.write_model(out / "initial_model.nc", setup.initial, setup.dx, config=provenance)
-    files["observed"] = io.write_gather(out / "observed.nc", data=sim.observed, dt=acq.dt,
-                                        source_locations=acq.source_locations,
-                                        receiver_locations=acq.receiver_locations, dx=setup.dx, units="Pa",
-                                        config=provenance, attrs={"noise_sigma": sim.sigma})
-
-    prior = workflow.build_prior(dict(cfg.prior), setup.initial["vp"], setup.dx, dt=acq.dt,
-                                 accuracy=cfg.physics.accuracy)
-    model = workflow.build_model(setup, sim.observed, sim.sigma, prior)
-    inf = cfg.inference
-    res = workflow.run_inversion(model, method=method, optimizer=inf.optimizer, steps=inf.steps, lr=inf.lr,
-                                 num_samples=inf.num_samples,
-                                 warmup=inf.warmup, num_chains=inf.num_chains, seed=inf.seed, progress=progress,
-                                 log_fn=say)
+    files: dict[str, Path] = {"config": out / "config.toml"}
+    write_text_atomic(files["config"], "# configuration of this demo run: `probinv invert config.toml --method "
+                                       f"{method}` reruns it into rerun/ (same MAP)\n" + to_toml(cfg))
+    res = run(cfg, out, save_inputs=True, dtype=dtype, progress=progress, log_fn=say)
+    files.update(res.files)
     post = res.posterior
-    map_vp = res.map.mean("vp")
-    with torch.no_grad():
-        predicted = workflow.forward_data(map_vp, setup)
-    post.observed_data = sim.observed
-    post.dt = acq.dt
-    post.attrs.update(probinv_config=provenance, noise_sigma=sim.sigma)
-    post.to_netcdf(out / "posterior.nc")
-    res.map.to_netcdf(out / "map.nc")
-    files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
-    files.update(workflow.write_report(
-        out, post, dx=setup.dx, true=setup.true["vp"], initial=setup.initial["vp"], map_field=map_vp,
-        observed=sim.observed, predicted=predicted, dt=acq.dt, loss=res.loss,
-        receiver_x=acq.receiver_locations[0, :, 1] * setup.dx))
 
     def rel(a, b):
         return float((a - b).norm() / b.norm())
 
-    true_vp, init_vp = setup.true["vp"], setup.initial["vp"]
+    true_vp, init_vp, map_vp = setup.true["vp"], setup.initial["vp"], res.inversion.map.mean("vp")
     std = post.std("vp")
     err = (post.mean("vp") - true_vp).abs()
     msg = (f"model error (relative L2): initial {rel(init_vp, true_vp):.4f} -> MAP {rel(map_vp, true_vp):.4f} -> "
@@ -136,7 +117,8 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
            f"{float(std.max()):.1f} m/s; |mean - true| <= 2 std at "
            f"{100 * float((err <= 2 * std).to(torch.float64).mean()):.0f} % of the pixels")
     say(msg)
-    with (out / "summary.txt").open("a") as f:
-        f.write("\n" + msg + "\n" + f"wall time {time.perf_counter() - t_start:.1f} s\n")
+    summary = out / "summary.txt"
+    write_text_atomic(summary, summary.read_text() + "\n" + msg + "\n"
+                      + f"wall time {time.perf_counter() - t_start:.1f} s\n")
     say(f"done in {time.perf_counter() - t_start:.1f} s")
     return files

@@ -16,12 +16,14 @@ import datetime
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from ._files import atomic_path as atomic_path  # re-exported: probinv.io.atomic_path
 from ._version import __version__
@@ -180,12 +182,6 @@ def _check_path_exists(path) -> Path:
     return path
 
 
-def _xarray():
-    import xarray as xr
-
-    return xr
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # NetCDF: models
 # ----------------------------------------------------------------------------------------------------------------------
@@ -215,7 +211,6 @@ def write_model(path: str | os.PathLike, fields: Mapping[str, Any], dx: float, *
     Path
         The written file.
     """
-    xr = _xarray()
     dx = _check_dx(dx)
     if not isinstance(fields, Mapping) or not fields:
         raise ValueError(f"fields must be a non-empty mapping name -> (nz, nx) array, got {fields!r}")
@@ -276,7 +271,6 @@ def read_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     -------
     Model
     """
-    xr = _xarray()
     path = _check_path_exists(path)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         missing = [c for c in ("z", "x") if c not in ds.coords]
@@ -317,7 +311,6 @@ def write_gather(path: str | os.PathLike, gather: Gather | None = None, *, data=
     (``receiver_iz``, ``receiver_ix``, ``source_iz``, ``source_ix``) and their positions in m (``receiver_z``,
     ``receiver_x``, ``source_z``, ``source_x``).
     """
-    xr = _xarray()
     if gather is None:
         if data is None or dt is None or source_locations is None or receiver_locations is None or dx is None:
             raise ValueError("write_gather needs a Gather or all of data, dt, source_locations, receiver_locations, dx")
@@ -376,7 +369,6 @@ def read_gather(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     Gather
         ``data`` as a ``dtype`` tensor on ``device``; locations as int64 tensors on ``device``.
     """
-    xr = _xarray()
     path = _check_path_exists(path)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         need = ["data", "receiver_iz", "receiver_ix", "source_iz", "source_ix"]
@@ -408,7 +400,7 @@ def read_gather(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
 # ----------------------------------------------------------------------------------------------------------------------
 def _segyio():
     try:
-        import segyio
+        import segyio  # noqa: PLC0415 (optional: the [segy] extra provides it)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("reading SEG-Y needs segyio: pip install 'probinv[segy]'") from exc
     return segyio
@@ -496,7 +488,7 @@ def read_segy_gather(path: str | os.PathLike, dx: float, *, origin: tuple[float,
         raise ValueError(f"{str(path)!r}: shots have different numbers of receivers ({sorted(sizes)}); probinv needs "
                          f"the same receivers count in every shot")
     src_rows, rec_rows, traces = [], [], []
-    for r, g in zip(shots, groups):
+    for r, g in zip(shots, groups, strict=False):
         if np.unique(sx[g]).size != 1 or np.unique(sz[g]).size != 1:
             raise ValueError(f"{str(path)!r}: traces of FieldRecord {r} have different source positions")
         src_rows.append([[sz[g[0]], sx[g[0]]]])

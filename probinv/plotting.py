@@ -7,16 +7,20 @@ it imports matplotlib (with the non-interactive Agg backend when no backend has 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 if "MPLBACKEND" not in os.environ and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
     matplotlib.use("Agg")  # library code never opens windows; users may still choose a backend before importing us
+import arviz as az  # noqa: E402 (after the backend choice: ArviZ imports pyplot)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ._files import atomic_path  # noqa: E402
 
 __all__ = [
     "plot_arviz",
@@ -110,7 +114,7 @@ def plot_models(fields: Mapping[str, object], dx: float, *, name: str = "vp", sa
                              squeeze=False, constrained_layout=True)
     lo = kwargs.pop("vmin", min(float(a.min()) for a in arrays.values()) if same_scale else None)
     hi = kwargs.pop("vmax", max(float(a.max()) for a in arrays.values()) if same_scale else None)
-    for ax, (title, a) in zip(axes.flat, arrays.items()):
+    for ax, (title, a) in zip(axes.flat, arrays.items(), strict=False):
         plot_model(a, dx, ax=ax, title=title, name=name, vmin=lo, vmax=hi, **kwargs)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
@@ -146,7 +150,7 @@ def plot_posterior_maps(mean, std, dx: float, *, lower=None, upper=None, true=No
                              constrained_layout=True)
     lo = min(float(p[1].min()) for p in panels if p[2] == "viridis")
     hi = max(float(p[1].max()) for p in panels if p[2] == "viridis")
-    for ax, (title, a, cmap) in zip(axes[0], panels):
+    for ax, (title, a, cmap) in zip(axes[0], panels, strict=False):
         scale = dict(vmin=lo, vmax=hi) if cmap == "viridis" else dict(vmin=0.0)
         plot_model(a, dx, ax=ax, title=title, name=name, cmap=cmap, **scale, **kwargs)
     return fig
@@ -154,8 +158,11 @@ def plot_posterior_maps(mean, std, dx: float, *, lower=None, upper=None, true=No
 
 def plot_gather(data, dt: float, *, ax=None, title: str | None = None, receiver_x=None, clip: float = 0.98,
                 t0: float = 0.0, cmap: str = "gray"):
-    """One shot gather ``[n_receivers, nt]`` as an image: receivers across (km when ``receiver_x`` in m is given),
-    time down (s); the colour scale is symmetric, clipped at the ``clip`` quantile of ``|data|``."""
+    """One shot gather ``[n_receivers, nt]`` as an image.
+
+    Receivers across (km when ``receiver_x`` in m is given), time down (s); the colour scale is symmetric, clipped
+    at the ``clip`` quantile of ``|data|``.
+    """
     d = _check_2d("data", data)
     fig, ax = _axes(ax, width=3.6, height=3.6)
     nrec, nt = d.shape
@@ -190,7 +197,7 @@ def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, rec
     nrec, nt = o.shape
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), constrained_layout=True)
     v = float(np.quantile(np.abs(o), 0.98)) or 1.0
-    for ax, d, t in zip(axes[:3], (o, p, o - p), (*titles, "difference (same scale)")):
+    for ax, d, t in zip(axes[:3], (o, p, o - p), (*titles, "difference (same scale)"), strict=True):
         plot_gather(d, dt, ax=ax, title=t, receiver_x=receiver_x)
         ax.images[0].set_clim(-v, v)
     t = np.arange(nt) * dt
@@ -232,8 +239,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
     ``idata`` is an ``arviz.InferenceData`` whose posterior variable ``var_name`` has dims ``(chain, draw, z, x)``
     (as :meth:`probinv.inference.Posterior.to_arviz` returns). Default pixels: the centre and two off-centre ones.
     """
-    import arviz as az
-
     valid = {"trace": az.plot_trace, "rank": az.plot_rank, "pair": az.plot_pair}
     if kind not in valid:
         raise ValueError(f"kind must be one of {sorted(valid)}, got {kind!r}")
@@ -250,8 +255,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
             raise ValueError(f"pixel ({iz}, {ix}) is outside the (nz, nx) = ({nz}, {nx}) grid")
         z_m, x_m = float(da["z"][iz]), float(da["x"][ix])
         sub[f"{var_name} z={z_m:g}m x={x_m:g}m"] = da.isel(z=iz, x=ix, drop=True)
-    import xarray as xr
-
     ds = xr.Dataset(sub)
     if kind == "pair":
         axes = az.plot_pair(ds, kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.4})
@@ -265,8 +268,6 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) atomically, then close it; returns the path."""
-    from .io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")

@@ -10,17 +10,19 @@ outside the grid, so any index inside the grid is valid.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .physics._fd import max_stable_dt_second_order
-from .physics.wavelets import ricker
+from .survey import Acquisition as Acquisition  # re-exported: it lived here before probinv.survey
+from .validation import check_int
 
 __all__ = [
     "Acquisition",
@@ -46,49 +48,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------------
 # containers
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class Acquisition:
-    """Sources, receivers, wavelet and time axis of a survey.
-
-    Attributes
-    ----------
-    source_locations : Tensor[n_shots, 1, 2] (int64)
-        ``(z, x)`` grid indices of one point source per shot.
-    receiver_locations : Tensor[n_shots, n_receivers, 2] (int64)
-        ``(z, x)`` grid indices of the receivers of every shot.
-    dt : float
-        Time step in s (sample ``n`` at ``t = n * dt``).
-    nt : int
-        Number of time samples.
-    freq : float
-        Peak frequency of the Ricker source wavelet in Hz.
-    """
-
-    source_locations: torch.Tensor
-    receiver_locations: torch.Tensor
-    dt: float
-    nt: int
-    freq: float
-
-    @property
-    def n_shots(self) -> int:
-        return int(self.source_locations.shape[0])
-
-    @property
-    def n_receivers(self) -> int:
-        return int(self.receiver_locations.shape[1])
-
-    def source_amplitudes(self, *, dtype: torch.dtype | None = None,
-                          device: torch.device | str | None = None) -> torch.Tensor:
-        """Ricker wavelets ``[n_shots, 1, nt]`` (dimensionless, peak 1 at ``t0 = 1.5 / freq``)."""
-        w = ricker(self.freq, self.nt, self.dt, dtype=dtype, device=device)
-        return w.expand(self.n_shots, 1, self.nt).contiguous()
-
-    def to(self, device) -> "Acquisition":
-        return Acquisition(self.source_locations.to(device), self.receiver_locations.to(device), self.dt, self.nt,
-                           self.freq)
-
-
 @dataclass
 class Scenario:
     """A synthetic experiment.
@@ -125,18 +84,13 @@ class Scenario:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Grid size ``(nz, nx)``."""
         return tuple(self.true["vp"].shape[-2:])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------------
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -201,7 +155,7 @@ def surface_acquisition(nz: int, nx: int, dx: float, vmin: float, vmax: float, *
     dt : float, optional
         Time step in s; default :func:`stable_dt`.
     """
-    _check_positive_int("n_shots", n_shots)
+    check_int("n_shots", n_shots)
     _check_positive("freq", freq)
     if dt is None:
         dt = stable_dt(vmax, dx)
@@ -231,7 +185,7 @@ def anomaly(nz: int = 30, nx: int = 40, dx: float = 10.0, *, v_top: float = 1800
     smaller side) its radius, with a tanh edge one cell wide; ``center`` its ``(z, x)`` in m (default the middle).
     The starting model is the background.
     """
-    nz, nx = _check_positive_int("nz", nz, 4), _check_positive_int("nx", nx, 4)
+    nz, nx = check_int("nz", nz, 4), check_int("nx", nx, 4)
     dx = _check_positive("dx", dx)
     z, x = _grid(nz, nx, dx, dtype, device)
     bg = v_top + gradient * z + 0 * x
@@ -258,7 +212,7 @@ def layered(nz: int = 30, nx: int = 40, dx: float = 10.0, *, velocities=(1800.0,
 
     ``interfaces`` are the depths (m) of the layer tops below the first layer (default evenly spaced).
     """
-    nz, nx = _check_positive_int("nz", nz, 4), _check_positive_int("nx", nx, 4)
+    nz, nx = check_int("nz", nz, 4), check_int("nx", nx, 4)
     dx = _check_positive("dx", dx)
     velocities = [float(v) for v in velocities]
     if interfaces is None:
@@ -267,7 +221,7 @@ def layered(nz: int = 30, nx: int = 40, dx: float = 10.0, *, velocities=(1800.0,
         raise ValueError(f"interfaces must hold len(velocities) - 1 = {len(velocities) - 1} depths, got {interfaces}")
     z, x = _grid(nz, nx, dx, dtype, device)
     vp = torch.full_like(z + 0 * x, velocities[0])
-    for d, v in zip(interfaces, velocities[1:]):
+    for d, v in zip(interfaces, velocities[1:], strict=False):
         vp = torch.where(z + 0 * x >= d, torch.full_like(vp, v), vp)
     freq = freq if freq is not None else _default_freq(min(velocities), dx)
     acq = surface_acquisition(nz, nx, dx, min(velocities), max(velocities), n_shots=n_shots, freq=freq, device=device)
@@ -282,8 +236,8 @@ def checkerboard(nz: int = 30, nx: int = 40, dx: float = 10.0, *, v_top: float =
 
     Smooth (sinusoidal) squares, so that the perturbation has no sharper edge than the grid can carry.
     """
-    nz, nx = _check_positive_int("nz", nz, 4), _check_positive_int("nx", nx, 4)
-    cell = _check_positive_int("cell", cell, 2)
+    nz, nx = check_int("nz", nz, 4), check_int("nx", nx, 4)
+    cell = check_int("cell", cell, 2)
     dx = _check_positive("dx", dx)
     z, x = _grid(nz, nx, dx, dtype, device)
     bg = v_top + gradient * z + 0 * x
@@ -350,7 +304,7 @@ def curved_layers(seed: int = 0, *, nz: int = 70, nx: int = 70, dx: float = 10.0
     bend = amp * np.sin(2 * np.pi * xs / wavelength + phase)
     zz = np.arange(nz)[:, None]
     vp = np.full((nz, nx), v[0])
-    for t, vi in zip(tops, v[1:]):
+    for t, vi in zip(tops, v[1:], strict=False):
         vp = np.where(zz >= t + bend[None, :], vi, vp)
     vp = torch.as_tensor(vp, dtype=dtype or torch.get_default_dtype(), device=device)
     return Scenario("curved_layers", curved_layers.__doc__.split("\n\n")[0].strip(), dx, {"vp": vp},
@@ -398,7 +352,8 @@ def marmousi2(*, data_dir: str | os.PathLike | None = None, dx: float = 80.0, nx
     Needs ``marmousi2.npz`` (Martin, Wiley & Marfurt 2006, DENISE copy, CC BY-NC-SA 4.0) in ``data_dir`` or
     ``$PROBINV_DATA``: probinv does not redistribute it. The model (174 x 500 at 20 m) is block-averaged 4 x 4 to 80 m
     (43 rows: 3.48 km / 80 m; the paper quotes 44) and its first ``nx`` columns kept. Free surface on top as in the
-    paper; sources (``n_shots``, probinv's choice) and receivers (every column) one cell below it. Start: a heavy Gaussian blur (6 cells) of the truth.
+    paper; sources (``n_shots``, probinv's choice) and receivers (every column) one cell below it. Start: a heavy
+    Gaussian blur (6 cells) of the truth.
     """
     d = _data_dir(data_dir)
     path = d / "marmousi2.npz" if d else None
@@ -463,8 +418,6 @@ def list_scenarios() -> dict[str, str]:
 def get_scenario(name: str, **kwargs) -> Scenario:
     """Build the scenario ``name`` with keyword arguments passed to its function (see :data:`SCENARIOS`)."""
     if name not in SCENARIOS:
-        import difflib
-
         close = difflib.get_close_matches(name, SCENARIOS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown scenario {name!r}{hint}; valid names are {sorted(SCENARIOS)}")

@@ -1,43 +1,63 @@
-"""The end-to-end steps behind ``probinv simulate / invert / report`` and ``probinv demo``.
+"""The end-to-end steps behind ``probinv simulate / invert / report`` and ``probinv demo``: one orchestration.
 
-Each step is a plain function of tensors and configuration values, so that the CLI, the demo and the notebooks
-compose the same code: :func:`simulate` (observed data with noise), :func:`build_prior` and :func:`build_model`
-(the Pyro model around the acoustic solver), :func:`run_inversion` (MAP, then Laplace / SVI / SVGD / NUTS, with
-checkpoints and resume) and :func:`write_report` (NetCDF posterior, figures, ArviZ summary).
+A configuration (:mod:`probinv.config`) is resolved once into a :class:`probinv.config.Setup`, whose one forward
+operator (``setup.forward``) simulates the observed data, runs inside the inversion's model and predicts the report's
+gathers. :func:`run` is the whole of ``probinv invert`` and of ``probinv demo`` (the demo is a built-in
+configuration); :func:`run_simulation` is ``probinv simulate`` and :func:`report` is ``probinv report``. The steps are
+plain functions of tensors and configuration values, so notebooks compose the same code: :func:`simulate` (observed
+data with noise), :func:`build_prior` and :func:`build_model` (the Pyro model around the set-up's operator),
+:func:`run_inversion` (MAP, then Laplace / SVI / SVGD / NUTS, with checkpoints and resume) and :func:`write_report`
+(NetCDF posterior, figures, ArviZ summary).
 
 Checkpoints and resume
 ----------------------
 An inversion runs in stages: ``map`` (always first: it is FWI and the starting point of every posterior method),
-then the posterior method. MAP runs in blocks of ``checkpoint_every`` optimiser steps; after each block its result
-(latent values, loss history, step count) is written atomically to ``checkpoint_map.nc`` and the next block starts
-from the previous block's end. The optimiser is restarted at every block boundary: that is part of the algorithm, in
-an interrupted and an uninterrupted run alike, so a resumed run gives the same result as an uninterrupted one. The
-finished posterior stage is written to ``stage_<method>.nc``. With ``resume=True`` MAP continues from its last block
-(a finished MAP is not rerun) and the posterior method runs from the MAP point.
+then the posterior method. MAP runs in blocks of ``checkpoint_every`` optimiser steps (:func:`_map_in_blocks`);
+after each block its result (latent values, loss history, step count) is written atomically to
+``checkpoint_map.nc`` and the next block starts from the previous block's end. The optimiser is restarted at every
+block boundary: that is part of the algorithm, in an interrupted and an uninterrupted run alike, so a resumed run
+gives the same result as an uninterrupted one. The finished posterior stage is written to ``stage_<method>.nc``.
+With ``resume=True`` MAP continues from its last block (a finished MAP is not rerun) and the posterior method runs
+from the MAP point.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
+import arviz as az
+import pandas as pd
+import pyro
 import torch
+import xarray as xr
 
-from .io import atomic_path
+from . import fields, inference, io, models, plotting
+from ._files import atomic_path
+from .config import METHODS, Config, ConfigError, Setup, default_bounds, prior_bounds, resolve
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "InversionResult",
+    "Observed",
+    "RunResult",
     "Simulation",
     "build_model",
     "build_prior",
     "default_bounds",
+    "load_observed",
+    "report",
+    "run",
     "run_inversion",
+    "run_simulation",
     "simulate",
+    "write_inputs",
     "write_report",
 ]
 
@@ -61,32 +81,27 @@ class Simulation:
     sigma: float
 
 
-def forward_data(v: torch.Tensor, setup, **overrides) -> torch.Tensor:
-    """Acoustic pressure data ``[n_shots, n_receivers, nt]`` (or ``[batch, ...]``) of velocity ``v`` in ``setup``."""
-    from .physics import acoustic
-
-    acq = setup.acquisition
-    opts = {**setup.physics, **overrides}
-    return acoustic(v, setup.dx, acq.dt, setup.source_amplitudes.to(v), acq.source_locations.to(v.device),
-                    acq.receiver_locations.to(v.device), **opts)
-
-
-def simulate(setup, *, relative: float = 0.01, sigma: float | None = None, seed: int = 0) -> Simulation:
-    """Simulate the true model of ``setup`` and add white Gaussian noise.
+def simulate(setup: Setup, *, relative: float = 0.01, sigma: float | None = None, seed: int = 0) -> Simulation:
+    """Simulate the true model of ``setup`` with its forward operator and add white Gaussian noise.
 
     Parameters
     ----------
     setup : probinv.config.Setup
-        Models, acquisition, sources and physics options.
+        Models and the forward operator (``setup.forward``).
     relative : float
         Noise standard deviation as a fraction of the clean data's RMS (used when ``sigma`` is None).
     sigma : float, optional
         Absolute noise standard deviation (data units).
     seed : int
         Seed of the noise (a local generator: the global RNG is untouched).
+
+    Returns
+    -------
+    Simulation
+        Clean and noisy data ``[n_shots, n_receivers, nt]`` and the noise standard deviation.
     """
     with torch.no_grad():
-        clean = forward_data(setup.true["vp"], setup)
+        clean = setup.forward(setup.true)
     rms = float(clean.pow(2).mean().sqrt())
     s = float(sigma) if sigma is not None else relative * rms
     if not (s > 0 and math.isfinite(s)):
@@ -97,35 +112,27 @@ def simulate(setup, *, relative: float = 0.01, sigma: float | None = None, seed:
     return Simulation(clean=clean, observed=clean + noise, sigma=s)
 
 
-def default_bounds(initial: torch.Tensor, dx: float, dt: float, accuracy: int) -> tuple[float, float]:
-    """Velocity bounds (m/s) of the prior: 0.6 x / 1.4 x the starting model's range, the upper one capped at 98 % of
-    the largest velocity the time step keeps stable (so no proposal can make the solver blow up)."""
-    from .physics._fd import max_stable_dt_second_order
-
-    v_stable = 2.0 / (dt * math.sqrt(2 * _symbol(accuracy) / dx ** 2))
-    assert math.isclose(max_stable_dt_second_order(v_stable, dx, accuracy), dt, rel_tol=1e-9)
-    lo = 0.6 * float(initial.min())
-    hi = min(1.4 * float(initial.max()), 0.98 * v_stable)
-    return float(f"{lo:.4g}"), float(f"{hi:.4g}")
-
-
-def _symbol(accuracy: int) -> float:
-    from .physics._fd import second_derivative_symbol_max
-
-    return second_derivative_symbol_max(accuracy)
-
-
-def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, *, dt: float, accuracy: int = 4):
+def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, *, dt: float, accuracy: int = 4,
+                bounds: tuple[float, float] | None = None):
     """The velocity prior of a ``[prior]`` configuration section, centred on the starting model.
 
     ``type = "whitened"``: :class:`probinv.fields.WhitenedField` (Matern / von Karman Gaussian random field with
     mean ``initial``, standard deviation ``std`` m/s, ``n_modes`` Karhunen-Loeve modes, squashed into ``bounds``);
     ``type = "box"``: :class:`probinv.fields.BoxField` (flat within ``bounds`` per pixel).
-    """
-    from . import fields
 
+    Parameters
+    ----------
+    prior_cfg : mapping
+        The ``[prior]`` section.
+    initial : Tensor[nz, nx]
+        Starting model (m/s), the prior mean.
+    dx, dt : float
+        Grid spacing (m) and time step (s); with ``accuracy`` they cap the default upper bound at a stable velocity.
+    bounds : (float, float), optional
+        Velocity bounds in m/s (a set-up's ``setup.bounds``); default: :func:`probinv.config.prior_bounds`.
+    """
     nz, nx = initial.shape
-    bounds = prior_cfg.get("bounds") or default_bounds(initial, dx, dt, accuracy)
+    bounds = bounds if bounds is not None else prior_bounds(prior_cfg, initial, dx, dt, accuracy)
     if prior_cfg.get("type", "whitened") == "box":
         return fields.BoxField((nz, nx), bounds=tuple(bounds), dtype=initial.dtype, device=initial.device)
     length = prior_cfg.get("correlation_length") or (max(nz, nx) * dx / 6)
@@ -137,22 +144,27 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
                                 dtype=initial.dtype, device=initial.device, **smooth_kw)
 
 
-def build_model(setup, observed: torch.Tensor, sigma: float, prior):
-    """Pyro model: ``vp ~ prior``, data ``~ N(acoustic(vp), sigma^2)`` in a plate over shots.
+def build_model(setup: Setup, observed: torch.Tensor, sigma: float, prior, *, forward=None):
+    """Pyro model: ``vp ~ prior``, data ``~ N(forward(vp), sigma^2)`` in a plate over shots.
 
-    The absorbing boundary's strength is fixed at the prior's upper velocity bound (``pml_vmax``): with the default
-    (each model's own maximum, rounded) the forward map would jump whenever a sample's maximum crosses a multiple of
-    100 m/s, which stalls NUTS and L-BFGS."""
-    from . import models
+    Parameters
+    ----------
+    setup : probinv.config.Setup
+        Its forward operator (``setup.forward``, the one that simulated the data) is the model's.
+    observed : Tensor[n_shots, n_receivers, nt]
+        Observed pressure data.
+    sigma : float
+        Noise standard deviation (data units).
+    prior : probinv.fields prior
+        Of the velocity ``vp`` (m/s).
+    forward : forward operator, optional
+        Another operator (any object of the protocol: ``fields``, ``n_shots``, ``__call__``, ``describe``).
 
-    acq = setup.acquisition
-    options = dict(setup.physics)
-    bounds = getattr(prior, "bounds", None)
-    if bounds is not None and "pml_vmax" not in options:
-        options["pml_vmax"] = float(torch.as_tensor(bounds[1]).max())
-    fwd = models.AcousticForward(dx=setup.dx, dt=acq.dt, source_amplitudes=setup.source_amplitudes.to(observed),
-                                 source_locations=acq.source_locations, receiver_locations=acq.receiver_locations,
-                                 options=options)
+    The set-up's operator fixes the absorbing boundary's strength at the prior's upper velocity bound
+    (``pml_vmax``): with each model's own maximum (rounded) the forward map would jump whenever a sample's maximum
+    crosses a multiple of 100 m/s, which stalls NUTS and L-BFGS.
+    """
+    fwd = setup.forward if forward is None else forward
     return models.build_model({"vp": prior}, fwd, observed, noise=models.Gaussian(sigma=float(sigma)), dx=setup.dx)
 
 
@@ -170,6 +182,44 @@ def _latent_init(post, model) -> dict:
     """Last draw of every latent site of a Posterior (the values a block of MAP ends at)."""
     names = [model.latent_site(n) for n in model.field_names]
     return {n: post.samples[n][-1, -1].clone() for n in names if n in post.samples}
+
+
+def _map_in_blocks(model, *, optimizer: str, steps: int, lr: float, seed: int, checkpoint_dir: Path | None,
+                   checkpoint_every: int, resume: bool, progress: bool, stop_after: int | None,
+                   say: Callable[[str], None]) -> tuple[Any, list]:
+    """MAP in blocks of ``checkpoint_every`` steps, each block's result written to ``checkpoint_map.nc``.
+
+    The one place of the MAP checkpoint logic (a full optimiser-state checkpoint of ``inference.map`` replaces it
+    here). Returns the MAP posterior and the loss history.
+    """
+    ck_file = checkpoint_dir / "checkpoint_map.nc" if checkpoint_dir else None
+    done, losses, init, map_post = 0, [], None, None
+    if resume and ck_file is not None and ck_file.is_file():
+        map_post = inference.Posterior.from_netcdf(ck_file)
+        done, losses = int(map_post.attrs["step"]), [float(x) for x in map_post.attrs["loss_history"]]
+        init = _latent_init(map_post, model)
+        say(f"resume: MAP from step {done} of {steps} ({ck_file})")
+    elif resume:
+        say(f"resume: no MAP checkpoint in {checkpoint_dir}; starting from the beginning")
+    block = checkpoint_every if checkpoint_every and checkpoint_dir is not None else steps
+    blocks_run = 0
+    while done < steps:
+        n = min(block, steps - done)
+        pyro.set_rng_seed(seed + done)
+        map_post = inference.map(model, optimizer=optimizer, num_steps=n, lr=lr if optimizer == "adam" else 1.0,
+                                 init=init, progress_bar=False)
+        losses += [float(x) for x in map_post.attrs.get("loss", [])]
+        done += n
+        init = _latent_init(map_post, model)
+        map_post.attrs.update(step=done, loss_history=losses)
+        if progress:
+            say(f"MAP step {done}/{steps}: negative log posterior {losses[-1]:.6g}")
+        if ck_file is not None:
+            map_post.to_netcdf(ck_file)
+        blocks_run += 1
+        if stop_after is not None and blocks_run >= stop_after and done < steps:
+            raise KeyboardInterrupt(f"stopped after {blocks_run} MAP blocks (stop_after)")
+    return map_post, losses
 
 
 def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps: int = 200, lr: float = 0.02,
@@ -208,48 +258,19 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     stop_after : int, optional
         Stop (as if killed) after this many MAP blocks; for tests of resume.
     """
-    import pyro
-
-    from . import inference
-
     say = log_fn or log.info
-    if method not in ("map", "laplace", "svi", "svgd", "nuts"):
-        raise ValueError(f"method must be one of 'map', 'laplace', 'svi', 'svgd', 'nuts', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckdir is not None:
         ckdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
-    # ---- stage 1: MAP in blocks; after each block the block's result (latent values, loss history, step count)
-    # is written atomically to checkpoint_map.nc, which is also the finished stage once step == steps
-    ck_file = ckdir / "checkpoint_map.nc" if ckdir else None
-    done, losses, init, map_post = 0, [], None, None
-    if resume and ck_file is not None and ck_file.is_file():
-        map_post = inference.Posterior.from_netcdf(ck_file)
-        done, losses = int(map_post.attrs["step"]), [float(x) for x in map_post.attrs["loss_history"]]
-        init = _latent_init(map_post, model)
-        say(f"resume: MAP from step {done} of {steps} ({ck_file})")
-    elif resume:
-        say(f"resume: no MAP checkpoint in {ckdir}; starting from the beginning")
-    block = checkpoint_every if checkpoint_every and ckdir is not None else steps
+    # ---- stage 1: MAP in blocks (see _map_in_blocks)
     t0 = time.perf_counter()
-    blocks_run = 0
-    while done < steps:
-        n = min(block, steps - done)
-        pyro.set_rng_seed(seed + done)
-        map_post = inference.map(model, optimizer=optimizer, num_steps=n, lr=lr if optimizer == "adam" else 1.0,
-                                 init=init, progress_bar=False)
-        losses += [float(x) for x in map_post.attrs.get("loss", [])]
-        done += n
-        init = _latent_init(map_post, model)
-        map_post.attrs.update(step=done, loss_history=losses)
-        if progress:
-            say(f"MAP step {done}/{steps}: negative log posterior {losses[-1]:.6g}")
-        if ck_file is not None:
-            map_post.to_netcdf(ck_file)
-        blocks_run += 1
-        if stop_after is not None and blocks_run >= stop_after and done < steps:
-            raise KeyboardInterrupt(f"stopped after {blocks_run} MAP blocks (stop_after)")
+    map_post, losses = _map_in_blocks(model, optimizer=optimizer, steps=steps, lr=lr, seed=seed, checkpoint_dir=ckdir,
+                                      checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+                                      stop_after=stop_after, say=say)
     seconds["map"] = time.perf_counter() - t0
     if method == "map":
         return InversionResult(map=map_post, posterior=map_post, loss=losses, seconds=seconds)
@@ -299,8 +320,6 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     history), ``summary.csv`` and ``summary.txt`` (ArviZ summary of selected pixels), and ``trace.png`` /
     ``rank.png`` when the posterior has several draws per chain. Returns ``{what: path}``.
     """
-    from . import plotting
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -331,18 +350,13 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     pixels = [(nz // 2, nx // 2), (nz // 4, nx // 4), (nz // 4, 3 * nx // 4), (3 * nz // 4, nx // 2)]
     labels = [f"{name}[{iz},{ix}]" for iz, ix in pixels]
     if several:
-        import arviz as az
-        import xarray as xr
-
         idata = posterior.to_arviz()
         da = idata.posterior[name]
-        sel = {lab: da.isel(z=iz, x=ix, drop=True) for lab, (iz, ix) in zip(labels, pixels)}
+        sel = {lab: da.isel(z=iz, x=ix, drop=True) for lab, (iz, ix) in zip(labels, pixels, strict=True)}
         # r-hat and ESS need at least 2 chains of 4 draws; a single chain (Laplace) gets the statistics only
         diag = posterior.num_chains >= 2 and posterior.num_draws >= 4
         table = az.summary(xr.Dataset(sel), kind="all" if diag else "stats")
     else:  # one point (MAP): its values
-        import pandas as pd
-
         table = pd.DataFrame({"value": [float(mean[iz, ix]) for iz, ix in pixels]}, index=labels)
     if true is not None:
         table["true"] = [float(true[iz, ix]) for iz, ix in pixels]
@@ -357,3 +371,225 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
             files[kind] = plotting.save_figure(plotting.plot_arviz(idata, kind, var_name=name, pixels=pixels[:3]),
                                                out / f"{kind}.png")
     return files
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the orchestration of the commands: probinv simulate / invert / report / demo
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Observed:
+    """The data an inversion explains, with the set-up that describes them.
+
+    Attributes
+    ----------
+    setup : probinv.config.Setup
+        The resolved configuration; for a data file, with the file's source / receiver locations.
+    data : Tensor[n_shots, n_receivers, nt]
+        Observed pressure data.
+    sigma : float
+        Noise standard deviation (data units).
+    simulation : Simulation, optional
+        The simulation that produced ``data`` (None for a data file).
+    """
+
+    setup: Setup
+    data: torch.Tensor
+    sigma: float
+    simulation: Simulation | None = None
+
+
+def load_observed(cfg: Config, setup: Setup) -> Observed:
+    """Observed data and noise sigma: from ``[data].observed``, else simulated from the true model with ``[noise]``."""
+    if cfg.data.observed is None:
+        sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
+        return Observed(setup, sim.observed, sim.sigma, sim)
+    p = cfg.path(cfg.data.observed)
+    g = io.read_segy_gather(p, setup.dx) if p.suffix.lower() in (".sgy", ".segy") else io.read_gather(p)
+    acq = setup.acquisition
+    if tuple(g.data.shape) != (acq.n_shots, acq.n_receivers, acq.nt):
+        raise ConfigError([f"[data].observed = {cfg.data.observed!r} holds data shaped {tuple(g.data.shape)} but the "
+                           f"configuration describes [n_shots, n_receivers, nt] = "
+                           f"{[acq.n_shots, acq.n_receivers, acq.nt]}: make [acquisition] and [time] match the file"],
+                          cfg.source)
+    setup = setup.with_geometry(g.source_locations, g.receiver_locations)
+    sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
+    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None)
+
+
+def _forward_attr(setup: Setup) -> str:
+    """The set-up's operator description as the JSON text stored in result files (attribute ``forward``)."""
+    return json.dumps(setup.forward.describe())
+
+
+def write_inputs(out_dir: str | Path, obs: Observed, *, config: str | None = None, clean: bool = True,
+                 figures: bool = True) -> dict[str, Path]:
+    """Write the inversion's inputs and return ``{what: path}``.
+
+    ``true_model.nc``, ``initial_model.nc``, ``observed.nc`` (with the forward operator's description as the
+    attribute ``forward``) and, as asked, ``clean.nc``, ``model.png`` and ``gather.png``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created).
+    obs : Observed
+        From :func:`load_observed`.
+    config : str, optional
+        The configuration as JSON (provenance attribute of every file).
+    clean : bool
+        Also write the noise-free data of a simulation (``clean.nc``).
+    figures : bool
+        Also draw the true model with the survey (``model.png``) and the first shot's observed gather
+        (``gather.png``).
+    """
+    out = Path(out_dir)
+    setup, acq = obs.setup, obs.setup.acquisition
+    geometry = {"dt": acq.dt, "source_locations": acq.source_locations, "receiver_locations": acq.receiver_locations,
+                "dx": setup.dx, "units": "Pa", "config": config}
+    files = {"true_model": io.write_model(out / "true_model.nc", setup.true, setup.dx, config=config),
+             "initial_model": io.write_model(out / "initial_model.nc", setup.initial, setup.dx, config=config),
+             "observed": io.write_gather(out / "observed.nc", data=obs.data, **geometry,
+                                         attrs={"noise_sigma": obs.sigma, "forward": _forward_attr(setup)})}
+    if clean and obs.simulation is not None:
+        files["clean"] = io.write_gather(out / "clean.nc", data=obs.simulation.clean, **geometry,
+                                         attrs={"forward": _forward_attr(setup)})
+    if figures:
+        files["model_figure"] = plotting.save_figure(
+            plotting.plot_model(setup.true["vp"], setup.dx, title="true model", sources=acq.source_locations,
+                                receivers=acq.receiver_locations), out / "model.png")
+        files["gather_figure"] = plotting.save_figure(
+            plotting.plot_gather(obs.data[0], acq.dt, title="observed, shot 0",
+                                 receiver_x=acq.receiver_locations[0, :, 1] * setup.dx), out / "gather.png")
+    return files
+
+
+def _out_dir(cfg: Config, out_dir: str | Path | None) -> Path:
+    return Path(out_dir) if out_dir is not None else cfg.path(cfg.output.directory)
+
+
+def run_simulation(cfg: Config, out_dir: str | Path | None = None, *,
+                   dtype: torch.dtype | None = None) -> tuple[Observed, dict[str, Path]]:
+    """``probinv simulate``: simulate the configuration's true model with ``[noise]`` and write the inputs.
+
+    Writes into ``out_dir`` (default: ``[output].directory``) what :func:`write_inputs` writes; returns the
+    simulated :class:`Observed` and ``{what: path}``.
+    """
+    setup = resolve(cfg, dtype=dtype)
+    sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
+    obs = Observed(setup, sim.observed, sim.sigma, sim)
+    return obs, write_inputs(_out_dir(cfg, out_dir), obs, config=cfg.to_json())
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the observed data with their set-up, the inversion's result and the files written."""
+
+    observed: Observed
+    inversion: InversionResult
+    files: dict[str, Path]
+
+    @property
+    def setup(self) -> Setup:
+        """The set-up (with the observed data's geometry)."""
+        return self.observed.setup
+
+    @property
+    def posterior(self):
+        """The final posterior (:class:`probinv.inference.Posterior`)."""
+        return self.inversion.posterior
+
+
+def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = None, steps: int | None = None,
+        resume: bool = False, figures: bool = True, save_inputs: bool = False, stop_after: int | None = None,
+        dtype: torch.dtype | None = None, progress: bool = True,
+        log_fn: Callable[[str], None] | None = None) -> RunResult:
+    """``probinv invert`` (and ``probinv demo``): observed data, MAP, the posterior method, result files, report.
+
+    Parameters
+    ----------
+    cfg : probinv.config.Config
+        The configuration; resolved once (:func:`probinv.config.resolve`), its forward operator serves the
+        simulation of the data, the inversion and the report's predicted gathers.
+    out_dir : path, optional
+        Output folder (default: ``[output].directory``); checkpoints go to ``out_dir/checkpoints``.
+    method, steps : optional
+        Override ``[inference].method`` and ``[inference].steps``.
+    resume : bool
+        Continue from the checkpoints in the output folder.
+    figures : bool
+        Write the report (figures and ArviZ summary); else only the NetCDF results.
+    save_inputs : bool
+        Also write the inputs (``true_model.nc``, ``initial_model.nc``, ``observed.nc``).
+    stop_after : int, optional
+        Stop (as if killed) after this many MAP blocks; for tests of resume.
+    dtype : torch.dtype, optional
+        Floating dtype of the computation (default: torch's default dtype).
+    progress, log_fn
+        Progress messages, and where they go (default: the ``probinv.workflow`` logger at INFO level).
+
+    Returns
+    -------
+    RunResult
+        Writes ``posterior.nc`` (the posterior, with the observed data, the configuration and the forward operator's
+        description as attributes) and ``map.nc``, plus the report's files.
+    """
+    say = log_fn or log.info
+    inf = dict(cfg.inference)
+    inf.update({k: v for k, v in (("method", method), ("steps", steps)) if v})
+    setup = resolve(cfg, dtype=dtype)
+    out = _out_dir(cfg, out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    obs = load_observed(cfg, setup)
+    setup, provenance = obs.setup, cfg.to_json()
+    files: dict[str, Path] = {}
+    if obs.simulation is not None:
+        say(f"simulated observed data; noise sigma = {obs.sigma:.4g}")
+    if save_inputs:
+        files.update(write_inputs(out, obs, config=provenance, clean=False, figures=False))
+    prior = build_prior(cfg.prior, setup.initial["vp"], setup.dx, dt=setup.acquisition.dt,
+                        accuracy=setup.physics.accuracy, bounds=setup.bounds)
+    model = build_model(setup, obs.data, obs.sigma, prior)
+    say(f"method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
+    res = run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"], lr=inf["lr"],
+                        rank=inf["rank"], num_samples=inf["num_samples"], warmup=inf["warmup"],
+                        num_chains=inf["num_chains"], max_tree_depth=inf["max_tree_depth"],
+                        n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
+                        checkpoint_every=cfg.output.checkpoint_every, resume=resume, stop_after=stop_after,
+                        progress=progress, log_fn=say)
+    post, acq = res.posterior, setup.acquisition
+    post.observed_data = obs.data
+    post.dt = acq.dt
+    for p in (post, res.map):
+        # the inference layer records its model's operator too; this keeps files complete with any version of it
+        p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
+        p.attrs.setdefault("forward", _forward_attr(setup))
+    post.to_netcdf(out / "posterior.nc")
+    res.map.to_netcdf(out / "map.nc")
+    files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
+    if figures:
+        map_vp = res.map.mean("vp")
+        with torch.no_grad():
+            predicted = setup.forward({"vp": map_vp})
+        files.update(write_report(out, post, dx=setup.dx, true=setup.true["vp"] if obs.simulation is not None else None,
+                                  initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
+                                  predicted=predicted, dt=acq.dt, loss=res.loss,
+                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx))
+    return RunResult(obs, res, files)
+
+
+def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, dict[str, Path]]:
+    """``probinv report``: figures and the ArviZ summary of a posterior file (default: ``<result>_report/``).
+
+    Returns the :class:`probinv.inference.Posterior` and ``{what: path}`` of the files written.
+    """
+    path = Path(result)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such result file: {str(path)!r} (a posterior written by `probinv invert` or "
+                                f"`probinv demo`)")
+    post = inference.Posterior.from_netcdf(path)
+    if "vp" not in post.field_names:
+        raise ValueError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)})")
+    if post.dx is None:
+        raise ValueError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv")
+    out = Path(out_dir) if out_dir else path.parent / f"{path.stem}_report"
+    return post, write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"))

@@ -1,5 +1,7 @@
 """The ``probinv`` command on tiny configurations: every command runs, bad configurations exit non-zero with their
 message before anything runs, and a resumed inversion equals an uninterrupted one."""
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -145,3 +147,21 @@ def test_invert_svi_svgd_tiny(tmp_path, method):
     assert main(["invert", str(cfg), "--method", method, "--out", str(tmp_path / method), "--no-figures"]) == 0
     post = Posterior.from_netcdf(tmp_path / method / "posterior.nc")
     assert post.method == method and float(post.std("vp").max()) > 0
+
+
+def test_help_does_not_import_the_package():
+    """`probinv --help` must answer at once (issue 15: 12.7 s): the parser imports neither torch nor the commands."""
+    code = ("import sys; from probinv import cli; cli.build_parser().format_help(); "
+            "heavy = sorted(m for m in ('torch', 'pyro', 'matplotlib', 'probinv.workflow') if m in sys.modules); "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_train_fno_options_reach_its_parser(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train-fno", "--help"])
+    assert info.value.code == 0 and "--checkpoint" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["invert", "c.toml", "--bogus"])
+    assert info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -64,8 +64,10 @@ def test_unknown_keys_and_sections_name_the_fix():
      "[inference].method = 'mcmc' must be one of ['map', 'laplace', 'svi', 'svgd', 'nuts']"),
     ({"model": {"scenario": "anomaly"}, "physics": {"accuracy": 6}}, "[physics].accuracy = 6 must be one of [2, 4, 8]"),
     ({"model": {"scenario": "anomaly"}, "time": {"nt": 1.5}}, "[time].nt = 1.5 must be an integer"),
-    ({"model": {"scenario": "anomaly"}, "physics": {"free_surface": 1}}, "[physics].free_surface = 1 must be true or false"),
-    ({"model": {"scenario": "anomoly"}}, "[model].scenario = 'anomoly' is not a known scenario: did you mean 'anomaly'?"),
+    ({"model": {"scenario": "anomaly"}, "physics": {"free_surface": 1}},
+     "[physics].free_surface = 1 must be true or false"),
+    ({"model": {"scenario": "anomoly"}},
+     "[model].scenario = 'anomoly' is not a known scenario: did you mean 'anomaly'?"),
     ({"model": {}}, "[model] needs either scenario"),
     ({"model": {"scenario": "anomaly"}, "time": {"nt": 10, "t_max": 0.1}}, "[time].nt and [time].t_max are both set"),
     ({"model": {"scenario": "anomaly"}, "wavelet": {"freq": 15000.0}}, "beyond seismic frequencies"),
@@ -92,7 +94,7 @@ def test_unstable_dt_reports_limit():
            "time": {"dt": 0.004}}
     sc_vmax = float(resolve(parse_config({"model": raw["model"]}, check_stability=False)).true["vp"].max())
     limit = max_stable_dt_second_order(sc_vmax, 10.0, 4)
-    with pytest.raises(ConfigError, match=re.escape(f"[time].dt = 0.004 s is unstable")) as info:
+    with pytest.raises(ConfigError, match=re.escape("[time].dt = 0.004 s is unstable")) as info:
         parse_config(raw)
     assert f"{limit:.6g} s" in str(info.value)
     # the prior's upper bound counts too: the inversion may visit it

@@ -90,7 +90,7 @@ def _write_segy(path, traces, headers, interval_us):
     spec.tracecount = traces.shape[0]
     with segyio.create(str(path), spec) as f:
         f.bin.update({segyio.BinField.Interval: interval_us, segyio.BinField.Samples: traces.shape[1]})
-        for i, (tr, h) in enumerate(zip(traces, headers)):
+        for i, (tr, h) in enumerate(zip(traces, headers, strict=True)):
             f.header[i] = {**h, segyio.TraceField.TRACE_SAMPLE_INTERVAL: interval_us}
             f.trace[i] = tr.astype(np.float32)
 

@@ -1,6 +1,7 @@
 """probinv.plotting: figures carry physical axes (km) and units, and are written atomically as PNG files."""
 import re
 
+import arviz as az
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,8 @@ def _png_ok(path):
 def test_model_axes_in_km_and_colorbar_in_m_per_s(tmp_path):
     vp = torch.linspace(1500, 3000, 20 * 30).reshape(20, 30)
     src = torch.tensor([[[1, 5]], [[1, 25]]])
-    fig = plotting.plot_model(vp, 50.0, title="true", sources=src, receivers=torch.tensor([[[1, i] for i in range(30)]]))
+    rec = torch.tensor([[[1, i] for i in range(30)]])
+    fig = plotting.plot_model(vp, 50.0, title="true", sources=src, receivers=rec)
     ax, cax = fig.axes[0], fig.axes[1]
     assert ax.get_xlabel() == "x (km)" and ax.get_ylabel() == "depth (km)"
     # 30 cells of 50 m: cell centres 0 ... 1.45 km, so the image spans -0.025 ... 1.475 km; depth increases downwards
@@ -62,8 +64,6 @@ def test_gathers_and_misfit(tmp_path):
 
 @pytest.mark.parametrize("kind", ["trace", "rank", "pair"])
 def test_arviz_plots(kind, tmp_path):
-    import arviz as az
-
     rng = np.random.default_rng(1)
     idata = az.from_dict(posterior={"vp": rng.normal(2000, 10, (2, 50, 6, 8))},
                          dims={"vp": ["z", "x"]}, coords={"z": np.arange(6) * 10.0, "x": np.arange(8) * 10.0})

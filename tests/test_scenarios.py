@@ -70,7 +70,7 @@ def test_demo_sizes_and_errors():
         scenarios.demo(size="tiny")
     with pytest.raises(ValueError, match=re.escape("unknown scenario 'anomally' (did you mean 'anomaly'?)")):
         scenarios.get_scenario("anomally")
-    with pytest.raises(ValueError, match=re.escape("nz must be an integer >= 4, got 2")):
+    with pytest.raises(ValueError, match=re.escape("nz must be an int >= 4, got 2")):
         scenarios.anomaly(nz=2)
 
 
