@@ -56,7 +56,8 @@ def map(model, data: torch.Tensor | None = None, *, optimizer: str = "adam", num
     progress_bar : bool
         Show a tqdm bar.
     callback : callable, optional
-        ``callback(step, loss, fields)`` after each Adam step (e.g. to log model misfit).
+        ``callback(step, loss, fields)`` after each Adam step or L-BFGS iteration (e.g. to log model misfit), before
+        the step's checkpoint is written.
     checkpoint : path, optional
         File that receives the whole optimisation state every ``checkpoint_every`` steps and at the end, atomically:
         the latent values, the optimiser's state (Adam's moments; L-BFGS's curvature history, last direction and
@@ -246,6 +247,8 @@ class _Run:
                 or max(float(g.abs().max()) for g in entry[2]) <= group["tolerance_grad"]
                 or float(state["d"].mul(state["t"]).abs().max()) <= tolerance_change
                 or abs(float(entry[1]) - state["prev_loss"]) < tolerance_change)
+            if self.callback is not None and entry is not None:
+                self.callback(self.steps - 1, float(entry[1]), _fields(model, guide, data))
             if self.steps % self.checkpoint_every == 0 or self.converged:
                 save()
         save()
