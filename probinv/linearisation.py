@@ -21,13 +21,16 @@ __all__ = ["Linearisation", "dottest", "jvp", "vjp"]
 
 log = logging.getLogger("probinv.linearisation")
 
-# Messages PyTorch raises for functions that lack forward-mode AD (measured with torch 2.x, see
+# Messages PyTorch raises for functions that lack forward-mode AD (measured with torch 2.13, see
 # tests/test_linearisation.py): an old-style autograd.Function (``forward(ctx, ...)``) under torch.func, a
-# new-style one without ``jvp``, and a built-in operator without a forward-mode formula (NotImplementedError).
+# new-style one without ``jvp``, a built-in operator without a forward-mode formula (NotImplementedError), and code
+# that reads a tensor's memory directly (numpy/SciPy set-up, e.g. the Helmholtz solver), which torch.func's wrapped
+# tensors do not allow.
 _NO_FORWARD_MODE = (
     "must override the setup_context staticmethod",
     "You must implement the jvp function",
     "Trying to use forward AD with",
+    "Cannot access data pointer of Tensor that doesn't have storage",
 )
 # ... and for a backward that is not itself differentiable: computed outside autograd (numpy, SciPy: the gradient
 # does not require grad), or marked ``@once_differentiable`` (the inputs of the second backward are then unused).
@@ -144,7 +147,8 @@ class Linearisation:
     backward is made of differentiable torch operations) and ``J^T w`` reuse them without re-running the solver.
     ``mode="fd"``: central differences for ``J v`` (two forwards each), reverse mode for ``J^T w``.
     ``auto`` falls back to ``fd``, with a one-time ``RuntimeWarning``, only when PyTorch reports that the backward of
-    ``f`` is not differentiable; any other error propagates.
+    ``f`` is not differentiable (found when the backward is recorded, or at the first ``jvp`` when the backward's
+    graph does not reach the cotangent); any other error propagates.
 
     Parameters
     ----------
@@ -167,7 +171,7 @@ class Linearisation:
     def __init__(self, f: Callable, x: torch.Tensor, mode: str = "auto", fd_step: float = 1e-4):
         if mode not in ("auto", "reverse", "fd"):
             raise ValueError(f"mode must be 'auto', 'reverse' or 'fd', got {mode!r}")
-        self.f, self.x, self.fd_step = f, x.detach(), fd_step
+        self.f, self.x, self.fd_step, self._requested = f, x.detach(), fd_step, mode
         self.passes = 0
         self.mode = "fd" if mode == "fd" else "reverse"
         with torch.enable_grad():
@@ -195,9 +199,18 @@ class Linearisation:
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """``J v`` for ``v`` shaped like ``x``; shaped like ``f(x)``."""
         if self.mode == "reverse":
-            (jv,) = torch.autograd.grad(self._g, self._u, v.to(self._g.dtype), retain_graph=True)
-            self.passes += 1
-            return jv.detach()
+            try:
+                (jv,) = torch.autograd.grad(self._g, self._u, v.to(self._g.dtype), retain_graph=True)
+            except (RuntimeError, NotImplementedError) as err:
+                # a backward computed partly outside autograd (e.g. numpy adjoint after differentiable torch
+                # operations) records a graph for J^T u that does not reach u: found here, at the first product
+                if self._requested == "reverse" or not _unsupported(err, _NO_DOUBLE_BACKWARD):
+                    raise
+                _warn_once("double-backward Jacobian products unavailable", err)
+                self.mode = "fd"
+            else:
+                self.passes += 1
+                return jv.detach()
         self.passes += 2
         return _fd_jvp(self.f, self.x, v, self.fd_step)
 
@@ -230,9 +243,9 @@ def dottest(lin: Linearisation, v: torch.Tensor, w: torch.Tensor) -> tuple[float
         ``<J v, w>`` and ``<v, J^T w>``.
     """
     jv = lin.jvp(v)
-    jtw = lin.vjp(w)
     if jv.shape != w.shape:
         raise ValueError(f"w must be shaped like f(x) {tuple(jv.shape)}, got {tuple(w.shape)}")
+    jtw = lin.vjp(w)
     if jtw.shape != v.shape:
         raise ValueError(f"v must be shaped like x {tuple(jtw.shape)}, got {tuple(v.shape)}")
     lhs = float((jv * w).sum())
