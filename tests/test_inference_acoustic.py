@@ -92,7 +92,7 @@ def test_flat_prior_map_is_plain_acoustic_fwi():
     v0 = torch.full((N, N), 2000.0, dtype=DT)
     model = build_model({"vp": Flat((N, N))}, fwd, data, noise=Gaussian(1e-3))
     seen = []
-    map(model, num_steps=6, lr=10.0, init={"vp": v0}, callback=lambda s, l, f: seen.append(f["vp"].clone()))
+    map(model, num_steps=6, lr=10.0, init={"vp": v0}, callback=lambda step, loss, f: seen.append(f["vp"].clone()))
     v = v0.clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=10.0)
     for step in range(6):

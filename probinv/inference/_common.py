@@ -113,20 +113,20 @@ class Layout:
 
     def slices(self) -> dict:
         out, i = {}, 0
-        for n, k in zip(self.names, self.sizes):
+        for n, k in zip(self.names, self.sizes, strict=False):
             out[n] = slice(i, i + k)
             i += k
         return out
 
     def unconstrained_flat(self, values: Mapping) -> torch.Tensor:
-        parts = [t.inv(values[n]).reshape(-1) for n, t in zip(self.names, self.transforms)]
+        parts = [t.inv(values[n]).reshape(-1) for n, t in zip(self.names, self.transforms, strict=False)]
         return torch.cat(parts)
 
     def unflatten(self, u: torch.Tensor, constrained: bool = True) -> dict:
         """``u[..., size]`` -> ``{site: value[..., *shape]}`` (constrained by default)."""
         out, i = {}, 0
         batch = tuple(u.shape[:-1])
-        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms):
+        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms, strict=False):
             x = u[..., i:i + k].reshape(batch + s)
             out[n] = t(x) if constrained else x
             i += k
@@ -134,7 +134,7 @@ class Layout:
 
     def log_abs_det(self, u: torch.Tensor) -> torch.Tensor:
         total, i = 0.0, 0
-        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms):
+        for s, k, t in zip(self.shapes, self.sizes, self.transforms, strict=False):
             x = u[..., i:i + k].reshape(tuple(u.shape[:-1]) + s)
             ld = t.log_abs_det_jacobian(x, t(x))
             total = total + ld.reshape(tuple(u.shape[:-1]) + (-1,)).sum(-1) if ld.ndim > 0 else total + ld

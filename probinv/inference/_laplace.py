@@ -127,7 +127,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
 
     def latents_of(z):
         vals, i = dict(fixed), 0
-        for s, k in zip(sites, sizes):
+        for s, k in zip(sites, sizes, strict=False):
             vals[s] = z[i:i + k].reshape(point[s].shape)
             i += k
         return vals
@@ -160,7 +160,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     zs = gauss.sample(num_samples, generator=gen)
     latents = {k: v.expand((num_samples,) + tuple(v.shape)) for k, v in fixed.items()}
     i = 0
-    for s, k in zip(sites, sizes):
+    for s, k in zip(sites, sizes, strict=False):
         latents[s] = zs[:, i:i + k].reshape((num_samples,) + tuple(point[s].shape))
         i += k
     with torch.no_grad():

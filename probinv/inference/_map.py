@@ -199,7 +199,7 @@ class _Run:
 
         def lookup():
             for entry in evaluated:
-                if all(torch.equal(p, q) for p, q in zip(params, entry[0])):
+                if all(torch.equal(p, q) for p, q in zip(params, entry[0], strict=False)):
                     return entry
             return None
 
@@ -210,7 +210,7 @@ class _Run:
                 evaluated.clear()
                 if entry is not None:  # the accepted point of the previous line search: already evaluated
                     evaluated.append(entry)
-                    for p, g in zip(params, entry[2]):
+                    for p, g in zip(params, entry[2], strict=False):
                         p.grad = g.clone()
                     return entry[1].clone()
                 call["initial_evaluated"] = True

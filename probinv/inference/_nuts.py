@@ -12,8 +12,18 @@ from pyro.infer.mcmc import NUTS
 
 from .._files import atomic_path
 from ..validation import check_int
-from ._common import (Layout, check_model, describe_forward, init_values, log, make_potential, progress,
-                      prototype_trace, resolve_data, samples_from_unconstrained)
+from ._common import (
+    Layout,
+    check_model,
+    describe_forward,
+    init_values,
+    log,
+    make_potential,
+    progress,
+    prototype_trace,
+    resolve_data,
+    samples_from_unconstrained,
+)
 from ._laplace import laplace
 from ._posterior import Posterior
 

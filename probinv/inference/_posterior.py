@@ -260,7 +260,7 @@ class Posterior:
             if len(vdims) != n_rest:
                 vdims = [f"{name}_dim_{i}" for i in range(n_rest)]
             all_dims = lead + vdims
-            for d, n in zip(all_dims, arr.shape):
+            for d, n in zip(all_dims, arr.shape, strict=False):
                 if d not in grp.dimensions:
                     grp.createDimension(d, n)
                     if d in coords and len(coords[d]) == n:
@@ -275,7 +275,7 @@ class Posterior:
             var[...] = store
 
     @classmethod
-    def from_netcdf(cls, path: str | os.PathLike) -> "Posterior":
+    def from_netcdf(cls, path: str | os.PathLike) -> Posterior:
         """Read a file written by :meth:`to_netcdf`; every value is restored with its dtype."""
         def read_group(grp):
             out = {}

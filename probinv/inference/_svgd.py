@@ -10,8 +10,17 @@ import torch
 from pyro.infer import SVGD, RBFSteinKernel
 
 from ..validation import check_int, check_scalar
-from ._common import (Layout, check_model, describe_forward, init_values, log, progress, prototype_trace,
-                      resolve_data, samples_from_unconstrained)
+from ._common import (
+    Layout,
+    check_model,
+    describe_forward,
+    init_values,
+    log,
+    progress,
+    prototype_trace,
+    resolve_data,
+    samples_from_unconstrained,
+)
 from ._posterior import Posterior
 
 __all__ = ["svgd"]

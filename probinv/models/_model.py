@@ -43,8 +43,8 @@ def prior_kind(prior) -> str:
         return "whitened"
     if hasattr(prior, "latent_shape") and callable(prior):
         return "box"
-    raise TypeError(f"a prior must be a probinv.fields.WhitenedField, a probinv.fields.BoxField, probinv.models.Flat or "
-                    f"a pyro Distribution on the field, got {type(prior).__name__}")
+    raise TypeError(f"a prior must be a probinv.fields.WhitenedField, a probinv.fields.BoxField, probinv.models.Flat "
+                    f"or a pyro Distribution on the field, got {type(prior).__name__}")
 
 
 def _box_bounds(prior, dtype, device):

@@ -370,7 +370,7 @@ class _LowRankGaussian(dist.TorchDistribution):
         quad = (_flat_trace(y, len(self.trace)) ** 2).sum(-1)
         return -0.5 * quad - 0.5 * self.logdet - 0.5 * d * math.log(2 * math.pi)
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         eps_w = torch.randn(shape + (self.w.shape[-1], 1), dtype=self.w.dtype, device=self.w.device)
         eps_d = torch.randn(shape + self.diag.shape[-1:], dtype=self.w.dtype, device=self.w.device)
