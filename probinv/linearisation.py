@@ -222,7 +222,7 @@ class Linearisation:
 
 
 def dottest(lin: Linearisation, v: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
-    """The adjoint (dot) test of a linearisation: ``(<J v, w>, <v, J^T w>)``.
+    """Run the adjoint (dot) test of a linearisation: return ``(<J v, w>, <v, J^T w>)``.
 
     For an exact pair of Jacobian products the two agree to rounding (about ``1e-15`` relative in float64 for a
     well-conditioned operator); a mismatch exposes a wrong adjoint. Compare them with

@@ -1,6 +1,8 @@
 """Jacobian products of probinv.linearisation: the dot test (PyLops style) on the three forward operators, agreement
 with finite differences, and honest fallbacks (only PyTorch's 'unsupported' errors, warned once)."""
+import ast
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +230,21 @@ def test_dottest_checks_shapes():
     lin = Linearisation(lambda t: torch.stack([t.sum(), (t**2).sum()]), _random(3, 0))
     with pytest.raises(ValueError, match="w must be shaped like f"):
         dottest(lin, _random(3, 1), _random(3, 2))
+
+
+def test_the_jacobian_helpers_sit_below_models_and_inference():
+    """probinv.linearisation imports only torch and the standard library; nothing in models imports inference."""
+    root = Path(linearisation.__file__).parent
+
+    def imported(path):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                yield "." * node.level + (node.module or "")
+            elif isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+
+    own = set(imported(root / "linearisation.py"))
+    assert {m.split(".")[0] for m in own} <= {"__future__", "logging", "warnings", "collections", "torch"}, own
+    for path in sorted((root / "models").glob("*.py")):
+        assert not [m for m in imported(path) if "inference" in m], path.name

@@ -40,7 +40,7 @@ def resolve_data(model: SeismicModel, data):
 
 
 def describe_forward(forward) -> str:
-    """The forward operator's description as a JSON string, for a Posterior's ``attrs["forward"]``.
+    """Describe the forward operator as a JSON string, for a Posterior's ``attrs["forward"]``.
 
     ``forward.describe()`` (every physical setting, DESIGN.md section 1) when the operator has it; otherwise only the
     operator's type name, ``{"type": "<name>"}`` (a user's plain callable).

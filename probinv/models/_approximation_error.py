@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 
 from ..linearisation import Linearisation
-from ..validation import check_positive
+from ..validation import check_int, check_positive
 from ._model import _accepts_shots
 from ._noise import CorrelatedGaussian
 
@@ -91,8 +91,8 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         ``calibration_seconds``).
     """
     check_positive("sigma", sigma)
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank must be a positive int or None, got {rank!r}")
+    if rank is not None:
+        rank = check_int("rank", rank)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
     if features is not None and not callable(features):

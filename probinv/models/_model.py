@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
+from ..validation import check_int
 from ._noise import check_noise_model
 
 __all__ = ["Flat", "SeismicModel", "build_model", "prior_kind"]
@@ -113,9 +114,8 @@ class SeismicModel:
         check_data = getattr(noise, "check_data", None)
         if data is not None and callable(check_data):
             check_data(data)
-        if subsample_size is not None and (isinstance(subsample_size, bool) or not isinstance(subsample_size, int)
-                                           or subsample_size < 1):
-            raise ValueError(f"subsample_size must be a positive int or None, got {subsample_size!r}")
+        if subsample_size is not None:
+            subsample_size = check_int("subsample_size", subsample_size)
         if subsample_size is not None and data is not None and subsample_size > data.shape[0]:
             raise ValueError(f"subsample_size = {subsample_size} exceeds the number of shots {data.shape[0]}")
         self.subsample_size = subsample_size

@@ -37,30 +37,45 @@ class NoiseModel(Protocol):
     """
 
     def sample_params(self, like: torch.Tensor) -> dict:
-        """Declare the noise model's own latent sites inside the Pyro model (``pyro.sample``) and return their values
-        by parameter name (``{}`` when it has none). ``like`` gives the dtype and device."""
+        """Declare the noise model's own latent sites inside the Pyro model.
+
+        Calls ``pyro.sample`` for each of its parameters and returns their values by parameter name (``{}`` when it
+        has none). ``like`` gives the dtype and device.
+        """
 
     def params_from_latents(self, latents: Mapping[str, torch.Tensor]) -> dict:
-        """The parameters ``{name: value}`` read from latent site values ``{site: value}`` (the inverse of
-        :meth:`sample_params`' naming; ``{}`` when there are none)."""
+        """Read the parameters ``{name: value}`` from latent site values ``{site: value}``.
+
+        The inverse of :meth:`sample_params`' naming; ``{}`` when there are no parameters.
+        """
 
     def log_prior(self, params: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-        """The log-density of the parameters under their hyperprior, a scalar (0 when there are none), consistent
-        with the sites of :meth:`sample_params`."""
+        """Return the log-density of the parameters under their hyperprior.
+
+        A scalar (0 when there are no parameters), consistent with the sites of :meth:`sample_params`.
+        """
 
     def distribution(self, pred: torch.Tensor, params: Mapping, shots: torch.Tensor | None,
                      n_data_dims: int) -> torch.distributions.Distribution:
-        """The observation distribution of the Pyro site ``"obs"``: batch shape ``[..., n_sub]`` (the shot plate in
-        the last batch axis), every other data axis an event axis (``n_data_dims - 1`` of them). ``shots`` are the
-        subsampled shot indices (None: all); per-shot parameters must be subsampled with them."""
+        """Return the observation distribution of the Pyro site ``"obs"``.
+
+        Batch shape ``[..., n_sub]`` (the shot plate in the last batch axis), every other data axis an event axis
+        (``n_data_dims - 1`` of them). ``shots`` are the subsampled shot indices (None: all); per-shot parameters
+        must be subsampled with them.
+        """
 
     def log_prob(self, pred: torch.Tensor, data: torch.Tensor, params: Mapping) -> torch.Tensor:
-        """``log p(data | pred, params)`` over all shots, summed over the data axes: shape ``pred.shape[:-data.ndim]``
-        (a scalar for unbatched predictions)."""
+        """Return ``log p(data | pred, params)`` over all shots, summed over the data axes.
+
+        Shape ``pred.shape[:-data.ndim]`` (a scalar for unbatched predictions).
+        """
 
     def whiten(self, residual: torch.Tensor, params: Mapping) -> torch.Tensor:
-        """The linear map ``r -> C^{-1/2} r`` on full-data residuals ``[n_shots, *trace]``, whose squared norm weights
-        the Gauss-Newton Hessian (the expected Fisher information) of :func:`probinv.inference.laplace`."""
+        """Apply the linear map ``r -> C^{-1/2} r`` to full-data residuals ``[n_shots, *trace]``.
+
+        Its squared norm weights the Gauss-Newton Hessian (the expected Fisher information) of
+        :func:`probinv.inference.laplace`.
+        """
 
 
 NOISE_MODEL_METHODS = ("sample_params", "params_from_latents", "log_prior", "distribution", "log_prob", "whiten")
