@@ -2,6 +2,7 @@
 import json
 
 import netCDF4
+import pytest
 import torch
 
 from probinv.fields import WhitenedField
@@ -80,3 +81,12 @@ def test_corrected_forward_wraps_the_inner_description():
 def test_corrected_forward_without_an_inner_description():
     desc = CorrectedForward(lambda fields: fields["vp"].sum(), torch.zeros(1), torch.zeros(0, 1), None).describe()
     assert desc["approximate"] == {"type": "function"}
+
+
+def test_a_description_that_is_not_json_fails_before_the_run():
+    class Bad(StubForward):
+        def describe(self):
+            return {"dx": torch.tensor(10.0)}
+
+    with pytest.raises(TypeError, match=r"Bad.describe\(\) must return a JSON-able dict"):
+        map(_model(Bad()), num_steps=2)

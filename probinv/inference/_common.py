@@ -46,9 +46,14 @@ def describe_forward(forward) -> str:
     operator's type name, ``{"type": "<name>"}`` (a user's plain callable).
     """
     describe = getattr(forward, "describe", None)
-    if callable(describe):
-        return json.dumps(describe())
-    return json.dumps({"type": type(forward).__name__})
+    if not callable(describe):
+        return json.dumps({"type": type(forward).__name__})
+    description = describe()
+    try:
+        return json.dumps(description)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{type(forward).__name__}.describe() must return a JSON-able dict (numbers, strings, lists, "
+                        f"dicts), got {description!r}: {err}") from None
 
 
 def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -> dict:

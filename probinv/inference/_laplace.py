@@ -97,6 +97,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     check_int("rank", rank)
     check_int("oversample", oversample, minimum=0)
     check_int("num_samples", num_samples)
@@ -172,7 +173,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
                      gaussian=gauss, dt=getattr(model.forward, "dt", None),
                      attrs={"rank": int(len(lam)), "whitened_sites": sites, "solver_passes": lin.passes,
                             "seconds": seconds, "map_n_gradients": map_posterior.attrs.get("n_gradients"),
-                            "forward": describe_forward(model.forward)})
+                            "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post

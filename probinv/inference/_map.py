@@ -80,6 +80,7 @@ def map(model, data: torch.Tensor | None = None, *, optimizer: str = "adam", num
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     if optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
     check_int("num_steps", num_steps)
@@ -92,7 +93,7 @@ def map(model, data: torch.Tensor | None = None, *, optimizer: str = "adam", num
                 "subsample_size": subsample_size}
     with pyro.get_param_store().scope():  # never clobber (nor reuse) the user's parameters
         run = _Run(model, data, optimizer, num_steps, lr, init, subsample_size, tol, history_every, progress_bar,
-                   callback, checkpoint, checkpoint_every, settings)
+                   callback, checkpoint, checkpoint_every, settings, forward)
         return run.result()
 
 
@@ -100,10 +101,11 @@ class _Run:
     """One MAP optimisation with its resumable state."""
 
     def __init__(self, model, data, optimizer, num_steps, lr, init, subsample_size, tol, history_every,
-                 progress_bar, callback, checkpoint, checkpoint_every, settings):
+                 progress_bar, callback, checkpoint, checkpoint_every, settings, forward):
         self.model, self.data, self.optimizer, self.num_steps, self.lr = model, data, optimizer, num_steps, lr
         self.tol, self.history_every, self.progress_bar, self.callback = tol, history_every, progress_bar, callback
         self.checkpoint, self.checkpoint_every, self.settings = checkpoint, checkpoint_every, settings
+        self.forward = forward  # the forward operator's description (JSON)
         self.kwargs = {} if subsample_size is None else {"subsample_size": subsample_size}
         self.guide = AutoDelta(model, init_loc_fn=init_strategy(init_values(model, data, init)))
         self.elbo = Trace_ELBO()
@@ -271,7 +273,7 @@ class _Run:
                          attrs={"optimizer": self.optimizer, "lr": self.lr, "num_steps": self.num_steps,
                                 "loss": self.losses, "n_gradients": self.n_grad, "n_steps": self.steps,
                                 "converged": self.converged, "seconds": seconds,
-                                "forward": describe_forward(self.model.forward)},
+                                "forward": self.forward},
                          dt=getattr(self.model.forward, "dt", None))
 
 

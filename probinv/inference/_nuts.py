@@ -88,6 +88,7 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     check_int("num_samples", num_samples)
     check_int("warmup_steps", warmup_steps, minimum=0)
     check_int("num_chains", num_chains)
@@ -210,7 +211,7 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
              "n_gradients": int(sum(c["n_gradients"] for c in state["chains"])),
              "n_gradients_sampling": int(sum(c["n_gradients_sampling"] for c in state["chains"])),
              "seconds": float(sum(c["seconds"] for c in state["chains"])), "seed": seed,
-             "max_tree_depth": max_tree_depth, "forward": describe_forward(model.forward)}
+             "max_tree_depth": max_tree_depth, "forward": forward}
     post = Posterior(samples, field_names=model.field_names, method="nuts", dx=model.dx, sample_stats=stats,
                      observed_data=data, gaussian=gauss, attrs=attrs, dt=getattr(model.forward, "dt", None))
     if posterior_predictive:

@@ -67,6 +67,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     check_int("num_particles", num_particles, minimum=2)
     check_int("num_steps", num_steps)
     check_scalar("lr", lr)
@@ -128,7 +129,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
                      dt=getattr(model.forward, "dt", None),
                      attrs={"num_particles": num_particles, "n_steps": len(history),
                             "n_gradients": len(history) * num_particles, "seconds": seconds, "update": history,
-                            "lr": lr, "forward": describe_forward(model.forward)})
+                            "lr": lr, "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post

@@ -92,6 +92,7 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     if guide not in _GUIDES:
         raise ValueError(f"guide must be one of {sorted(_GUIDES)}, got {guide!r}")
     check_int("num_steps", num_steps)
@@ -181,7 +182,7 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                      attrs={"guide": guide, "loss": losses, "n_steps": len(losses),
                             "n_gradients": len(losses) * num_particles, "converged": converged,
                             "seconds": seconds, "lr": lr, "lr_final": lr_final,
-                            "forward": describe_forward(model.forward)})
+                            "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post
