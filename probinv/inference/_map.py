@@ -63,7 +63,8 @@ def map(model, data: torch.Tensor | None = None, *, optimizer: str = "adam", num
         the latent values, the optimiser's state (Adam's moments; L-BFGS's curvature history, last direction and
         step, and the loss and gradient at the current point, so that no gradient is recomputed), the step and
         gradient counts, the loss history and the random number generator. If the file exists when ``map`` is
-        called, the run resumes from it (the other settings must be the same; ``ValueError`` otherwise) and gives
+        called, the run resumes from it (``init`` is then ignored; optimizer, lr, tol, history_every and
+        subsample_size must be the same, and the latent sites too: ``ValueError`` otherwise) and gives
         bit for bit the result of an uninterrupted run, whatever ``checkpoint_every``; a finished run returns its
         result again. ``num_steps`` may be raised on resume to continue a run; the continuation equals a longer
         uninterrupted run exactly for Adam, and for L-BFGS when the shorter run's gradient budget
