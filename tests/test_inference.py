@@ -9,12 +9,13 @@ prior's (checked in ``test_problem_is_informative``).
 import re
 
 import numpy as np
+import pyro.infer
 import pytest
 import torch
 
-from probinv.fields import WhitenedField
+from probinv.fields import BoxField, WhitenedField
 from probinv.inference import laplace, map, nuts, svgd, svi
-from probinv.models import Flat, Gaussian, build_model
+from probinv.models import Flat, Gaussian, GaussianLatentSigma, build_model
 
 DT = torch.float64
 
@@ -156,8 +157,6 @@ def test_svi_low_rank_runs_and_converges(lin, lap):
 
 
 def test_svi_checkpoint_resume_equals_uninterrupted(lin, lap, tmp_path, monkeypatch):
-    import pyro.infer
-
     kw = dict(guide="multivariate", laplace_posterior=lap, num_steps=40, lr=0.01, num_particles=2, tol=None,
               num_samples=50, seed=1, checkpoint_every=10)
     full = svi(lin.model(), **kw)
@@ -197,7 +196,8 @@ def test_flat_prior_map_adam_is_plain_fwi(lin):
     v0 = torch.full((6, 6), 2500.0, dtype=DT)
     model = build_model({"vp": Flat((6, 6))}, lin.forward, lin.d, noise=Gaussian(lin.sigma))
     seen = []
-    post = map(model, num_steps=30, lr=5.0, init={"vp": v0}, callback=lambda s, l, f: seen.append(f["vp"].clone()))
+    post = map(model, num_steps=30, lr=5.0, init={"vp": v0},
+               callback=lambda step, loss, f: seen.append(f["vp"].clone()))
     v = v0.clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=5.0)
     for step in range(30):
@@ -231,10 +231,8 @@ def test_errors(lin):
 def test_box_prior_and_latent_sigma_models_run(lin):
     """Bounded flat prior (BoxField, sampled through Pyro's sigmoid transform) with a latent noise sigma: MAP moves
     towards the data, NUTS stays inside the box, and sigma's posterior brackets the true noise level (2) (its
-    hyperprior is broad: log-normal with median 1 and log-sd 1; 12 data constrain sigma to ~ +-20 %; a short unpreconditioned chain: only a smoke-level bracket is asserted)."""
-    from probinv.fields import BoxField
-    from probinv.models import GaussianLatentSigma
-
+    hyperprior is broad: log-normal with median 1 and log-sd 1; 12 data constrain sigma to ~ +-20 %; a short
+    unpreconditioned chain: only a smoke-level bracket is asserted)."""
     box = BoxField((6, 6), (2000.0, 3000.0), dtype=DT)
     model = build_model({"vp": box}, lin.forward, lin.d, noise=GaussianLatentSigma(scale=1.0))
     m = map(model, num_steps=200, lr=0.05)

@@ -13,9 +13,10 @@ import torch
 
 from probinv.fields import WhitenedField
 from probinv.inference import laplace, map, nuts
-from probinv.inference._common import jvp
+from probinv.linearisation import jvp, vjp
 from probinv.models import AcousticForward, Flat, Gaussian, build_model
 from probinv.physics import acoustic, ricker
+from probinv.physics.acoustic import _propagate_reference
 
 DT = torch.float64
 N, DX, STEP, NT, NMODES = 16, 20.0, 0.004, 138, 6  # dt stable up to 2600 m/s (the prior's upper bound)
@@ -52,9 +53,6 @@ def test_reverse_mode_jvp_is_the_solver_jacobian(problem):
 
     (Central differences are not the reference here: the CPML damping profile is built from ``v.max()`` as a constant
     of the solver, so finite differences of the whole solver see the profile move and differ by ~1 % from AD.)"""
-    from probinv.inference._common import vjp
-    from probinv.physics.acoustic import _propagate_reference
-
     prior, fwd = problem["prior"], problem["fwd"]
     z = problem["z_true"]
     gen = torch.Generator().manual_seed(1)
@@ -94,7 +92,7 @@ def test_flat_prior_map_is_plain_acoustic_fwi():
     v0 = torch.full((N, N), 2000.0, dtype=DT)
     model = build_model({"vp": Flat((N, N))}, fwd, data, noise=Gaussian(1e-3))
     seen = []
-    map(model, num_steps=6, lr=10.0, init={"vp": v0}, callback=lambda s, l, f: seen.append(f["vp"].clone()))
+    map(model, num_steps=6, lr=10.0, init={"vp": v0}, callback=lambda step, loss, f: seen.append(f["vp"].clone()))
     v = v0.clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=10.0)
     for step in range(6):

@@ -8,10 +8,22 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from scipy import stats
 
 from probinv.fields import BoxField, WhitenedField
-from probinv.models import (AcousticForward, Flat, Gaussian, GaussianLatentSigma, Smoothness, StudentT,
-                            TotalVariation, build_model, smoothness, total_variation)
+from probinv.models import (
+    AcousticForward,
+    Flat,
+    Gaussian,
+    GaussianLatentSigma,
+    Smoothness,
+    StudentT,
+    TotalVariation,
+    build_model,
+    smoothness,
+    total_variation,
+)
+from probinv.physics import ricker
 
 DT = torch.float64
 
@@ -103,8 +115,6 @@ def test_per_shot_sigma_is_subsampled():
 
 
 def test_student_t_and_latent_sigma():
-    from scipy import stats
-
     prior, mf = _prior(), MatrixForward(_matrix())
     data = _data(mf, prior)
     z = torch.zeros(prior.latent_dim, dtype=DT)
@@ -167,8 +177,6 @@ def test_batched_fields_run_as_one_batch():
 
 
 def test_acoustic_forward_subsamples_shots():
-    from probinv.physics import ricker
-
     n, nt, dt = 10, 60, 0.004
     src = torch.tensor([[[1, 1]], [[1, 5]], [[1, 8]]])
     rec = torch.tensor([[[8, j] for j in range(0, 10, 3)]] * 3)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from test_inference import Linear  # the linear-Gaussian problem (tests/ is on sys.path under pytest)
 
 from probinv import diagnostics
 from probinv.inference import LowRankGaussian, Posterior, laplace, map, nuts, svgd, svi
@@ -20,7 +21,8 @@ def _posterior(dtype=torch.float32):
              "step_size": torch.rand(2, 50, generator=g, dtype=torch.float64)}
     obs = torch.randn(3, 4, 7, generator=g, dtype=dtype)
     pp = torch.randn(2, 50, 3, 4, 7, generator=g, dtype=dtype)
-    gauss = LowRankGaussian(torch.randn(3, dtype=torch.float64), torch.linalg.qr(torch.randn(3, 2, dtype=torch.float64))[0],
+    gauss = LowRankGaussian(torch.randn(3, dtype=torch.float64),
+                            torch.linalg.qr(torch.randn(3, 2, dtype=torch.float64))[0],
                             torch.tensor([5.0, 0.5], dtype=torch.float64))
     return Posterior(samples, field_names=["vp"], method="nuts", dx=12.5, sample_stats=stats, observed_data=obs,
                      posterior_predictive=pp, gaussian=gauss, attrs={"seed": 3, "note": "test"}, dt=0.004)
@@ -71,7 +73,7 @@ def test_netcdf_round_trip_is_exact(tmp_path):
             assert torch.equal(back.sample_stats[name], post.sample_stats[name])
         assert torch.equal(back.observed_data, post.observed_data)
         assert torch.equal(back.posterior_predictive, post.posterior_predictive)
-        for a, b in zip(back.gaussian, post.gaussian):
+        for a, b in zip(back.gaussian, post.gaussian, strict=True):
             assert torch.equal(a, b)
         assert (back.method, back.field_names, back.dx, back.dt, back.attrs) == \
             (post.method, post.field_names, post.dx, post.dt, post.attrs)
@@ -94,8 +96,6 @@ def test_low_rank_gaussian_algebra():
 
 def test_every_method_gives_an_arviz_summary_and_round_trips(tmp_path):
     """Tiny runs of every method on the linear-Gaussian problem: summary() works and NetCDF is exact."""
-    from test_inference import Linear
-
     lin = Linear()
     model = lin.model()
     m = map(model, optimizer="lbfgs", num_steps=30)

@@ -1,19 +1,24 @@
-"""Shared machinery: latent layouts, initial values, Jacobian-vector products, progress."""
+"""Shared machinery: latent layouts, initial values, the forward operator's description, progress.
+
+The Jacobian products live in :mod:`probinv.linearisation` (floor 2), which the models use too.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import math
-import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
-from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
+from tqdm.auto import tqdm
 
 from ..models import SeismicModel
+from ..models._model import _box_bounds
 
 log = logging.getLogger("probinv.inference")
 
@@ -34,16 +39,21 @@ def resolve_data(model: SeismicModel, data):
     return data
 
 
-def check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+def describe_forward(forward) -> str:
+    """Describe the forward operator as a JSON string, for a Posterior's ``attrs["forward"]``.
 
-
-def check_positive_float(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    ``forward.describe()`` (every physical setting, DESIGN.md section 1) when the operator has it; otherwise only the
+    operator's type name, ``{"type": "<name>"}`` (a user's plain callable).
+    """
+    describe = getattr(forward, "describe", None)
+    if not callable(describe):
+        return json.dumps({"type": type(forward).__name__})
+    description = describe()
+    try:
+        return json.dumps(description)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{type(forward).__name__}.describe() must return a JSON-able dict (numbers, strings, lists, "
+                        f"dicts), got {description!r}: {err}") from None
 
 
 def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -> dict:
@@ -66,7 +76,6 @@ def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -
         elif kind == "whitened":
             values[site] = torch.zeros(int(prior.latent_dim), dtype=data.dtype, device=data.device)
         elif kind == "box":
-            from ..models._model import _box_bounds  # noqa: PLC0415
             lo, hi = _box_bounds(prior, data.dtype, data.device)
             values[site] = (0.5 * (lo + hi)).expand(tuple(prior.latent_shape)).clone()
         elif kind == "flat":
@@ -109,20 +118,20 @@ class Layout:
 
     def slices(self) -> dict:
         out, i = {}, 0
-        for n, k in zip(self.names, self.sizes):
+        for n, k in zip(self.names, self.sizes, strict=False):
             out[n] = slice(i, i + k)
             i += k
         return out
 
     def unconstrained_flat(self, values: Mapping) -> torch.Tensor:
-        parts = [t.inv(values[n]).reshape(-1) for n, t in zip(self.names, self.transforms)]
+        parts = [t.inv(values[n]).reshape(-1) for n, t in zip(self.names, self.transforms, strict=False)]
         return torch.cat(parts)
 
     def unflatten(self, u: torch.Tensor, constrained: bool = True) -> dict:
         """``u[..., size]`` -> ``{site: value[..., *shape]}`` (constrained by default)."""
         out, i = {}, 0
         batch = tuple(u.shape[:-1])
-        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms):
+        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms, strict=False):
             x = u[..., i:i + k].reshape(batch + s)
             out[n] = t(x) if constrained else x
             i += k
@@ -130,7 +139,7 @@ class Layout:
 
     def log_abs_det(self, u: torch.Tensor) -> torch.Tensor:
         total, i = 0.0, 0
-        for n, s, k, t in zip(self.names, self.shapes, self.sizes, self.transforms):
+        for s, k, t in zip(self.shapes, self.sizes, self.transforms, strict=False):
             x = u[..., i:i + k].reshape(tuple(u.shape[:-1]) + s)
             ld = t.log_abs_det_jacobian(x, t(x))
             total = total + ld.reshape(tuple(u.shape[:-1]) + (-1,)).sum(-1) if ld.ndim > 0 else total + ld
@@ -155,93 +164,8 @@ def samples_from_unconstrained(model: SeismicModel, layout: Layout, u: torch.Ten
     return out
 
 
-def jvp(f, x: torch.Tensor, v: torch.Tensor, mode: str = "auto", fd_step: float = 1e-4):
-    """Jacobian-vector product ``J(x) v`` of ``f``: forward mode, double backward, or central differences."""
-    if mode in ("auto", "forward"):
-        try:
-            return torch.func.jvp(f, (x,), (v,))[1]
-        except Exception as err:  # custom autograd Functions may lack forward-mode support
-            if mode == "forward":
-                raise
-            log.debug("forward-mode jvp unavailable (%s); trying double backward", err)
-    if mode in ("auto", "reverse"):
-        try:
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_(True)
-                y = f(xx)
-                u = torch.zeros_like(y, requires_grad=True)
-                (g,) = torch.autograd.grad(y, xx, u, create_graph=True)
-                (jv,) = torch.autograd.grad(g, u, v)
-            return jv.detach()
-        except Exception as err:
-            if mode == "reverse":
-                raise
-            warnings.warn(f"double-backward jvp unavailable ({err}); using central finite differences",
-                          RuntimeWarning, stacklevel=2)
-    h = fd_step * max(1.0, float(x.abs().max())) / max(float(v.abs().max()), 1e-30)
-    with torch.no_grad():
-        return (f(x + h * v) - f(x - h * v)) / (2 * h)
-
-
-class Linearisation:
-    """Jacobian products of ``f`` at ``x`` sharing one forward evaluation.
-
-    ``mode="reverse"`` (or ``"auto"``): one forward ``y = f(x)`` and one differentiable backward ``g(u) = J^T u``
-    are recorded; then ``J v = d(g . v)/du`` (double backward, exact, works through custom autograd Functions whose
-    backward is made of differentiable torch operations) and ``J^T w`` reuse them without re-running the solver.
-    ``mode="fd"``: central differences for ``J v`` (two forwards each), reverse mode for ``J^T w``.
-    ``auto`` falls back to ``fd`` with a warning when the double backward is unavailable.
-    """
-
-    def __init__(self, f, x: torch.Tensor, mode: str = "auto", fd_step: float = 1e-4):
-        self.f, self.x, self.fd_step = f, x.detach(), fd_step
-        self.passes = 0
-        self.mode = "fd" if mode == "fd" else "reverse"
-        with torch.enable_grad():
-            self._xx = self.x.clone().requires_grad_(True)
-            self._y = f(self._xx)
-            self.passes += 1
-            if self.mode == "reverse":
-                try:
-                    self._u = torch.zeros_like(self._y, requires_grad=True)
-                    (self._g,) = torch.autograd.grad(self._y, self._xx, self._u, create_graph=True)
-                    self.passes += 1
-                    if not self._g.requires_grad:
-                        raise RuntimeError("the backward of f is not differentiable")
-                except Exception as err:
-                    if mode == "reverse":
-                        raise
-                    warnings.warn(f"double-backward Jacobian products unavailable ({err}); using central finite "
-                                  f"differences", RuntimeWarning, stacklevel=2)
-                    self.mode = "fd"
-
-    @property
-    def value(self) -> torch.Tensor:
-        return self._y.detach()
-
-    def jvp(self, v: torch.Tensor) -> torch.Tensor:
-        if self.mode == "reverse":
-            (jv,) = torch.autograd.grad(self._g, self._u, v.to(self._g.dtype), retain_graph=True)
-            self.passes += 1
-            return jv.detach()
-        self.passes += 2
-        return jvp(self.f, self.x, v, mode="fd", fd_step=self.fd_step)
-
-    def vjp(self, w: torch.Tensor) -> torch.Tensor:
-        (g,) = torch.autograd.grad(self._y, self._xx, w, retain_graph=True)
-        self.passes += 1
-        return g.detach()
-
-
-def vjp(f, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    with torch.enable_grad():
-        xx = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(f(xx), xx, u)
-    return g.detach()
-
-
 def progress(iterable, enabled: bool, desc: str, total=None):
+    """``iterable`` wrapped in a tqdm bar when ``enabled``."""
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm  # noqa: PLC0415
     return tqdm(iterable, desc=desc, total=total, leave=False)

@@ -2,43 +2,17 @@ r"""Laplace (Gaussian) approximation at the MAP point with a low-rank Gauss-Newt
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
-from ._common import Linearisation, check_model, check_positive_int, log, resolve_data
+from ..linearisation import Linearisation
+from ..validation import check_int
+from ._common import check_model, describe_forward, log, resolve_data
 from ._map import map as _map_fn
 from ._posterior import LowRankGaussian, Posterior
 
 __all__ = ["laplace", "gauss_newton_eig"]
-
-
-def _noise_whitener(model, params: Mapping, data: torch.Tensor):
-    """The linear map ``r -> C^{-1/2} r`` whose square weights the Gauss-Newton Hessian (the expected Fisher
-    information): a division by the noise std for independent noise, the full inverse square root for
-    :class:`probinv.models.CorrelatedGaussian`."""
-    from ..models import CorrelatedGaussian  # noqa: PLC0415
-
-    if isinstance(model.noise, CorrelatedGaussian):
-        return model.noise.whitener(data)
-    sigma = _noise_scale(model, params, data)
-    return lambda r: r / sigma
-
-
-def _noise_scale(model, params: Mapping, data: torch.Tensor) -> torch.Tensor:
-    """Standard deviation whose inverse square weights the Gauss-Newton Hessian (the expected Fisher information)."""
-    from ..models import Gaussian, GaussianLatentSigma, StudentT  # noqa: PLC0415
-
-    noise = model.noise
-    if isinstance(noise, Gaussian):
-        return noise.scale({}, data)
-    if isinstance(noise, GaussianLatentSigma):
-        return torch.as_tensor(params[noise.name], dtype=data.dtype, device=data.device)
-    if isinstance(noise, StudentT):
-        # Fisher information of a Student-t location: (df + 1) / ((df + 3) scale^2)
-        scale = torch.as_tensor(noise.scale, dtype=data.dtype, device=data.device)
-        return scale * ((noise.df + 3) / (noise.df + 1)) ** 0.5
-    raise TypeError(f"unsupported noise model {type(noise).__name__}")
 
 
 def gauss_newton_eig(matvec, n: int, rank: int, *, oversample: int = 10, dtype=torch.float64, device=None,
@@ -75,7 +49,8 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     r"""Laplace approximation at the MAP point, in the whitened latent space of the Gaussian-random-field priors.
 
     With whitened latents :math:`z \sim N(0, I)` and a Gaussian (or Gauss-Newton-weighted) likelihood, the Hessian of
-    the negative log posterior at the MAP point :math:`z^*` is approximated by
+    the negative log posterior at the MAP point :math:`z^*` is approximated by (with :math:`\Sigma^{-1/2}` the noise
+    model's ``whiten``, :class:`probinv.models.NoiseModel`)
 
     .. math:: H = I + J^T \Sigma^{-1} J + H_{reg}, \qquad J = \partial d_{pred} / \partial z,
 
@@ -106,7 +81,9 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     jvp_mode : {"auto", "reverse", "fd"}
         How Jacobian-vector products are computed: double backward through one recorded forward/backward (exact;
         one solver forward + one backward, then one backward-of-backward and one backward per product) or central
-        differences (``auto`` falls back to them when the double backward fails).
+        differences (``auto`` falls back to them, with a one-time ``RuntimeWarning``, only when PyTorch reports that
+        the forward operator's backward is not differentiable; any other error propagates). See
+        :class:`probinv.linearisation.Linearisation`.
     seed : int, optional
         Seed of the probes and draws.
     posterior_predictive : bool
@@ -120,9 +97,10 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     """
     model = check_model(model)
     data = resolve_data(model, data)
-    check_positive_int("rank", rank)
-    check_positive_int("oversample", oversample, minimum=0)
-    check_positive_int("num_samples", num_samples)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
+    check_int("rank", rank)
+    check_int("oversample", oversample, minimum=0)
+    check_int("num_samples", num_samples)
     if jvp_mode not in ("auto", "reverse", "fd"):
         raise ValueError(f"jvp_mode must be 'auto', 'reverse' or 'fd', got {jvp_mode!r}")
     whitened = [n for n in model.field_names if model.kinds[n] == "whitened"]
@@ -142,11 +120,15 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     for name in model.field_names:
         if model.kinds[name] != "whitened":
             fixed[model.latent_site(name)] = point[name]
-    whiten = _noise_whitener(model, fixed, data)
+    noise_params = model.noise.params_from_latents(fixed)
+
+    def whiten(residual):
+        # the noise model's C^{-1/2} (NoiseModel.whiten): its squared norm is the Gauss-Newton weighting
+        return model.noise.whiten(residual, noise_params)
 
     def latents_of(z):
         vals, i = dict(fixed), 0
-        for s, k in zip(sites, sizes):
+        for s, k in zip(sites, sizes, strict=False):
             vals[s] = z[i:i + k].reshape(point[s].shape)
             i += k
         return vals
@@ -179,7 +161,7 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     zs = gauss.sample(num_samples, generator=gen)
     latents = {k: v.expand((num_samples,) + tuple(v.shape)) for k, v in fixed.items()}
     i = 0
-    for s, k in zip(sites, sizes):
+    for s, k in zip(sites, sizes, strict=False):
         latents[s] = zs[:, i:i + k].reshape((num_samples,) + tuple(point[s].shape))
         i += k
     with torch.no_grad():
@@ -190,7 +172,8 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     post = Posterior(samples, field_names=model.field_names, method="laplace", dx=model.dx, observed_data=data,
                      gaussian=gauss, dt=getattr(model.forward, "dt", None),
                      attrs={"rank": int(len(lam)), "whitened_sites": sites, "solver_passes": lin.passes,
-                            "seconds": seconds, "map_n_gradients": map_posterior.attrs.get("n_gradients")})
+                            "seconds": seconds, "map_n_gradients": map_posterior.attrs.get("n_gradients"),
+                            "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post

@@ -4,15 +4,27 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyro
 import torch
 from pyro.infer.mcmc import NUTS
 
-from ._common import (Layout, check_model, check_positive_int, init_values, log, make_potential, progress,
-                      prototype_trace, resolve_data, samples_from_unconstrained)
 from .._files import atomic_path
+from ..validation import check_int
+from ._common import (
+    Layout,
+    check_model,
+    describe_forward,
+    init_values,
+    log,
+    make_potential,
+    progress,
+    prototype_trace,
+    resolve_data,
+    samples_from_unconstrained,
+)
+from ._laplace import laplace
 from ._posterior import Posterior
 
 __all__ = ["nuts"]
@@ -76,10 +88,11 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     """
     model = check_model(model)
     data = resolve_data(model, data)
-    check_positive_int("num_samples", num_samples)
-    check_positive_int("warmup_steps", warmup_steps, minimum=0)
-    check_positive_int("num_chains", num_chains)
-    check_positive_int("max_tree_depth", max_tree_depth)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
+    check_int("num_samples", num_samples)
+    check_int("warmup_steps", warmup_steps, minimum=0)
+    check_int("num_chains", num_chains)
+    check_int("max_tree_depth", max_tree_depth)
     if precondition not in ("laplace", None):
         raise ValueError(f"precondition must be 'laplace' or None, got {precondition!r}")
     if not 0 < target_accept_prob < 1:
@@ -88,7 +101,6 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     gauss = None
     if precondition == "laplace":
         if laplace_posterior is None:
-            from ._laplace import laplace  # noqa: PLC0415
             laplace_posterior = laplace(model, data, **dict(laplace_kwargs or {}))
         if laplace_posterior.gaussian is None:
             raise ValueError("laplace_posterior has no Gaussian approximation (not a probinv.inference.laplace result)")
@@ -199,7 +211,7 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
              "n_gradients": int(sum(c["n_gradients"] for c in state["chains"])),
              "n_gradients_sampling": int(sum(c["n_gradients_sampling"] for c in state["chains"])),
              "seconds": float(sum(c["seconds"] for c in state["chains"])), "seed": seed,
-             "max_tree_depth": max_tree_depth}
+             "max_tree_depth": max_tree_depth, "forward": forward}
     post = Posterior(samples, field_names=model.field_names, method="nuts", dx=model.dx, sample_stats=stats,
                      observed_data=data, gaussian=gauss, attrs=attrs, dt=getattr(model.forward, "dt", None))
     if posterior_predictive:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
-from typing import Mapping, NamedTuple, Sequence
-
+import netCDF4
 import numpy as np
 import torch
 
@@ -23,7 +24,7 @@ class LowRankGaussian(NamedTuple):
               C^{1/2} = I - V \operatorname{diag}\left(1 - \frac{1}{\sqrt{1 + \lambda}}\right) V^T
 
     ``loc [n]``, ``eigvecs V [n, r]`` (orthonormal columns), ``eigvals lambda [r]`` (>= 0, the prior-preconditioned
-    misfit Hessian's eigenvalues). ``prior_scale [n]`` scales the identity (1 for whitened coordinates).
+    misfit Hessian's eigenvalues). The coordinates are whitened, so the prior covariance is the identity.
     """
 
     loc: torch.Tensor
@@ -75,7 +76,9 @@ class Posterior:
     gaussian : LowRankGaussian, optional
         The Laplace approximation in whitened latent coordinates (``laplace`` and preconditioned ``nuts``).
     attrs : dict, optional
-        Provenance: configuration, timings, gradient counts (JSON-serialisable values).
+        Provenance: configuration, timings, gradient counts (JSON-serialisable values). The inference functions store
+        ``attrs["forward"]``, the forward operator's ``describe()`` as a JSON string (or ``{"type": name}`` for an
+        operator without it).
     dt : float, optional
         Time sampling (s) of the data, for the ``time`` coordinate.
     """
@@ -215,16 +218,19 @@ class Posterior:
         """Write every value (exact round trip) to a NetCDF-4 file, atomically (temp file + ``os.replace``).
 
         Groups ``posterior``, ``sample_stats``, ``observed_data``, ``posterior_predictive``, ``gaussian``, with
-        CF-style ``z``/``x`` (m) and ``time`` (s) coordinates, and provenance as global attributes.
+        CF-style ``z``/``x`` (m) and ``time`` (s) coordinates, and provenance as global attributes (``attrs_json``:
+        every entry of ``attrs``; ``forward``: the forward operator's description, when recorded).
         """
-        import netCDF4  # noqa: PLC0415
-
         with atomic_path(path) as tmp:
             with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
                 ds.probinv_version = __version__
                 ds.method = self.method
                 ds.field_names = json.dumps(list(self.field_names))
                 ds.attrs_json = json.dumps(self.attrs, default=str)
+                if isinstance(self.attrs.get("forward"), str):
+                    # the forward operator's settings (JSON) also as a global attribute of their own, readable with
+                    # ncdump -h; the round trip reads attrs_json
+                    ds.forward = self.attrs["forward"]
                 ds.Conventions = "CF-1.8"
                 if self.dx is not None:
                     ds.dx = self.dx
@@ -254,7 +260,7 @@ class Posterior:
             if len(vdims) != n_rest:
                 vdims = [f"{name}_dim_{i}" for i in range(n_rest)]
             all_dims = lead + vdims
-            for d, n in zip(all_dims, arr.shape):
+            for d, n in zip(all_dims, arr.shape, strict=False):
                 if d not in grp.dimensions:
                     grp.createDimension(d, n)
                     if d in coords and len(coords[d]) == n:
@@ -269,10 +275,8 @@ class Posterior:
             var[...] = store
 
     @classmethod
-    def from_netcdf(cls, path: str | os.PathLike) -> "Posterior":
+    def from_netcdf(cls, path: str | os.PathLike) -> Posterior:
         """Read a file written by :meth:`to_netcdf`; every value is restored with its dtype."""
-        import netCDF4  # noqa: PLC0415
-
         def read_group(grp):
             out = {}
             for name, var in grp.variables.items():

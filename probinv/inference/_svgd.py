@@ -3,14 +3,24 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyro
 import torch
 from pyro.infer import SVGD, RBFSteinKernel
 
-from ._common import (Layout, check_model, check_positive_float, check_positive_int, init_values, log, progress,
-                      prototype_trace, resolve_data, samples_from_unconstrained)
+from ..validation import check_int, check_scalar
+from ._common import (
+    Layout,
+    check_model,
+    describe_forward,
+    init_values,
+    log,
+    progress,
+    prototype_trace,
+    resolve_data,
+    samples_from_unconstrained,
+)
 from ._posterior import Posterior
 
 __all__ = ["svgd"]
@@ -57,12 +67,13 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
     """
     model = check_model(model)
     data = resolve_data(model, data)
-    check_positive_int("num_particles", num_particles, minimum=2)
-    check_positive_int("num_steps", num_steps)
-    check_positive_float("lr", lr)
-    check_positive_float("init_scale", init_scale)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
+    check_int("num_particles", num_particles, minimum=2)
+    check_int("num_steps", num_steps)
+    check_scalar("lr", lr)
+    check_scalar("init_scale", init_scale)
     if tol is not None:
-        check_positive_float("tol", tol)
+        check_scalar("tol", tol)
     with pyro.get_param_store().scope():
         pyro.set_rng_seed(seed)
         gen = torch.Generator(device=data.device).manual_seed(seed)
@@ -118,7 +129,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
                      dt=getattr(model.forward, "dt", None),
                      attrs={"num_particles": num_particles, "n_steps": len(history),
                             "n_gradients": len(history) * num_particles, "seconds": seconds, "update": history,
-                            "lr": lr})
+                            "lr": lr, "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post

@@ -4,16 +4,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
 
-from ._common import (check_model, check_positive_float, check_positive_int, init_strategy, init_values, log,
-                      progress, resolve_data)
 from .._files import atomic_path
+from ..validation import check_int, check_scalar
+from ._common import check_model, describe_forward, init_strategy, init_values, log, progress, resolve_data
 from ._posterior import Posterior
 
 __all__ = ["svi"]
@@ -92,18 +92,19 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
     """
     model = check_model(model)
     data = resolve_data(model, data)
+    forward = describe_forward(model.forward)  # before the work: a bad description fails fast
     if guide not in _GUIDES:
         raise ValueError(f"guide must be one of {sorted(_GUIDES)}, got {guide!r}")
-    check_positive_int("num_steps", num_steps)
-    check_positive_float("lr", lr)
-    lr_final = lr / 10 if lr_final is None else check_positive_float("lr_final", lr_final)
-    check_positive_int("num_particles", num_particles)
-    check_positive_float("init_scale", init_scale)
-    check_positive_int("window", window)
-    check_positive_int("num_samples", num_samples)
+    check_int("num_steps", num_steps)
+    check_scalar("lr", lr)
+    lr_final = lr / 10 if lr_final is None else check_scalar("lr_final", lr_final)
+    check_int("num_particles", num_particles)
+    check_scalar("init_scale", init_scale)
+    check_int("window", window)
+    check_int("num_samples", num_samples)
     if tol is not None:
-        check_positive_float("tol", tol)
-    check_positive_int("checkpoint_every", checkpoint_every)
+        check_scalar("tol", tol)
+    check_int("checkpoint_every", checkpoint_every)
     settings = {"guide": guide, "num_steps": num_steps, "lr": lr, "lr_final": lr_final, "num_particles": num_particles,
                 "tol": tol, "window": window, "seed": seed, "subsample_size": subsample_size,
                 "laplace_init": laplace_posterior is not None, "init_scale": init_scale, "rank": rank}
@@ -119,7 +120,7 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
         if guide != "multivariate" or cov is None:
             kwargs["init_scale"] = init_scale
         if guide == "lowrank" and rank is not None:
-            kwargs["rank"] = check_positive_int("rank", rank)
+            kwargs["rank"] = check_int("rank", rank)
         g = _GUIDES[guide](model, **kwargs)
         g(data, full=True)  # build the parameters
         if cov is not None:
@@ -180,7 +181,8 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                      dt=getattr(model.forward, "dt", None),
                      attrs={"guide": guide, "loss": losses, "n_steps": len(losses),
                             "n_gradients": len(losses) * num_particles, "converged": converged,
-                            "seconds": seconds, "lr": lr, "lr_final": lr_final})
+                            "seconds": seconds, "lr": lr, "lr_final": lr_final,
+                            "forward": forward})
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post

@@ -2,11 +2,12 @@
 
 The model's latent sites are the fields (through their whitened coordinates for Gaussian-random-field priors); the
 likelihood is observed in ``pyro.plate("shots", n_shots, subsample_size=...)``. Any differentiable callable
-``forward(fields: dict[str, Tensor]) -> Tensor`` is a forward operator (DESIGN.md section 4).
+``forward(fields: dict[str, Tensor]) -> Tensor`` is a forward operator (DESIGN.md section 4); any object with the
+methods of :class:`NoiseModel` is a noise model.
 """
-from ._forward import AcousticForward as AcousticForward
 from ._approximation_error import CorrectedForward as CorrectedForward
 from ._approximation_error import approximation_error as approximation_error
+from ._forward import AcousticForward as AcousticForward
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
 from ._model import build_model as build_model
@@ -14,6 +15,7 @@ from ._model import prior_kind as prior_kind
 from ._noise import CorrelatedGaussian as CorrelatedGaussian
 from ._noise import Gaussian as Gaussian
 from ._noise import GaussianLatentSigma as GaussianLatentSigma
+from ._noise import NoiseModel as NoiseModel
 from ._noise import StudentT as StudentT
 from ._regularisers import Smoothness as Smoothness
 from ._regularisers import TotalVariation as TotalVariation
@@ -22,6 +24,6 @@ from ._regularisers import total_variation as total_variation
 
 __all__ = sorted([
     "AcousticForward", "CorrectedForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
-    "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model", "prior_kind",
-    "smoothness", "total_variation",
+    "NoiseModel", "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model",
+    "prior_kind", "smoothness", "total_variation",
 ])

@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
-from ._noise import CorrelatedGaussian, _check_positive
+from ..linearisation import Linearisation
+from ..validation import check_int, check_positive
+from ._model import _accepts_shots
+from ._noise import CorrelatedGaussian
 
 __all__ = ["CorrectedForward", "approximation_error"]
 
@@ -87,9 +90,9 @@ def approximation_error(accurate: Callable, approximate: Callable, fields: Itera
         also ``inflation``: alpha, ``sensitivity_chi2``: ``|P M r|^2 / k`` per held-out model,
         ``calibration_seconds``).
     """
-    _check_positive("sigma", sigma)
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank must be a positive int or None, got {rank!r}")
+    check_positive("sigma", sigma)
+    if rank is not None:
+        rank = check_int("rank", rank)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
     if features is not None and not callable(features):
@@ -163,9 +166,22 @@ class CorrectedForward:
         self.approximate, self.offset, self.coef, self.features = approximate, offset, coef, features
         self.dt = getattr(approximate, "dt", None)
 
-    def __call__(self, fields: Mapping[str, torch.Tensor], shots: torch.Tensor | None = None) -> torch.Tensor:
-        from ._model import _accepts_shots  # noqa: PLC0415
+    @property
+    def n_shots(self) -> int:
+        """Number of shots (the first axis of the data)."""
+        return int(self.offset.shape[0])
 
+    def describe(self) -> dict:
+        """The description of the approximate operator inside (its ``describe()``, or its type name), with the
+        correction's shape: JSON-able, recorded in a Posterior's ``attrs["forward"]``."""
+        inner = getattr(self.approximate, "describe", None)
+        return {"type": "CorrectedForward",
+                "approximate": inner() if callable(inner) else {"type": type(self.approximate).__name__},
+                "offset_shape": list(self.offset.shape), "n_features": int(self.coef.shape[0]),
+                "features": None if self.features is None else getattr(self.features, "__name__",
+                                                                       type(self.features).__name__)}
+
+    def __call__(self, fields: Mapping[str, torch.Tensor], shots: torch.Tensor | None = None) -> torch.Tensor:
         if shots is not None and not _accepts_shots(self.approximate):
             raise ValueError("this forward operator's approximate operator does not take shots=; build the model "
                              "without subsample_size")
@@ -234,9 +250,7 @@ def _split(n: int, holdout: float) -> int:
 
 def _jacobian(f: Callable, x: torch.Tensor) -> torch.Tensor:
     """``d f / d x`` at ``x [k]`` as ``[numel(f(x)), k]``: ``k`` Jacobian-vector products through the double backward
-    of :class:`probinv.inference._common.Linearisation` (one forward and one differentiable backward shared)."""
-    from ..inference._common import Linearisation  # noqa: PLC0415  (inference builds on models)
-
+    of :class:`probinv.linearisation.Linearisation` (one forward and one differentiable backward shared)."""
     lin = Linearisation(lambda xx: f(xx).reshape(-1), x, mode="reverse")
     return torch.stack([lin.jvp(v) for v in torch.eye(x.numel(), dtype=x.dtype, device=x.device)], -1)
 

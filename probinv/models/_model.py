@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ._noise import CorrelatedGaussian, Gaussian, GaussianLatentSigma, StudentT, check_noise_data
+from ..validation import check_int
+from ._noise import check_noise_model
 
 __all__ = ["Flat", "SeismicModel", "build_model", "prior_kind"]
 
@@ -43,8 +44,8 @@ def prior_kind(prior) -> str:
         return "whitened"
     if hasattr(prior, "latent_shape") and callable(prior):
         return "box"
-    raise TypeError(f"a prior must be a probinv.fields.WhitenedField, a probinv.fields.BoxField, probinv.models.Flat or "
-                    f"a pyro Distribution on the field, got {type(prior).__name__}")
+    raise TypeError(f"a prior must be a probinv.fields.WhitenedField, a probinv.fields.BoxField, probinv.models.Flat "
+                    f"or a pyro Distribution on the field, got {type(prior).__name__}")
 
 
 def _box_bounds(prior, dtype, device):
@@ -82,7 +83,8 @@ class SeismicModel:
     subsample's log-likelihood by ``n_shots / subsample_size`` so that the mini-batch likelihood is unbiased.
 
     Latent sites: ``"<field>_z"`` (shape ``[latent_dim]``, standard normal) for whitened priors; ``"<field>"`` itself
-    (shape ``(nz, nx)``) for flat/box/distribution priors; ``"sigma"`` for :class:`GaussianLatentSigma` noise.
+    (shape ``(nz, nx)``) for flat/box/distribution priors; the noise model's own sites (``"sigma"`` for
+    :class:`GaussianLatentSigma`).
 
     Build it with :func:`build_model`; see its docstring for the parameters.
     """
@@ -107,15 +109,13 @@ class SeismicModel:
         if noise is None:
             raise ValueError("noise must be given: probinv.models.Gaussian(sigma), GaussianLatentSigma(...), "
                              "StudentT(df, scale) or CorrelatedGaussian(cov_factor, cov_diag, loc)")
-        if not isinstance(noise, (Gaussian, GaussianLatentSigma, StudentT, CorrelatedGaussian)):
-            raise TypeError(f"noise must be Gaussian, GaussianLatentSigma, StudentT or CorrelatedGaussian, got "
-                            f"{type(noise).__name__}")
+        check_noise_model(noise)
         self.noise = noise
-        if data is not None:
-            check_noise_data(noise, data)
-        if subsample_size is not None and (isinstance(subsample_size, bool) or not isinstance(subsample_size, int)
-                                           or subsample_size < 1):
-            raise ValueError(f"subsample_size must be a positive int or None, got {subsample_size!r}")
+        check_data = getattr(noise, "check_data", None)
+        if data is not None and callable(check_data):
+            check_data(data)
+        if subsample_size is not None:
+            subsample_size = check_int("subsample_size", subsample_size)
         if subsample_size is not None and data is not None and subsample_size > data.shape[0]:
             raise ValueError(f"subsample_size = {subsample_size} exceeds the number of shots {data.shape[0]}")
         self.subsample_size = subsample_size
@@ -258,20 +258,17 @@ class SeismicModel:
         fields = self.fields_from_latents(latents)
         for reg in self.regularisers:
             lp = lp + reg(fields)
-        params = {}
-        if isinstance(self.noise, GaussianLatentSigma):
-            sigma = latents[self.noise.name]
-            lp = lp + self.noise._prior(data).log_prob(sigma).sum()
-            params["sigma"] = sigma
+        params = self.noise.params_from_latents(latents)
+        lp = lp + self.noise.log_prior(params, data)
         pred = self.predict(fields)
-        return lp + self.noise.distribution(pred, params, None, data.ndim).log_prob(data).sum()
+        return lp + self.noise.log_prob(pred, data, params).sum()
 
     def log_likelihood(self, fields: Mapping[str, torch.Tensor], data: torch.Tensor | None = None,
                        noise_params: Mapping | None = None) -> torch.Tensor:
         """Full-data log-likelihood ``log p(data | fields)`` (all shots), batch shape ``fields`` batch."""
         data = self.data if data is None else data
         pred = self.predict(fields)
-        return self.noise.distribution(pred, dict(noise_params or {}), None, data.ndim).log_prob(data).sum(-1)
+        return self.noise.log_prob(pred, data, dict(noise_params or {}))
 
 
 def _dtype_of(prior, like):
@@ -308,8 +305,10 @@ def build_model(priors: Mapping, forward: Callable, data: torch.Tensor | None = 
     data : Tensor, optional
         Observed data ``[n_shots, ...]`` (e.g. ``[n_shots, n_receivers, nt]``), same units as ``forward``'s output.
         The inference functions also take the data; it may then be omitted here.
-    noise : Gaussian | GaussianLatentSigma | StudentT | CorrelatedGaussian
-        The noise model (:func:`approximation_error` builds a CorrelatedGaussian for a surrogate forward operator).
+    noise : NoiseModel
+        Any object satisfying the :class:`NoiseModel` protocol: the built-in :class:`Gaussian`,
+        :class:`GaussianLatentSigma`, :class:`StudentT`, :class:`CorrelatedGaussian` (:func:`approximation_error`
+        builds one for a surrogate forward operator) or a user's own class. ``TypeError`` names missing methods.
     subsample_size : int, optional
         Number of shots per likelihood evaluation (mini-batch; unbiased through Pyro's plate scaling).
     regularisers : sequence

@@ -1,33 +1,112 @@
 """Noise models: the likelihood of the observed data given the predicted data.
 
-Each noise model is a small frozen dataclass with two methods used by :class:`~probinv.models.SeismicModel`:
-``sample_params()`` (declares its own latent sites, if any, inside the Pyro model) and
-``distribution(pred, params, shots)`` (the observation distribution, batch shape ``[..., n_sub]`` over the shot plate
-and every other data axis as an event axis).
+A noise model is any object that satisfies the :class:`NoiseModel` protocol (DESIGN.md section 1, "Protocols, not
+type switches"): its Pyro sample sites, its log-density and its whitener. :class:`~probinv.models.SeismicModel` and
+the inference functions use nothing else, so a new likelihood (a misfit, a robust norm) plugs in without touching
+them. The four built-in ones (:class:`Gaussian`, :class:`GaussianLatentSigma`, :class:`StudentT`,
+:class:`CorrelatedGaussian`) are small frozen dataclasses that implement it.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import pyro
 import pyro.distributions as dist
 import torch
 
-__all__ = ["CorrelatedGaussian", "Gaussian", "GaussianLatentSigma", "StudentT", "NoiseModel"]
+from ..validation import check_positive
+
+__all__ = ["CorrelatedGaussian", "Gaussian", "GaussianLatentSigma", "NOISE_MODEL_METHODS", "NoiseModel", "StudentT",
+           "check_noise_model"]
 
 
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, torch.Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor or a positive number, got dtype {value.dtype}")
-        if not bool(torch.isfinite(value).all()) or bool((value <= 0).any()):
-            raise ValueError(f"{name} must be positive and finite everywhere, got minimum {float(value.min())}")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number or a tensor, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+@runtime_checkable
+class NoiseModel(Protocol):
+    """What a noise model (likelihood) provides to :func:`probinv.models.build_model` and the inference functions.
+
+    Any object with these methods is a noise model; nothing checks its type. Conventions: ``pred`` and ``data`` are
+    shaped like the forward operator's output ``[*batch, n_shots, *trace]`` (e.g. ``trace = (n_receivers, nt)``),
+    data units; ``params`` is the dict returned by :meth:`sample_params` (or :meth:`params_from_latents`), empty for a
+    noise model without parameters of its own.
+
+    An optional method ``check_data(data)`` is called by the model with the observed data, to reject tensor
+    parameters that do not fit them (``ValueError``).
+    """
+
+    def sample_params(self, like: torch.Tensor) -> dict:
+        """Declare the noise model's own latent sites inside the Pyro model.
+
+        Calls ``pyro.sample`` for each of its parameters and returns their values by parameter name (``{}`` when it
+        has none). ``like`` gives the dtype and device.
+        """
+
+    def params_from_latents(self, latents: Mapping[str, torch.Tensor]) -> dict:
+        """Read the parameters ``{name: value}`` from latent site values ``{site: value}``.
+
+        The inverse of :meth:`sample_params`' naming; ``{}`` when there are no parameters.
+        """
+
+    def log_prior(self, params: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """Return the log-density of the parameters under their hyperprior.
+
+        A scalar (0 when there are no parameters), consistent with the sites of :meth:`sample_params`.
+        """
+
+    def distribution(self, pred: torch.Tensor, params: Mapping, shots: torch.Tensor | None,
+                     n_data_dims: int) -> torch.distributions.Distribution:
+        """Return the observation distribution of the Pyro site ``"obs"``.
+
+        Batch shape ``[..., n_sub]`` (the shot plate in the last batch axis), every other data axis an event axis
+        (``n_data_dims - 1`` of them). ``shots`` are the subsampled shot indices (None: all); per-shot parameters
+        must be subsampled with them.
+        """
+
+    def log_prob(self, pred: torch.Tensor, data: torch.Tensor, params: Mapping) -> torch.Tensor:
+        """Return ``log p(data | pred, params)`` over all shots, summed over the data axes.
+
+        Shape ``pred.shape[:-data.ndim]`` (a scalar for unbatched predictions).
+        """
+
+    def whiten(self, residual: torch.Tensor, params: Mapping) -> torch.Tensor:
+        """Apply the linear map ``r -> C^{-1/2} r`` to full-data residuals ``[n_shots, *trace]``.
+
+        Its squared norm weights the Gauss-Newton Hessian (the expected Fisher information) of
+        :func:`probinv.inference.laplace`.
+        """
+
+
+NOISE_MODEL_METHODS = ("sample_params", "params_from_latents", "log_prior", "distribution", "log_prob", "whiten")
+
+
+def check_noise_model(noise) -> None:
+    """Raise ``TypeError`` naming the :class:`NoiseModel` methods that ``noise`` lacks."""
+    missing = [m for m in NOISE_MODEL_METHODS if not callable(getattr(noise, m, None))]
+    if missing:
+        raise TypeError(f"noise must satisfy the probinv.models.NoiseModel protocol (methods "
+                        f"{', '.join(NOISE_MODEL_METHODS)}); {type(noise).__name__} lacks {', '.join(missing)}")
+
+
+class _NoiseDefaults:
+    """The protocol's methods that the built-in noise models share: no parameters of their own, the log-density from
+    :meth:`distribution`, the data check."""
+
+    def sample_params(self, like: torch.Tensor) -> dict:
+        return {}
+
+    def params_from_latents(self, latents: Mapping[str, torch.Tensor]) -> dict:
+        return {}
+
+    def log_prior(self, params: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(())
+
+    def log_prob(self, pred: torch.Tensor, data: torch.Tensor, params: Mapping) -> torch.Tensor:
+        return self.distribution(pred, params, None, data.ndim).log_prob(data).sum(-1)
+
+    def check_data(self, data: torch.Tensor) -> None:
+        check_noise_data(self, data)
 
 
 def _per_shot(value, pred: torch.Tensor, shots: torch.Tensor | None, n_data_dims: int):
@@ -41,7 +120,7 @@ def _per_shot(value, pred: torch.Tensor, shots: torch.Tensor | None, n_data_dims
 
 
 @dataclass(frozen=True)
-class Gaussian:
+class Gaussian(_NoiseDefaults):
     """Independent Gaussian noise with known standard deviation.
 
     Parameters
@@ -54,22 +133,19 @@ class Gaussian:
     sigma: float | torch.Tensor
 
     def __post_init__(self):
-        _check_positive("sigma", self.sigma)
-
-    def sample_params(self, like: torch.Tensor) -> dict:
-        return {}
+        check_positive("sigma", self.sigma)
 
     def distribution(self, pred, params, shots, n_data_dims):
         sigma = _per_shot(self.sigma, pred, shots, n_data_dims)
         return dist.Normal(pred, sigma).to_event(n_data_dims - 1)
 
-    def scale(self, params, like, shots=None, n_data_dims=None):
-        """The standard deviation used for Gauss-Newton whitening of the residuals."""
-        return _per_shot(self.sigma, like, shots, n_data_dims or like.ndim)
+    def whiten(self, residual, params):
+        """``r / sigma``."""
+        return residual / _per_shot(self.sigma, residual, None, residual.ndim)
 
 
 @dataclass(frozen=True)
-class GaussianLatentSigma:
+class GaussianLatentSigma(_NoiseDefaults):
     """Gaussian noise whose standard deviation is a latent site ``"sigma"`` with a hyperprior.
 
     Parameters
@@ -88,7 +164,7 @@ class GaussianLatentSigma:
     name: str = "sigma"
 
     def __post_init__(self):
-        _check_positive("scale", self.scale)
+        check_positive("scale", self.scale)
         if self.prior is not None and not isinstance(self.prior, torch.distributions.Distribution):
             raise TypeError(f"prior must be a torch/pyro Distribution on (0, inf), got {type(self.prior).__name__}")
 
@@ -101,17 +177,24 @@ class GaussianLatentSigma:
     def sample_params(self, like: torch.Tensor) -> dict:
         return {"sigma": pyro.sample(self.name, self._prior(like))}
 
+    def params_from_latents(self, latents):
+        return {"sigma": latents[self.name]}
+
+    def log_prior(self, params, like):
+        return self._prior(like).log_prob(params["sigma"]).sum()
+
     def distribution(self, pred, params, shots, n_data_dims):
         sigma = params["sigma"]
         # a batched sigma (particles, chains) carries a trailing singleton for the shot plate: keep it aligned
         return dist.Normal(pred, sigma.reshape(sigma.shape + (1,) * (n_data_dims - 1))).to_event(n_data_dims - 1)
 
-    def scale_from(self, params):
-        return params["sigma"]
+    def whiten(self, residual, params):
+        """``r / sigma`` with the (scalar) sigma of ``params``."""
+        return residual / torch.as_tensor(params["sigma"], dtype=residual.dtype, device=residual.device)
 
 
 @dataclass(frozen=True)
-class StudentT:
+class StudentT(_NoiseDefaults):
     """Independent Student-t noise (robust to outliers, e.g. bad traces).
 
     Parameters
@@ -126,26 +209,24 @@ class StudentT:
     scale: float | torch.Tensor
 
     def __post_init__(self):
-        _check_positive("df", self.df)
-        _check_positive("scale", self.scale)
-
-    def sample_params(self, like: torch.Tensor) -> dict:
-        return {}
+        check_positive("df", self.df)
+        check_positive("scale", self.scale)
 
     def distribution(self, pred, params, shots, n_data_dims):
         scale = _per_shot(self.scale, pred, shots, n_data_dims)
         df = torch.as_tensor(self.df, dtype=pred.dtype, device=pred.device)
         return dist.StudentT(df, pred, scale).to_event(n_data_dims - 1)
 
+    def whiten(self, residual, params):
+        """``r / (scale sqrt((df + 3) / (df + 1)))``: the Fisher information of a Student-t location is
+        ``(df + 1) / ((df + 3) scale^2)``."""
+        scale = torch.as_tensor(self.scale, dtype=residual.dtype, device=residual.device)
+        return residual / (scale * ((self.df + 3) / (self.df + 1)) ** 0.5)
+
 
 def check_noise_data(noise, data: torch.Tensor) -> None:
-    """Raise ValueError when a tensor parameter of ``noise`` does not fit the data ``[n_shots, ...]``."""
-    if isinstance(noise, CorrelatedGaussian):
-        d = int(math.prod(data.shape[1:]))
-        w = noise.cov_factor
-        if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
-            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: "
-                             f"expected [{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
+    """Raise ValueError when a tensor parameter (``sigma``, ``scale``, ``cov_diag``, ``loc``) of ``noise`` does not
+    broadcast to the data ``[n_shots, ...]``."""
     for name in ("sigma", "scale", "cov_diag", "loc"):
         value = getattr(noise, name, None)
         if isinstance(value, torch.Tensor):
@@ -164,7 +245,7 @@ def _flat_trace(value: torch.Tensor, n_trace_dims: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True, eq=False)
-class CorrelatedGaussian:
+class CorrelatedGaussian(_NoiseDefaults):
     r"""Gaussian noise with a mean offset and a low-rank-plus-diagonal covariance within each shot.
 
     ``obs[s] ~ N(pred[s] + loc[s], W[s] W[s]^T + diag(cov_diag[s]))`` over the flattened record of shot ``s``
@@ -205,15 +286,21 @@ class CorrelatedGaussian:
                             f"{type(w).__name__}{tuple(w.shape) if isinstance(w, torch.Tensor) else ''}")
         if not bool(torch.isfinite(w).all()):
             raise ValueError("cov_factor must be finite everywhere")
-        _check_positive("cov_diag", self.cov_diag)
+        check_positive("cov_diag", self.cov_diag)
         if isinstance(self.loc, torch.Tensor):
             if not self.loc.is_floating_point() or not bool(torch.isfinite(self.loc).all()):
                 raise ValueError("loc must be a finite floating tensor")
         elif isinstance(self.loc, bool) or not isinstance(self.loc, (int, float)) or not math.isfinite(self.loc):
             raise TypeError(f"loc must be a finite number or a tensor, got {self.loc!r}")
 
-    def sample_params(self, like: torch.Tensor) -> dict:
-        return {}
+    def check_data(self, data: torch.Tensor) -> None:
+        """Raise ValueError when the factor or a tensor parameter does not fit the data ``[n_shots, *trace]``."""
+        d = int(math.prod(data.shape[1:]))
+        w = self.cov_factor
+        if w.shape[1] != d or w.shape[0] not in (1, data.shape[0]):
+            raise ValueError(f"cov_factor shaped {tuple(w.shape)} does not fit data shaped {tuple(data.shape)}: "
+                             f"expected [{data.shape[0]} or 1, {d}, rank] (D = product of the per-shot axes)")
+        check_noise_data(self, data)
 
     def _parts(self, like, shots, n_data_dims):
         """``loc``, ``W [S or 1, D, r]``, ``diag [S or 1, D]`` and the trace shape, on ``like``'s dtype/device."""
@@ -259,6 +346,10 @@ class CorrelatedGaussian:
         _, _, _, trace, isd, u, shrink, _ = self._factor(like, shots, like.ndim)
         return lambda values: _whiten(values, trace, isd, u, shrink)
 
+    def whiten(self, residual, params):
+        """``M r`` per shot with ``M^T M = C^{-1}`` (see :meth:`whitener`); ``residual [n_shots, *trace]``."""
+        return self.whitener(residual)(residual)
+
 
 def _whiten(values, trace, isd, u, shrink):
     y = _flat_trace(values, len(trace)) * isd
@@ -294,7 +385,7 @@ class _LowRankGaussian(dist.TorchDistribution):
         quad = (_flat_trace(y, len(self.trace)) ** 2).sum(-1)
         return -0.5 * quad - 0.5 * self.logdet - 0.5 * d * math.log(2 * math.pi)
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         eps_w = torch.randn(shape + (self.w.shape[-1], 1), dtype=self.w.dtype, device=self.w.device)
         eps_d = torch.randn(shape + self.diag.shape[-1:], dtype=self.w.dtype, device=self.w.device)
@@ -306,5 +397,3 @@ class _LowRankGaussian(dist.TorchDistribution):
         mean = self.mean_.expand(batch_shape + self.event_shape)
         return _LowRankGaussian(mean, self.trace, self.w, self.diag, self.isd, self.u, self.shrink, self.logdet)
 
-
-NoiseModel = Gaussian | GaussianLatentSigma | StudentT | CorrelatedGaussian
