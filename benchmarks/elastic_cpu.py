@@ -75,7 +75,8 @@ def main(argv=None):
                          "loadavg": os.getloadavg()})
             print(rows[-1], flush=True)
     ref = {r["mode"]: r for r in rows if r["solver"] == "deepwave"}
-    lines = ["| solver | mode | checkpoint_every | CPU time (s) | peak RSS (GB) | time / deepwave | memory / deepwave |",
+    lines = ["| solver | mode | checkpoint_every | CPU time (s) | peak RSS (GB) | time / deepwave "
+             "| memory / deepwave |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         d = ref.get(r["mode"])

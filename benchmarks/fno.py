@@ -43,8 +43,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.surrogate import FNOSurrogate, evaluate, load_pretrained  # noqa: E402
-from probinv.surrogate.data import (SimulationConfig, homogeneous_response, load_dataset,  # noqa: E402
-                                    sample_batch, simulate_wavefields)
+from probinv.surrogate.data import (  # noqa: E402
+    SimulationConfig,
+    homogeneous_response,
+    load_dataset,
+    sample_batch,
+    simulate_wavefields,
+)
 
 PAPER1 = {"val_rel_l2": 0.273, "fwi_fno": 0.0319, "fwi_sem": 0.0289}
 

@@ -52,6 +52,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fno import fd_data, fwi_sources  # noqa: E402  (benchmarks/fno.py: the same solver frames and source lattice)
+
 from probinv import diagnostics  # noqa: E402
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.fields import WhitenedField  # noqa: E402
@@ -59,7 +61,6 @@ from probinv.inference import laplace, map, nuts, svi  # noqa: E402
 from probinv.models import CorrectedForward, Gaussian, approximation_error, build_model  # noqa: E402
 from probinv.surrogate import FNOOperator, load_pretrained  # noqa: E402
 from probinv.surrogate.data import SimulationConfig  # noqa: E402
-from fno import fd_data, fwi_sources  # noqa: E402  (benchmarks/fno.py: the same solver frames and source lattice)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 log = logging.getLogger("benchmarks.fno_posterior")

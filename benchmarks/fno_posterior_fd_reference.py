@@ -23,10 +23,22 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fno_posterior import (  # noqa: E402
+    DT,
+    RESULTS,
+    FDFrames,
+    add_problem_arguments,
+    calibration_truths,
+    laplace_coverage,
+    mean_se,
+    receivers,
+    setup,
+    sources,
+    summarise,
+)
+
 from probinv._files import write_text_atomic  # noqa: E402
 from probinv.models import Gaussian, build_model  # noqa: E402
-from fno_posterior import (RESULTS, DT, FDFrames, add_problem_arguments, calibration_truths,  # noqa: E402
-                           laplace_coverage, mean_se, receivers, setup, sources, summarise)
 
 log = logging.getLogger("benchmarks.fno_posterior_fd_reference")
 

@@ -52,6 +52,7 @@ def _model(n: int, seed: int = 0):
 def worker(spec: dict) -> dict:
     """One timed case: ``spec`` has n, pml, n_freqs, n_shots, method, mode ('forward' | 'gradient')."""
     import torch
+
     from probinv.physics import helmholtz
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     n, nf, ns = spec["n"], spec["n_freqs"], spec["n_shots"]
@@ -120,6 +121,7 @@ def accuracy_table(ppws=(5, 6, 8, 10, 15), qs=(math.inf, 30.0)) -> list[dict]:
     """Largest relative error vs (i/4) H0(k r) over receivers 1-4 wavelengths away (axis and diagonal)."""
     import torch
     from scipy.special import hankel1
+
     from probinv.physics import helmholtz
     rows = []
     for ppw in ppws:
@@ -230,7 +232,8 @@ def main(argv=None):
           "| grid | unknowns | freqs x shots | sparse fwd (s) | sparse grad (s) | grad/fwd | dense grad (s) | "
           "dense/sparse time | sparse grad mem (MB) | dense grad mem (MB) | dense/sparse mem | grad rel. diff (v, Q) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    f = lambda x, fmt="{:.3g}": "-" if x is None else fmt.format(x)
+    def f(x, fmt="{:.3g}"):
+        return "-" if x is None else fmt.format(x)
     for r in cases:
         md.append(f"| {r['n']}^2 | {r['unknowns']} | {r['n_freqs']} x {r['n_shots']} | {f(r['sparse_forward_s'])} | "
                   f"{f(r['sparse_gradient_s'])} | {f(r.get('sparse_grad_over_forward'))} | "

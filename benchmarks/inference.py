@@ -46,8 +46,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from probinv._files import write_text_atomic  # noqa: E402
 from probinv import diagnostics  # noqa: E402
+from probinv._files import write_text_atomic  # noqa: E402
 from probinv.fields import WhitenedField  # noqa: E402
 from probinv.inference import laplace, map, nuts, svgd, svi  # noqa: E402
 from probinv.models import AcousticForward, Gaussian, build_model  # noqa: E402
@@ -331,8 +331,9 @@ def main(argv=None):
         if results.get("config") != cfgs or "tasks" not in results:
             log.info("configuration changed: starting afresh")
             results = {}
-    import pyro  # noqa: PLC0415
     import platform  # noqa: PLC0415
+
+    import pyro  # noqa: PLC0415
     results.update({"config": cfgs, "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "torch": torch.__version__, "pyro": pyro.__version__, "threads": 1, "workers": args.workers})

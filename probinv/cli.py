@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--resume", action="store_true", help="continue from the checkpoints in the output folder")
     i.add_argument("--out", help="output folder (default: [output].directory)")
     i.add_argument("--no-figures", action="store_true", help="write posterior.nc only (figures later: probinv report)")
-    i.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook: simulate a kill after N blocks
+    i.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook: kill after N MAP checkpoints
     i.set_defaults(func=_cmd_invert)
 
     r = sub.add_parser("report", help="summary, diagnostics and figures of a posterior NetCDF file")

@@ -21,8 +21,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as _ssim
+
 # pytorch-msssim's public ms_ssim insists on 5 scales (grids > 160 px); its per-scale kernel is reused for fewer
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim as _ssim_and_cs
+from pytorch_msssim.ssim import _fspecial_gauss_1d
+from pytorch_msssim.ssim import _ssim as _ssim_and_cs
 
 #: MS-SSIM scale weights of Wang, Simoncelli & Bovik (2003).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -73,7 +75,7 @@ def _prepare(model, reference, data_range, name):
     r = reference if reference.ndim == 3 else reference[None]
     m, r = torch.broadcast_tensors(m, r)
     if data_range is None:
-        data_range = float((reference.detach().max() - reference.detach().min()))
+        data_range = float(reference.detach().max() - reference.detach().min())
         if data_range == 0:
             raise ValueError(f"{name}: reference is constant, so data_range cannot be inferred; pass data_range")
     elif isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0:
@@ -169,7 +171,8 @@ def ms_ssim(model: torch.Tensor, reference: torch.Tensor, data_range: float | No
 def _multiscale(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int, weights: list) -> torch.Tensor:
     """MS-SSIM of ``[batch, 1, H, W]`` images with ``len(weights)`` scales: the loop of ``pytorch_msssim.ms_ssim``
     (contrast-structure terms at every scale but the last, full SSIM at the last, each clipped at 0 and raised to
-    its weight, 2 x 2 average pooling between scales), without its 5-scale size requirement."""
+    its weight, 2 x 2 average pooling between scales), without its 5-scale size requirement.
+    """
     win = _fspecial_gauss_1d(win_size, 1.5).to(dtype=x.dtype, device=x.device)
     win = win.repeat([x.shape[1]] + [1] * (x.ndim - 1))
     w = torch.tensor(weights, dtype=x.dtype, device=x.device)

@@ -79,7 +79,8 @@ def l2_trace(syn: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
 
 def _corr_derivatives(xs: torch.Tensor, tau: torch.Tensor, nfft: int):
     """Band-limited (trigonometric) interpolation of a correlation spectrum ``xs`` ``[..., nfft]`` at lag ``tau``
-    (samples): returns ``C(tau), C'(tau), C''(tau)``."""
+    (samples): returns ``C(tau), C'(tau), C''(tau)``.
+    """
     k = torch.fft.fftfreq(nfft, device=xs.device, dtype=tau.dtype) * (2 * math.pi)        # rad / sample
     phase = torch.exp(1j * k * tau[..., None])
     base = xs * phase / nfft
@@ -191,7 +192,8 @@ def global_correlation(syn: torch.Tensor, obs: torch.Tensor, eps: float = 0.0) -
 
 def analytic_envelope(x: torch.Tensor) -> torch.Tensor:
     r"""Envelope :math:`|x + i\mathcal H x|` of real traces ``[..., nt]`` (Hilbert transform by FFT, as
-    :func:`scipy.signal.hilbert`: the spectrum's negative frequencies are zeroed and the positive ones doubled)."""
+    :func:`scipy.signal.hilbert`: the spectrum's negative frequencies are zeroed and the positive ones doubled).
+    """
     if not isinstance(x, torch.Tensor) or x.is_complex() or not x.is_floating_point():
         raise TypeError(f"x must be a real floating torch.Tensor [..., nt], got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fields import sample_grf
 from .physics._fd import max_stable_dt_second_order
 from .survey import Acquisition as Acquisition  # re-exported: it lived here before probinv.survey
 from .validation import check_int
@@ -427,10 +428,6 @@ def get_scenario(name: str, **kwargs) -> Scenario:
 # ----------------------------------------------------------------------------------------------------------------------
 # paper 1's random velocity model family (moved here from probinv.fields: a set-up, not a field type)
 # ----------------------------------------------------------------------------------------------------------------------
-# TODO(merge): move this import to the import block at the top of the module (kept here only so that this branch
-# appends to scenarios.py while the top of the file is being restructured on another branch).
-from .fields import sample_grf  # noqa: E402
-
 
 def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
                   dtype: torch.dtype | None = None, device: torch.device | str | None = None,

@@ -12,12 +12,11 @@ data with noise), :func:`build_prior` and :func:`build_model` (the Pyro model ar
 Checkpoints and resume
 ----------------------
 An inversion runs in stages: ``map`` (always first: it is FWI and the starting point of every posterior method),
-then the posterior method. MAP runs in blocks of ``checkpoint_every`` optimiser steps (:func:`_map_in_blocks`);
-after each block its result (latent values, loss history, step count) is written atomically to
-``checkpoint_map.nc`` and the next block starts from the previous block's end. The optimiser is restarted at every
-block boundary: that is part of the algorithm, in an interrupted and an uninterrupted run alike, so a resumed run
-gives the same result as an uninterrupted one. The finished posterior stage is written to ``stage_<method>.nc``.
-With ``resume=True`` MAP continues from its last block (a finished MAP is not rerun) and the posterior method runs
+then the posterior method. Every ``checkpoint_every`` optimiser steps MAP writes its whole state (latent values,
+Adam moments or the L-BFGS history, step and gradient counts, loss history, random-number state) atomically to
+``checkpoint_map.pt`` (:func:`probinv.inference.map`), so the result does not depend on ``checkpoint_every`` and a
+resumed run gives bit for bit the result of an uninterrupted one. The NUTS and SVI stages checkpoint their own state.
+With ``resume=True`` MAP continues from its checkpoint (a finished MAP is not rerun) and the posterior method runs
 from the MAP point.
 """
 from __future__ import annotations
@@ -184,41 +183,38 @@ def _latent_init(post, model) -> dict:
     return {n: post.samples[n][-1, -1].clone() for n in names if n in post.samples}
 
 
-def _map_in_blocks(model, *, optimizer: str, steps: int, lr: float, seed: int, checkpoint_dir: Path | None,
-                   checkpoint_every: int, resume: bool, progress: bool, stop_after: int | None,
-                   say: Callable[[str], None]) -> tuple[Any, list]:
-    """MAP in blocks of ``checkpoint_every`` steps, each block's result written to ``checkpoint_map.nc``.
+def _map_stage(model, *, optimizer: str, steps: int, lr: float, seed: int, checkpoint_dir: Path | None,
+               checkpoint_every: int, resume: bool, progress: bool, stop_after: int | None,
+               say: Callable[[str], None]) -> tuple[Any, list]:
+    """MAP with a full optimiser-state checkpoint (``checkpoint_map.pt``, :func:`probinv.inference.map`).
 
-    The one place of the MAP checkpoint logic (a full optimiser-state checkpoint of ``inference.map`` replaces it
-    here). Returns the MAP posterior and the loss history.
+    The result is the same for any ``checkpoint_every`` and for an interrupted and resumed run. Returns the MAP
+    posterior and its loss history.
     """
-    ck_file = checkpoint_dir / "checkpoint_map.nc" if checkpoint_dir else None
-    done, losses, init, map_post = 0, [], None, None
-    if resume and ck_file is not None and ck_file.is_file():
-        map_post = inference.Posterior.from_netcdf(ck_file)
-        done, losses = int(map_post.attrs["step"]), [float(x) for x in map_post.attrs["loss_history"]]
-        init = _latent_init(map_post, model)
-        say(f"resume: MAP from step {done} of {steps} ({ck_file})")
+    ck_file = checkpoint_dir / "checkpoint_map.pt" if checkpoint_dir is not None else None
+    if ck_file is not None and ck_file.exists():
+        if resume:
+            say(f"resume: MAP from its checkpoint {ck_file}")
+        else:
+            ck_file.unlink()  # inference.map resumes whenever the file exists: a fresh run starts afresh
     elif resume:
         say(f"resume: no MAP checkpoint in {checkpoint_dir}; starting from the beginning")
-    block = checkpoint_every if checkpoint_every and checkpoint_dir is not None else steps
-    blocks_run = 0
-    while done < steps:
-        n = min(block, steps - done)
-        pyro.set_rng_seed(seed + done)
-        map_post = inference.map(model, optimizer=optimizer, num_steps=n, lr=lr if optimizer == "adam" else 1.0,
-                                 init=init, progress_bar=False)
-        losses += [float(x) for x in map_post.attrs.get("loss", [])]
-        done += n
-        init = _latent_init(map_post, model)
-        map_post.attrs.update(step=done, loss_history=losses)
-        if progress:
-            say(f"MAP step {done}/{steps}: negative log posterior {losses[-1]:.6g}")
-        if ck_file is not None:
-            map_post.to_netcdf(ck_file)
-        blocks_run += 1
-        if stop_after is not None and blocks_run >= stop_after and done < steps:
-            raise KeyboardInterrupt(f"stopped after {blocks_run} MAP blocks (stop_after)")
+    every = checkpoint_every or steps
+    # stop_after (tests of resume): stop, as if killed, one step after the stop_after-th checkpoint was written
+    stop_at = stop_after * every + 1 if stop_after is not None and ck_file is not None else None
+
+    def callback(step, loss, fields):
+        done = step + 1
+        if progress and (done % every == 0 or done == steps):
+            say(f"MAP step {done}/{steps}: negative log posterior {float(loss):.6g}")
+        if stop_at is not None and done == stop_at and done < steps:
+            raise KeyboardInterrupt(f"stopped after {stop_after} MAP checkpoints (stop_after)")
+
+    pyro.set_rng_seed(seed)
+    map_post = inference.map(model, optimizer=optimizer, num_steps=steps, lr=lr if optimizer == "adam" else 1.0,
+                             progress_bar=False, callback=callback, checkpoint=ck_file, checkpoint_every=every)
+    losses = [float(x) for x in map_post.attrs.get("loss", [])]
+    map_post.attrs.update(step=int(map_post.attrs.get("n_steps", steps)), loss_history=losses)
     return map_post, losses
 
 
@@ -252,11 +248,11 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     checkpoint_dir : path, optional
         Where checkpoints and finished stages go; no checkpoints when None.
     checkpoint_every : int
-        MAP steps per block (0: one block).
+        MAP steps between checkpoints (0: only at the end); it does not change the result.
     resume : bool
         Continue from the checkpoints in ``checkpoint_dir``.
     stop_after : int, optional
-        Stop (as if killed) after this many MAP blocks; for tests of resume.
+        Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
     """
     say = log_fn or log.info
     if method not in METHODS:
@@ -266,11 +262,11 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         ckdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
-    # ---- stage 1: MAP in blocks (see _map_in_blocks)
+    # ---- stage 1: MAP (see _map_stage)
     t0 = time.perf_counter()
-    map_post, losses = _map_in_blocks(model, optimizer=optimizer, steps=steps, lr=lr, seed=seed, checkpoint_dir=ckdir,
-                                      checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                                      stop_after=stop_after, say=say)
+    map_post, losses = _map_stage(model, optimizer=optimizer, steps=steps, lr=lr, seed=seed, checkpoint_dir=ckdir,
+                                  checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+                                  stop_after=stop_after, say=say)
     seconds["map"] = time.perf_counter() - t0
     if method == "map":
         return InversionResult(map=map_post, posterior=map_post, loss=losses, seconds=seconds)
@@ -521,7 +517,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     save_inputs : bool
         Also write the inputs (``true_model.nc``, ``initial_model.nc``, ``observed.nc``).
     stop_after : int, optional
-        Stop (as if killed) after this many MAP blocks; for tests of resume.
+        Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
     dtype : torch.dtype, optional
         Floating dtype of the computation (default: torch's default dtype).
     progress, log_fn

@@ -48,7 +48,7 @@ def test_demo_reduced_mode(tmp_path, monkeypatch, capsys):
     assert rows[0][:3] == ["", "mean", "sd"] and rows[0][-1] == "true" and len(rows) == 5  # header + 4 pixels
 
     # the written configuration repeats the demo: `probinv invert config.toml --method map` (into rerun/) gives the
-    # same MAP (same set-up, same operator, same MAP blocks; measured bit for bit, asserted to float32 rounding)
+    # same MAP (same set-up, same operator, same MAP; measured bit for bit, asserted to float32 rounding)
     capsys.readouterr()
     assert main(["invert", str(out / "config.toml"), "--method", "map", "--no-figures"]) == 0
     demo_map = Posterior.from_netcdf(out / "map.nc").mean("vp")

@@ -58,7 +58,8 @@ def describe_forward(forward) -> str:
 
 def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -> dict:
     """Initial latent-site values: ``init`` may give fields (by field name) or latent sites; whitened priors start at
-    ``z = 0`` (the prior mean), box priors at their midpoint; flat priors need an explicit field."""
+    ``z = 0`` (the prior mean), box priors at their midpoint; flat priors need an explicit field.
+    """
     init = dict(init or {})
     values = {}
     for name, prior in model.priors.items():

@@ -121,7 +121,8 @@ class _Run:
     # ------------------------------------------------------------------ checkpoints
     def _restore_params(self):
         """Copy the saved latent values into the guide's parameters (the module holds the param store's tensors,
-        which ``ParamStore.set_state`` would replace by new ones the module never sees)."""
+        which ``ParamStore.set_state`` would replace by new ones the module never sees).
+        """
         current = dict(pyro.get_param_store().named_parameters())
         saved = self.saved["params"]["params"]
         if sorted(saved) != sorted(current):

@@ -184,7 +184,8 @@ class Posterior:
 
     def to_arviz(self, posterior_predictive: bool = False):
         """ArviZ object (dims ``chain, draw, z, x`` with coordinates in metres, ``sample_stats``,
-        ``observed_data``, and ``posterior_predictive`` when asked and available)."""
+        ``observed_data``, and ``posterior_predictive`` when asked and available).
+        """
         coords, dims = self._coords_dims()
         if posterior_predictive and self.posterior_predictive is None:
             raise ValueError("this Posterior has no posterior predictive draws: pass posterior_predictive=True to "
@@ -200,7 +201,8 @@ class Posterior:
 
     def add_posterior_predictive(self, model, max_draws: int | None = None) -> torch.Tensor:
         """Evaluate ``model.predict`` on the field draws (noise-free predicted data), store and return it
-        ``[chain, draw, *data_shape]``. ``max_draws`` keeps the last draws of each chain only."""
+        ``[chain, draw, *data_shape]``. ``max_draws`` keeps the last draws of each chain only.
+        """
         fields = {}
         for name in self.field_names:
             x = self.samples[name]

@@ -173,7 +173,8 @@ class CorrectedForward:
 
     def describe(self) -> dict:
         """The description of the approximate operator inside (its ``describe()``, or its type name), with the
-        correction's shape: JSON-able, recorded in a Posterior's ``attrs["forward"]``."""
+        correction's shape: JSON-able, recorded in a Posterior's ``attrs["forward"]``.
+        """
         inner = getattr(self.approximate, "describe", None)
         return {"type": "CorrectedForward",
                 "approximate": inner() if callable(inner) else {"type": type(self.approximate).__name__},
@@ -219,7 +220,8 @@ def _fit(e: torch.Tensor, sig: torch.Tensor, rank: int, svd=None):
 
 def _select_rank(e: torch.Tensor, sig: torch.Tensor, holdout: float, seed: int):
     """The rank whose fit on the first models best predicts the held-out ones (mean Gaussian log-density of the
-    held-out errors plus a fixed draw of the measurement noise: the residuals the likelihood will see)."""
+    held-out errors plus a fixed draw of the measurement noise: the residuals the likelihood will see).
+    """
     n = e.shape[0]
     n_test = _split(n, holdout)
     train, test = e[: n - n_test], e[n - n_test:]
@@ -250,14 +252,16 @@ def _split(n: int, holdout: float) -> int:
 
 def _jacobian(f: Callable, x: torch.Tensor) -> torch.Tensor:
     """``d f / d x`` at ``x [k]`` as ``[numel(f(x)), k]``: ``k`` Jacobian-vector products through the double backward
-    of :class:`probinv.linearisation.Linearisation` (one forward and one differentiable backward shared)."""
+    of :class:`probinv.linearisation.Linearisation` (one forward and one differentiable backward shared).
+    """
     lin = Linearisation(lambda xx: f(xx).reshape(-1), x, mode="reverse")
     return torch.stack([lin.jvp(v) for v in torch.eye(x.numel(), dtype=x.dtype, device=x.device)], -1)
 
 
 def _sensitivity_inflation(approximate, calibrate, design, flat, shape, sig, rank, holdout, seed):
     """Held-out chi2 of the residuals projected on the whitened sensitivities (see :func:`approximation_error`):
-    the covariance scale ``alpha >= 1`` and the per-model ``chi2 / k``."""
+    the covariance scale ``alpha >= 1`` and the per-model ``chi2 / k``.
+    """
     n, k = design.shape[0], design.shape[1] - 1
     n_test = _split(n, holdout)
     n_fit = n - n_test

@@ -35,7 +35,8 @@ class Flat:
 def prior_kind(prior) -> str:
     """Classify a prior: ``"whitened"`` (has ``latent_dim``: the site is ``z ~ N(0, I)``), ``"box"`` (has
     ``latent_shape``: flat inside bounds), ``"flat"`` (:class:`Flat`) or ``"distribution"`` (a Pyro distribution on the
-    field itself)."""
+    field itself).
+    """
     if isinstance(prior, Flat):
         return "flat"
     if isinstance(prior, torch.distributions.Distribution):

@@ -91,7 +91,8 @@ def check_noise_model(noise) -> None:
 
 class _NoiseDefaults:
     """The protocol's methods that the built-in noise models share: no parameters of their own, the log-density from
-    :meth:`distribution`, the data check."""
+    :meth:`distribution`, the data check.
+    """
 
     def sample_params(self, like: torch.Tensor) -> dict:
         return {}
@@ -219,14 +220,16 @@ class StudentT(_NoiseDefaults):
 
     def whiten(self, residual, params):
         """``r / (scale sqrt((df + 3) / (df + 1)))``: the Fisher information of a Student-t location is
-        ``(df + 1) / ((df + 3) scale^2)``."""
+        ``(df + 1) / ((df + 3) scale^2)``.
+        """
         scale = torch.as_tensor(self.scale, dtype=residual.dtype, device=residual.device)
         return residual / (scale * ((self.df + 3) / (self.df + 1)) ** 0.5)
 
 
 def check_noise_data(noise, data: torch.Tensor) -> None:
     """Raise ValueError when a tensor parameter (``sigma``, ``scale``, ``cov_diag``, ``loc``) of ``noise`` does not
-    broadcast to the data ``[n_shots, ...]``."""
+    broadcast to the data ``[n_shots, ...]``.
+    """
     for name in ("sigma", "scale", "cov_diag", "loc"):
         value = getattr(noise, name, None)
         if isinstance(value, torch.Tensor):
@@ -318,7 +321,8 @@ class CorrelatedGaussian(_NoiseDefaults):
     def _factor(self, like, shots, n_data_dims):
         """Cached ``(loc, W, diag, trace, isd, U, shrink, logdet)`` of the whitening (one SVD per dtype/device/shots).
 
-        With ``D^{-1/2} W = U S V^T``: ``log det C = sum log diag + sum log(1 + S^2)`` per shot."""
+        With ``D^{-1/2} W = U S V^T``: ``log det C = sum log diag + sum log(1 + S^2)`` per shot.
+        """
         key = (like.dtype, str(like.device), None if shots is None else tuple(shots.tolist()), n_data_dims,
                tuple(like.shape[like.ndim - n_data_dims + 1:]))
         cache = self.__dict__.setdefault("_cache", {})
@@ -359,7 +363,8 @@ def _whiten(values, trace, isd, u, shrink):
 
 class _LowRankGaussian(dist.TorchDistribution):
     """``N(mean, W W^T + diag)`` over each shot's record, batch ``[..., n_shots]``, event ``trace``; the whitening
-    factorisation is precomputed by :class:`CorrelatedGaussian`, so a log-density costs O(D r) per shot."""
+    factorisation is precomputed by :class:`CorrelatedGaussian`, so a log-density costs O(D r) per shot.
+    """
 
     arg_constraints = {}
     has_rsample = True

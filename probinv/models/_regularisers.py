@@ -34,7 +34,8 @@ def total_variation(field: torch.Tensor, dx: float = 1.0, eps: float = 1e-3) -> 
 
 def smoothness(field: torch.Tensor, dx: float = 1.0) -> torch.Tensor:
     r"""Squared-gradient (Tikhonov first-order) roughness of ``field[..., nz, nx]``:
-    :math:`\sum (\partial_z m)^2 + (\partial_x m)^2\, dx^2`, batch shape ``field.shape[:-2]``."""
+    :math:`\sum (\partial_z m)^2 + (\partial_x m)^2\, dx^2`, batch shape ``field.shape[:-2]``.
+    """
     dz = (field[..., 1:, :] - field[..., :-1, :]) / dx
     dxx = (field[..., :, 1:] - field[..., :, :-1]) / dx
     return (dz**2).sum((-2, -1)) * dx * dx + (dxx**2).sum((-2, -1)) * dx * dx
