@@ -78,7 +78,20 @@ def test_laplace_is_exact_for_a_linear_problem(lin, lap):
     assert torch.allclose(g.loc, lin.mu, atol=1e-7 * float(lin.mu.norm()))
     # the field-space std of the stored draws: 1000 draws -> relative sampling error ~ 1/sqrt(2000) = 2.2 %, 5 sigma
     sd_field = torch.sqrt(((lin.L @ lin.C) * lin.L).sum(-1)).reshape(6, 6)
-    assert torch.allclose(lap.std("vp"), sd_field, rtol=0.11)
+    assert torch.allclose(lap.std("vp", discarded=False), sd_field, rtol=0.11)
+    # the 6 kept modes hold only part of the prior: the discarded modes' variance (their posterior is their prior) is
+    # the prior's diagonal minus the kept part, 100^2 (1 - sum_k lam_k v_k^2), and it adds to the kept variance
+    full = WhitenedField((6, 6), 20.0, covariance="matern", nu=1.5, a_z=60.0, a_x=60.0, mean=2500.0, std=100.0,
+                         retained_variance=1.0, dtype=DT)
+    kept = (lin.L ** 2).sum(-1).reshape(6, 6)
+    discarded = ((full.modes * full.scales) ** 2).sum(-1).reshape(6, 6) - kept
+    torch.testing.assert_close(lap.discarded_variance["vp"], discarded, rtol=0, atol=1e-8)
+    torch.testing.assert_close(lap.std("vp") ** 2, lap.std("vp", discarded=False) ** 2 + discarded, rtol=1e-12,
+                               atol=1e-8)
+    assert lap.attrs["retained_variance"]["vp"] == pytest.approx(lin.prior.retained_fraction)
+    # a converged MAP of a quadratic: the Newton decrement is rounding, chi^2 per datum ~ (12 - p_eff) / 12 < 1
+    assert lap.attrs["newton_decrement"] < 1e-5
+    assert 0.0 < lap.attrs["chi2_per_datum"] < 1.5
 
 
 def test_laplace_randomised_low_rank_is_exact_for_low_rank_misfit():
