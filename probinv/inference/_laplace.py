@@ -57,7 +57,9 @@ def _mode_check(model, data, latents_of, z0, gauss, noise_params, map_posterior)
     decrement = float(torch.clamp(g @ hinv_g, min=0).sqrt())
     with torch.no_grad():
         resid = model.noise.whiten(data - model.predict(model.fields_from_latents(latents_of(z0))), noise_params)
-    out = {"newton_decrement": decrement, "chi2_per_datum": float(resid.pow(2).mean())}
+    # effective number of parameters the data determine, sum lambda / (1 + lambda): E[chi^2 at the mode] = 1 - p / N
+    out = {"newton_decrement": decrement, "chi2_per_datum": float(resid.pow(2).mean()), "n_data": int(resid.numel()),
+           "effective_parameters": float((gauss.eigvals / (1 + gauss.eigvals)).sum())}
     for key in ("relative_gradient", "loss_change"):
         if map_posterior.attrs.get(key) is not None:
             out[f"map_{key}"] = float(map_posterior.attrs[key])

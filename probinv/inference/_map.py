@@ -330,6 +330,7 @@ def convergence_checks(model, data, latents, start, losses) -> dict:
         out["loss_change"] = float(min(finite[:-k]) - min(finite))
     fields = model.fields_from_latents(latents)
     out["chi2_per_datum"] = diagnostics.chi2_per_datum(model, fields, latents, data)
+    out["n_data"] = int(data.numel())
     return out
 
 
