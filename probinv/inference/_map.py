@@ -121,8 +121,10 @@ class _Run:
         self.checkpoint, self.checkpoint_every, self.settings = checkpoint, checkpoint_every, settings
         self.forward = forward  # the forward operator's description (JSON)
         self.kwargs = {} if subsample_size is None else {"subsample_size": subsample_size}
-        self.start = init_values(model, data, init)  # the starting point, for the relative gradient norm
-        self.guide = AutoDelta(model, init_loc_fn=init_strategy(dict(self.start)))
+        values = init_values(model, data, init)
+        # the starting point, for the relative gradient norm: a copy (the guide's parameters are updated in place)
+        self.start = {k: v.clone() for k, v in values.items()}
+        self.guide = AutoDelta(model, init_loc_fn=init_strategy(values))
         self.elbo = Trace_ELBO()
         self.losses, self.n_grad, self.steps, self.converged, self.seconds = [], 0, 0, False, 0.0
         self.saved = None
