@@ -58,7 +58,7 @@ def _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, new
             zz = z.detach().clone().requires_grad_(True)
             u = -model.log_joint(latents_of(zz), data)
             (g,) = torch.autograd.grad(u, zz)
-        return float(u), g
+        return float(u.detach()), g
 
     def newton(g):
         return g - gauss.eigvecs @ ((gauss.eigvals / (1 + gauss.eigvals)) * (gauss.eigvecs.T @ g))
@@ -67,7 +67,7 @@ def _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, new
     u0, g = objective_and_grad(z0)
     hinv_g = newton(g)
     decrement = float(torch.clamp(g @ hinv_g, min=0).sqrt())
-    taken = 0
+    taken, history = 0, [decrement]
     while decrement > MODE_TOLERANCE and taken < newton_steps:
         t = 1.0
         for _ in range(6):
@@ -81,11 +81,13 @@ def _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, new
         z0, u0, g, taken = z1, u1, g1, taken + 1
         hinv_g = newton(g)
         decrement = float(torch.clamp(g @ hinv_g, min=0).sqrt())
+        history.append(decrement)
     gauss = gauss._replace(loc=z0.detach())
     with torch.no_grad():
         resid = model.noise.whiten(data - model.predict(model.fields_from_latents(latents_of(z0))), noise_params)
     # effective number of parameters the data determine, sum lambda / (1 + lambda): E[chi^2 at the mode] = 1 - p / N
-    out = {"newton_decrement": decrement, "newton_steps": taken, "chi2_per_datum": float(resid.pow(2).mean()),
+    out = {"newton_decrement": decrement, "newton_steps": taken, "newton_history": history,
+           "chi2_per_datum": float(resid.pow(2).mean()),
            "n_data": int(resid.numel()),
            "effective_parameters": float((gauss.eigvals / (1 + gauss.eigvals)).sum())}
     for key in ("relative_gradient", "loss_change"):
@@ -105,7 +107,7 @@ MODE_TOLERANCE = 0.5
 
 def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior | None = None, rank: int = 50,
             oversample: int = 10, num_samples: int = 1000, jvp_mode: str = "auto", seed: int | None = 0,
-            posterior_predictive: bool = False, map_kwargs: Mapping | None = None, newton_steps: int = 3) -> Posterior:
+            posterior_predictive: bool = False, map_kwargs: Mapping | None = None, newton_steps: int = 5) -> Posterior:
     r"""Laplace approximation at the MAP point, in the whitened latent space of the Gaussian-random-field priors.
 
     With whitened latents :math:`z \sim N(0, I)` and a Gaussian (or Gauss-Newton-weighted) likelihood, the Hessian of
