@@ -24,7 +24,7 @@ import torch
 import xarray as xr
 
 __all__ = ["VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage", "ess", "rhat",
-           "summary", "to_arviz_dataset", "verdict"]
+           "laplace_log_evidence", "summary", "to_arviz_dataset", "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -466,3 +466,58 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
         for msg in out.warnings:
             warnings.warn(msg, UserWarning, stacklevel=2)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# hyperparameters by marginal likelihood
+# ----------------------------------------------------------------------------------------------------------------------
+def laplace_log_evidence(posterior, model) -> float:
+    r"""Laplace approximation of the log marginal likelihood ``log p(data | hyperparameters)`` from a Laplace result.
+
+    In the whitened coordinates ``z ~ N(0, I)`` of the posterior's ``gaussian`` (mode ``z*``, Gauss-Newton Hessian
+    ``H = I + V diag(lambda) V^T``):
+
+    .. math:: \log p(d) \approx \log p(d \mid z^*) - \tfrac12 |z^*|^2 - \tfrac12 \sum_i \log(1 + \lambda_i)
+              + \log p_{reg}(z^*),
+
+    exact for a linear forward operator with Gaussian noise (when the rank covers the misfit Hessian). Use it to
+    choose hyperparameters, e.g. the prior std and the correlation length: build one model per candidate, run
+    :func:`probinv.inference.laplace` on each (the same data), and keep the largest evidence (empirical Bayes, "type-II
+    maximum likelihood"); ``tests/test_verdict.py`` recovers the prior std and the correlation length of a known truth
+    this way. Other latent sites (a latent noise sigma, box fields) are held at their values in the posterior, and
+    their prior density is not included (the evidence is conditional on them); regulariser terms are included as
+    they are (compare models with the same regularisers only).
+
+    Parameters
+    ----------
+    posterior : Posterior
+        A :func:`probinv.inference.laplace` result (``gaussian`` and ``attrs["whitened_sites"]``).
+    model : SeismicModel
+        The model it was computed for (data: ``posterior.observed_data`` or ``model.data``).
+
+    Returns
+    -------
+    float
+        The log evidence (nats).
+    """
+    g = getattr(posterior, "gaussian", None)
+    sites = posterior.attrs.get("whitened_sites")
+    if g is None or not sites:
+        raise ValueError("laplace_log_evidence needs a probinv.inference.laplace result (a Posterior with a gaussian "
+                         f"and attrs['whitened_sites']); got method {posterior.method!r}")
+    data = posterior.observed_data if posterior.observed_data is not None else model.data
+    latents = {k: v[0, 0] for k, v in posterior.samples.items() if k not in posterior.field_names}
+    i = 0
+    for s in sites:
+        k = int(posterior.samples[s][0, 0].numel())
+        latents[s] = g.loc[i:i + k].reshape(posterior.samples[s].shape[2:])
+        i += k
+    for name in model.field_names:
+        if model.kinds[name] != "whitened":
+            latents[model.latent_site(name)] = posterior.samples[name][0, 0]
+    with torch.no_grad():
+        fields = model.fields_from_latents(latents)
+        params = model.noise.params_from_latents(latents)
+        loglik = float(model.log_likelihood(fields, data, params).sum())
+        reg = float(sum(r(fields) for r in model.regularisers)) if model.regularisers else 0.0
+    return loglik - 0.5 * float(g.loc.pow(2).sum()) - 0.5 * float(torch.log1p(g.eigvals).sum()) + reg
