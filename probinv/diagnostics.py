@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-import xarray as xr
+import matplotlib
 
-__all__ = ["VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage", "ess", "rhat",
-           "laplace_log_evidence", "summary", "to_arviz_dataset", "verdict"]
+if "MPLBACKEND" not in os.environ and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
+    matplotlib.use("Agg")  # as in plotting.py: library code never opens windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+__all__ = ["MCMC_METHODS", "VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage",
+           "ess", "laplace_log_evidence", "plot_draws", "rhat", "summary", "to_arviz_dataset", "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -521,3 +527,84 @@ def laplace_log_evidence(posterior, model) -> float:
         loglik = float(model.log_likelihood(fields, data, params).sum())
         reg = float(sum(r(fields) for r in model.regularisers)) if model.regularisers else 0.0
     return loglik - 0.5 * float(g.loc.pow(2).sum()) - 0.5 * float(torch.log1p(g.eigvals).sum()) + reg
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# diagnostic figures that suit the method
+# ----------------------------------------------------------------------------------------------------------------------
+#: Methods whose draws form Markov chains (trace and rank plots make sense for them only).
+MCMC_METHODS = ("nuts", "hmc", "mcmc")
+
+
+def plot_draws(posterior, name: str = "vp", pixels: Sequence[tuple[int, int]] | None = None, *,
+               truth=None, prior_std: float | None = None, bins: int = 30):
+    """Diagnostic figure of the draws of field ``name`` at a few pixels, chosen to suit the method.
+
+    * MCMC (``nuts``/``hmc``): per pixel, the trace of each chain and its rank histogram (ArviZ's rank plot idea:
+      uniform ranks across chains when they mix), from the raw draws.
+    * Independent draws (``laplace``, ``svi``, ``svgd``): no fake "chain"; per pixel, the histogram of the marginal
+      (:meth:`Posterior.field_draws`, discarded prior variance included) with the posterior mean and the 90 %
+      interval, the prior marginal ``N(prior mean, prior_std^2)`` when ``prior_std`` is given (centred on the
+      posterior's own prior mean is not known here, so the curve is centred on the posterior mean: it shows the
+      width the data removed), and the truth when given.
+
+    Parameters
+    ----------
+    posterior : Posterior
+    name : str
+        A field of the posterior.
+    pixels : sequence of (iz, ix), optional
+        Grid indices (default: the centre and the quarter points, 3 pixels).
+    truth : Tensor[nz, nx], optional
+        The true field (synthetic runs).
+    prior_std : float, optional
+        Prior standard deviation (field units) for the independent-draw panels.
+    bins : int
+        Histogram bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if name not in posterior.field_names:
+        raise ValueError(f"name must be a field of the posterior ({list(posterior.field_names)}), got {name!r}")
+    nz, nx = posterior.samples[name].shape[-2:]
+    pixels = list(pixels or [(nz // 2, nx // 2), (nz // 4, nx // 4), (3 * nz // 4, 3 * nx // 4)])
+    mcmc = posterior.method in MCMC_METHODS
+    ncol = 2 if mcmc else 1
+    fig, axes = plt.subplots(len(pixels), ncol, figsize=(4.5 * ncol + 1, 2.4 * len(pixels)), squeeze=False)
+    raw = _np(posterior.samples[name])
+    pooled = _np(posterior.field_draws(name))
+    for row, (iz, ix) in enumerate(pixels):
+        label = f"{name}[{iz},{ix}]"
+        if mcmc:
+            x = raw[:, :, iz, ix]
+            ranks = np.argsort(np.argsort(x.reshape(-1))).reshape(x.shape)
+            for c in range(x.shape[0]):
+                axes[row, 0].plot(x[c], lw=0.8, label=f"chain {c}")
+                axes[row, 1].hist(ranks[c], bins=min(bins, max(x.shape[1] // 4, 2)), histtype="step",
+                                  label=f"chain {c}")
+            axes[row, 0].set_ylabel(label)
+            axes[row, 0].set_xlabel("draw")
+            axes[row, 1].set_xlabel("rank (all chains)")
+        else:
+            ax = axes[row, 0]
+            x = pooled[:, iz, ix]
+            ax.hist(x, bins=bins, density=True, alpha=0.6, label=f"{posterior.method} draws")
+            lo, hi = np.quantile(x, [0.05, 0.95])
+            ax.axvspan(lo, hi, color="C0", alpha=0.1, label="90 % interval")
+            ax.axvline(float(x.mean()), color="C0", label="mean")
+            if prior_std is not None:
+                grid = np.linspace(float(x.mean()) - 3 * prior_std, float(x.mean()) + 3 * prior_std, 200)
+                ax.plot(grid, np.exp(-0.5 * ((grid - x.mean()) / prior_std) ** 2) / (prior_std * np.sqrt(2 * np.pi)),
+                        color="0.5", ls="--", label="prior width")
+            if truth is not None:
+                ax.axvline(float(_np(truth)[iz, ix]), color="k", ls=":", label="true")
+            ax.set_xlabel(label)
+        if row == 0:
+            for ax in axes[0]:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"{posterior.method}: " + ("traces and rank histograms (Markov chains)" if mcmc else
+                                             "marginals of independent draws"))
+    fig.tight_layout()
+    return fig

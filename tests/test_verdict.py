@@ -228,3 +228,27 @@ def test_laplace_evidence_recovers_the_prior_std_and_correlation_length(prob):
     ev = _evidence_fit(prob)[2]
     assert _evidence_fit(prob, std=50.0)[2] < ev and _evidence_fit(prob, std=200.0)[2] < ev
     assert _evidence_fit(prob, a=30.0)[2] < ev and _evidence_fit(prob, a=120.0)[2] < ev
+
+
+def test_plot_draws_suits_the_method(good):
+    """Markov chains get traces and rank histograms (two columns); independent draws get marginal histograms with
+    the 90 % interval (one column), whose shaded span is the posterior's own interval at that pixel."""
+    import matplotlib.pyplot as plt
+
+    _, lap = good
+    fig = diagnostics.plot_draws(lap, "vp", pixels=[(2, 3), (5, 5)], truth=torch.zeros(SHAPE), prior_std=100.0)
+    assert len(fig.axes) == 2 and "independent" in fig._suptitle.get_text()
+    lo, hi = lap.credible_interval("vp", 0.9)
+    (span,) = [p for p in fig.axes[0].patches if p.get_label() == "90 % interval"]
+    xs = np.asarray(span.get_xy())[:, 0] if np.ndim(span.get_xy()) == 2 else [span.get_x(),
+                                                                                span.get_x() + span.get_width()]
+    # the shaded span is the posterior's own 90 % interval (numpy vs torch quantiles: rounding)
+    assert min(xs) == pytest.approx(float(lo[2, 3]), rel=1e-9) and max(xs) == pytest.approx(float(hi[2, 3]), rel=1e-9)
+    plt.close(fig)
+    g = torch.Generator().manual_seed(0)
+    chains = Posterior({"vp": torch.randn(2, 40, *SHAPE, generator=g, dtype=DT)}, field_names=["vp"], method="nuts")
+    fig = diagnostics.plot_draws(chains, "vp")
+    assert len(fig.axes) == 6 and "Markov" in fig._suptitle.get_text()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="name must be a field"):
+        diagnostics.plot_draws(chains, "vs")
