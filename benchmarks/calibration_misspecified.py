@@ -78,11 +78,10 @@ def truths(n: int) -> list[tuple[str, dict]]:
                 for j in range(2):
                     a = arr[j] if arr.ndim == 3 else arr[20 if name == "marmousi2" else 0:]  # below the water
                     files.append((f"{name}_{j}", _crop(np.asarray(a, dtype=np.float64), j, stride)))
-    out, k = [], 0
-    while len(out) < n:
-        fam = (scen + files)[k % len(scen + files)]
-        out.append(fam)
-        k += 1
+    # alternate the families (scenario, data crop, scenario, ...) so that any prefix mixes them (--quick: 3 truths)
+    pool = [x for pair in zip(scen, files[::2] + files[1::2]) for x in pair] if files else list(scen)
+    pool += [f for f in files if f not in pool] if files else []
+    out = [pool[k % len(pool)] for k in range(n)]
     return [(f"{name}#{i}", spec) for i, (name, spec) in enumerate(out)]
 
 
