@@ -303,7 +303,7 @@ def test_iterative_leading_modes_match_dense(covariance, kw):
 def test_whitened_full_rank_has_the_analytic_covariance():
     shape, dx, std = (8, 7), 50.0, 120.0
     w = WhitenedField(shape, dx, covariance="von_karman", hurst=0.5, a_z=150.0, a_x=250.0, mean=2500.0, std=std,
-                      dtype=torch.float64)
+                      retained_variance=1.0, dtype=torch.float64)
     assert w.latent_dim == 56 and w.explained_variance == pytest.approx(1.0, abs=1e-14)
     cov = std ** 2 * _dense_correlation(shape, dx, 0.5, 150.0, 250.0)
     L = w.modes * w.scales
@@ -347,7 +347,7 @@ def test_whitened_round_trips_and_least_squares():
     assert float((resid @ w.modes).abs().max()) < 1e-10
     # full rank, bounded: exact both ways
     wb = WhitenedField((6, 6), 10.0, covariance="von_karman", hurst=0.5, a_z=30.0, a_x=30.0, mean=3000.0, std=150.0,
-                       bounds=(2000.0, 3500.0), dtype=torch.float64)
+                       bounds=(2000.0, 3500.0), retained_variance=1.0, dtype=torch.float64)
     z = torch.randn(5, 36, dtype=torch.float64)
     torch.testing.assert_close(wb.inverse(wb(z)), z, rtol=0, atol=1e-8)
 
@@ -500,3 +500,59 @@ def test_public_names_and_generic_checks():
         matern_spectrum(1.0, 1.0, nu=1.5, a_z=1.0, a_x=math.inf)
     with pytest.raises(ValueError, match=re.escape("shape must be a pair (nz, nx) of positive integers, got 4")):
         BoxField(4, (0.0, 1.0))
+
+
+def test_retained_variance_chooses_the_modes_and_discarded_variance_is_the_rest():
+    """``retained_variance`` keeps the fewest modes holding the fraction (the count ``modes_for_variance`` gives, and
+    the default is 0.99); ``discarded_variance`` is the diagonal of the prior covariance minus the kept part
+    (computed here independently from the analytic dense covariance)."""
+    shape, dx, std = (8, 7), 50.0, 120.0
+    kw = dict(covariance="matern", nu=1.5, a_z=150.0, a_x=150.0, mean=2500.0, std=std, dtype=torch.float64)
+    full = WhitenedField(shape, dx, retained_variance=1.0, **kw)
+    for frac in (0.9, 0.99):
+        w = WhitenedField(shape, dx, retained_variance=frac, **kw)
+        assert w.latent_dim == full.modes_for_variance(frac) < 56
+        assert frac <= w.retained_fraction < frac + float(full.eigenvalues[w.latent_dim - 1]) / full.total_variance
+        cov = std ** 2 * _dense_correlation(shape, dx, 1.5, 150.0, 150.0)
+        L = w.modes * w.scales
+        expected = (cov - L @ L.T).diagonal().reshape(shape)
+        torch.testing.assert_close(w.discarded_variance, expected, rtol=0, atol=1e-9 * std ** 2)  # rounding only
+        # the mean discarded variance is the discarded fraction of the trace
+        assert float(w.discarded_variance.mean()) == pytest.approx((1 - w.retained_fraction) * std ** 2, rel=1e-9)
+    assert WhitenedField(shape, dx, **kw).latent_dim == full.modes_for_variance(0.99)  # the default
+    assert float(full.discarded_variance.abs().max()) < 1e-9 * std ** 2
+    with pytest.raises(ValueError, match="retained_variance"):
+        WhitenedField(shape, dx, retained_variance=1.5, **kw)
+    with pytest.raises(ValueError, match="not both"):
+        WhitenedField(shape, dx, retained_variance=0.9, n_modes=3, **kw)
+
+
+def test_discarded_variance_through_the_bounds_is_the_delta_method():
+    """With bounds, the field-space discarded variance at a field is the Gaussian one times the squashing slope
+    squared; the slope is checked against a central finite difference of ``forward`` (error O(h^2) ~ 1e-8)."""
+    kw = dict(covariance="matern", nu=1.5, a_z=150.0, a_x=150.0, mean=2500.0, std=150.0, dtype=torch.float64)
+    w = WhitenedField((6, 5), 50.0, retained_variance=0.9, bounds=(2000.0, 3200.0), **kw)
+    z = torch.randn(w.latent_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = w.gaussian(z)
+    f = w(z)
+    h = 1e-3
+    lo, hi = w.lo, w.hi
+    sq = lambda uu: lo + (hi - lo) * torch.sigmoid(w._alpha * (uu - w.mean_field) + w._beta)  # noqa: E731
+    slope = (sq(u + h) - sq(u - h)) / (2 * h)
+    torch.testing.assert_close(w.discarded_variance_at(f), w.discarded_variance * slope ** 2, rtol=1e-6, atol=0)
+    # at the prior mean the slope is 1
+    torch.testing.assert_close(w.discarded_variance_at(w.mean_field), w.discarded_variance, rtol=1e-12, atol=0)
+
+
+def test_linear_depth_trend_recovers_a_linear_model():
+    from probinv.fields import linear_depth_trend
+    z = torch.arange(10, dtype=torch.float64)[:, None]
+    model = 1500.0 + 25.0 * z + torch.zeros(10, 4, dtype=torch.float64)
+    torch.testing.assert_close(linear_depth_trend(model), model, rtol=0, atol=1e-9)
+    bumpy = model + torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = linear_depth_trend(bumpy)
+    # least squares: the residual is orthogonal to 1 and z
+    r = (bumpy - t)
+    assert abs(float(r.sum())) < 1e-8 and abs(float((r * z).sum())) < 1e-8
+    with pytest.raises(ValueError, match="field"):
+        linear_depth_trend(torch.zeros(3))

@@ -57,14 +57,18 @@ from ._covariance import von_karman_covariance as von_karman_covariance
 from ._covariance import von_karman_spectrum as von_karman_spectrum
 from ._karhunen_loeve import MAX_EIGH_POINTS as MAX_EIGH_POINTS
 from ._karhunen_loeve import grid_covariance_eigh as grid_covariance_eigh
+from ._priors import DEFAULT_RETAINED_VARIANCE as DEFAULT_RETAINED_VARIANCE
 from ._priors import BoxField as BoxField
 from ._priors import WhitenedField as WhitenedField
+from ._priors import linear_depth_trend as linear_depth_trend
 
 __all__ = [
     "BoxField",
+    "DEFAULT_RETAINED_VARIANCE",
     "MAX_EIGH_POINTS",
     "WhitenedField",
     "grid_covariance_eigh",
+    "linear_depth_trend",
     "matern_covariance",
     "matern_spectrum",
     "sample_grf",

@@ -7,9 +7,33 @@ import torch
 
 from ..validation import check_scalar, check_shape
 from ._checks import _check_bounds, _check_like, _check_mean, _check_n_modes, _outside_message, _resolve_dtype
-from ._karhunen_loeve import grid_covariance_eigh
+from ._karhunen_loeve import MAX_EIGH_POINTS, grid_covariance_eigh
 
-__all__ = ["BoxField", "WhitenedField"]
+__all__ = ["BoxField", "WhitenedField", "linear_depth_trend"]
+
+#: Default fraction of the prior variance (trace of the covariance) that :class:`WhitenedField` keeps when neither
+#: ``n_modes`` nor ``retained_variance`` is given.
+DEFAULT_RETAINED_VARIANCE = 0.99
+
+
+def linear_depth_trend(field: torch.Tensor) -> torch.Tensor:
+    """Least-squares fit ``a + b z`` of a model ``field[nz, nx]`` (e.g. a starting model), as a field ``[nz, nx]``.
+
+    A prior mean for sedimentary settings, where velocity increases roughly linearly with depth: pass
+    ``mean=linear_depth_trend(initial)`` to :class:`WhitenedField` so that the Gaussian fluctuations describe the
+    departures from the compaction trend rather than from a model that already holds structure. ``z`` is the row
+    index (the fit does not depend on the grid spacing); the result has the input's dtype and device.
+    """
+    if not isinstance(field, torch.Tensor) or field.ndim != 2 or not field.is_floating_point():
+        raise ValueError(f"field must be a floating tensor (nz, nx), got "
+                         f"{tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__}")
+    nz = field.shape[0]
+    z = torch.arange(nz, dtype=torch.float64, device=field.device)
+    row = field.to(torch.float64).mean(1)  # equal weights per row: the row means carry the whole LS problem
+    zc = z - z.mean()
+    slope = (zc * (row - row.mean())).sum() / (zc * zc).sum().clamp_min(1e-300) if nz > 1 else row.new_zeros(())
+    trend = row.mean() + slope * zc
+    return trend[:, None].expand(field.shape).to(field.dtype).clone()
 
 
 class WhitenedField(torch.nn.Module):
@@ -17,9 +41,16 @@ class WhitenedField(torch.nn.Module):
 
     ``L = V diag(std sqrt(lambda))`` with ``(lambda, V)`` the eigendecomposition of the correlation matrix of the
     ``nz x nx`` grid (:func:`grid_covariance_eigh`), so ``z ~ N(0, I)`` gives exactly the covariance
-    ``std^2 rho(x_i - x_j)`` on the grid (not periodic). With ``n_modes = K`` only the ``K`` leading modes are kept:
-    the best rank-K approximation of the prior (in variance), with ``latent_dim = K``; samplers then see a
-    well-conditioned ``K``-dimensional latent space.
+    ``std^2 rho(x_i - x_j)`` on the grid (not periodic). Only the ``K`` leading modes are kept: the best rank-K
+    approximation of the prior (in variance), with ``latent_dim = K``; samplers then see a well-conditioned
+    ``K``-dimensional latent space. ``K`` is the smallest number of modes that holds ``retained_variance`` of the
+    prior variance (default 0.99), or ``n_modes`` when given.
+
+    **The discarded modes are not forgotten.** Their posterior is their prior (the truncated model cannot see them),
+    so their variance belongs in every posterior uncertainty: :attr:`discarded_variance` holds it per pixel,
+    ``std^2 (1 - sum_{k<K} lambda_k v_k(x)^2)`` (exact: the diagonal of a correlation matrix is 1), and the
+    inference functions attach it to each :class:`probinv.inference.Posterior` (see :meth:`discarded_variance_at`),
+    whose ``std()``, ``credible_interval()`` and coverage include it.
 
     With ``bounds = (lo, hi)`` the Gaussian field ``u = mean + L z`` is mapped pixel by pixel through
 
@@ -60,7 +91,11 @@ class WhitenedField(torch.nn.Module):
     std : float
         Prior standard deviation (units of ``mean``).
     n_modes : int, optional
-        Keep the ``n_modes`` leading modes (default: all ``nz * nx``).
+        Keep the ``n_modes`` leading modes (exclusive with ``retained_variance``).
+    retained_variance : float in (0, 1], optional
+        Keep the fewest leading modes that hold this fraction of the prior variance (the trace); the default when
+        ``n_modes`` is not given is 0.99 (``DEFAULT_RETAINED_VARIANCE``); 1 keeps every mode. Needs the dense
+        eigendecomposition (grids up to 128 x 128); larger grids need ``n_modes``.
     bounds : (lo, hi), optional
         Floats or tensors broadcastable to ``(nz, nx)`` with ``lo < mean < hi`` everywhere.
     dtype, device : optional
@@ -88,14 +123,20 @@ class WhitenedField(torch.nn.Module):
         ``std^2 nz nx``, the trace of the prior covariance.
     explained_variance : float
         Fraction of the prior variance (trace) kept by the ``K`` modes.
+    retained_fraction : float
+        The same as ``explained_variance`` (the name the posterior verdict reports).
+    discarded_variance : Tensor[nz, nx]
+        Per-pixel prior variance of the discarded modes, in the units of the Gaussian field squared (buffer; zero
+        when every mode is kept).
     lo, hi : Tensor[nz, nx] or None
         Bounds (buffers) when given.
     """
 
     def __init__(self, shape: Sequence[int], dx: float, *, covariance: str = "matern", hurst: float | None = None,
                  nu: float | None = None, a_z: float, a_x: float, mean=0.0, std: float = 1.0,
-                 n_modes: int | None = None, bounds=None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None, cache_dir=None, method: str = "auto"):
+                 n_modes: int | None = None, retained_variance: float | None = None, bounds=None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None, cache_dir=None,
+                 method: str = "auto"):
         super().__init__()
         nz, nx = check_shape(shape)
         n_pts = nz * nx
@@ -103,6 +144,23 @@ class WhitenedField(torch.nn.Module):
         std = check_scalar("std", std)
         dtype = _resolve_dtype(dtype)
         device = torch.device("cpu") if device is None else torch.device(device)
+        if n_modes is not None and retained_variance is not None:
+            raise ValueError(f"give n_modes or retained_variance, not both (got n_modes={n_modes!r}, "
+                             f"retained_variance={retained_variance!r})")
+        if n_modes is None:
+            frac = DEFAULT_RETAINED_VARIANCE if retained_variance is None else retained_variance
+            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+                raise ValueError(f"retained_variance must be a fraction in (0, 1], got {retained_variance!r}")
+            if n_pts > MAX_EIGH_POINTS or method == "iterative":
+                # retained_variance needs every eigenvalue (the dense path): grid_covariance_eigh raises its own
+                # message asking for n_modes (or naming the dense path's limit)
+                grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x,
+                                     method=method)
+            lam_all, _ = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z,
+                                              a_x=a_x, n_modes=1, cache_dir=cache_dir, method=method)
+            cum = torch.cumsum(lam_all, 0) / n_pts
+            n_modes = min(n_pts, int(torch.searchsorted(cum, torch.tensor(float(frac) - 1e-12,
+                                                                          dtype=cum.dtype)).item()) + 1)
         k = _check_n_modes(n_modes, nz, nx)
         mean_t = _check_mean(mean, (nz, nx), dtype, device)
         lam, vecs = grid_covariance_eigh((nz, nx), dx, covariance=covariance, hurst=hurst, nu=nu, a_z=a_z, a_x=a_x,
@@ -115,6 +173,11 @@ class WhitenedField(torch.nn.Module):
         # the trace of a correlation matrix is N exactly, whether or not all eigenvalues are known (iterative path)
         self.total_variance = std ** 2 * n_pts
         self.explained_variance = float(lam[:k].sum()) / n_pts
+        self.retained_fraction = self.explained_variance
+        # the discarded modes' variance per pixel: the diagonal of std^2 (R - V_K diag(lam_K) V_K^T), with diag R = 1
+        kept = (vecs ** 2 * lam[:k]).sum(1).reshape(nz, nx)
+        self.register_buffer("discarded_variance", (std ** 2 * (1.0 - kept).clamp_min(0.0)).to(dtype=dtype,
+                                                                                             device=device))
         self.register_buffer("modes", vecs.to(dtype=dtype, device=device))  # vecs is freshly assembled: no copy
         self.register_buffer("scales", (std * lam[:k].sqrt()).to(dtype=dtype, device=device))
         self.register_buffer("eigenvalues", (std ** 2 * lam).to(dtype=dtype, device=device))
@@ -139,6 +202,19 @@ class WhitenedField(torch.nn.Module):
     def bounds(self):
         """``(lo, hi)`` tensors, or None."""
         return None if self.lo is None else (self.lo, self.hi)
+
+    def discarded_variance_at(self, field: torch.Tensor) -> torch.Tensor:
+        r"""Per-pixel variance of the discarded modes in field units at ``field[..., nz, nx]`` (e.g. m^2/s^2).
+
+        Without bounds this is :attr:`discarded_variance` (exact). With bounds the squashing map is linearised at
+        ``field`` (delta method): ``discarded_variance * (df/du)^2`` with
+        ``df/du = alpha (f - lo)(hi - f) / (hi - lo)`` (1 at the prior mean, smaller towards the bounds).
+        """
+        if self.lo is None:
+            return self.discarded_variance.expand(field.shape).clone()
+        f = field.to(self.discarded_variance)
+        slope = self._alpha * (f - self.lo) * (self.hi - f) / (self.hi - self.lo)
+        return self.discarded_variance * slope.clamp_min(0.0) ** 2
 
     def modes_for_variance(self, fraction: float) -> int:
         """Smallest number of leading modes holding ``fraction`` (0 < fraction <= 1) of the prior variance."""

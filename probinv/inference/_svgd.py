@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVGD, RBFSteinKernel
 
 from ..validation import check_int, check_scalar
@@ -26,12 +27,57 @@ from ._posterior import Posterior
 __all__ = ["svgd"]
 
 
+def _particle_rows(layout: Layout, n: int, device) -> torch.Tensor:
+    """Index ``[n, D]`` that gathers particle ``p``'s latent vector (the layout's site order) from Pyro's flat
+    ``svgd_particles``, which holds the sites one after the other, each for all particles (``[n, k_s]`` blocks).
+    """
+    rows, offset = [], 0
+    for k in layout.sizes:
+        rows.append(offset + torch.arange(n, device=device)[:, None] * k + torch.arange(k, device=device)[None, :])
+        offset += n * k
+    return torch.cat(rows, dim=1)
+
+
+class _SiteSafeSVGD(SVGD):
+    """Pyro's SVGD step with the particles gathered per particle (``rows``, :func:`_particle_rows`).
+
+    Pyro reshapes its flat particle vector to ``(num_particles, -1)``, which with several latent sites (a field and
+    a latent noise sigma) mixes the particles' rows; this step computes the same update on the correctly gathered
+    ``[num_particles, D]`` matrix and scatters it back.
+    """
+
+    rows: torch.Tensor
+
+    def step(self, *args, **kwargs):
+        with torch.enable_grad(), poutine.trace(param_only=True) as param_capture:
+            loss = self.loss(self.model, self.guide, *args, **kwargs)
+            loss.backward()
+        particles = pyro.param("svgd_particles").unconstrained()
+        x = particles[self.rows]
+        grad = particles.grad[self.rows]
+        log_kernel, kernel_grad = self.kernel.log_kernel_and_grad(x)
+        # univariate mode (Pyro's default): a kernel per coordinate
+        kernel = log_kernel.exp()
+        update = (torch.einsum("nmd,md->nd", kernel, grad) + torch.einsum("nmd,nmd->nd", kernel, kernel_grad))
+        new_grad = torch.empty_like(particles.grad)
+        new_grad[self.rows.reshape(-1)] = (update / self.num_particles).reshape(-1)
+        particles.grad = new_grad
+        squared = {site["name"]: value.mean().item() for site, value in self.guide._unpack_latent(new_grad.pow(2.0))}
+        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+        self.optim(params)
+        pyro.infer.util.zero_grads(params)
+        return squared
+
+
 def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, num_steps: int = 500,
          lr: float = 0.05, laplace_posterior: Posterior | None = None, init: Mapping | None = None,
          init_scale: float = 1.0, bandwidth_factor: float | None = None, tol: float | None = None,
          subsample_size: int | None = None, seed: int = 0, progress_bar: bool = False,
          posterior_predictive: bool = False) -> Posterior:
     r"""Stein variational gradient descent with Pyro's ``SVGD`` and an RBF kernel (median bandwidth heuristic).
+
+    Any number of latent sites (several fields, a latent noise sigma): each particle is the concatenation of all
+    of them in Pyro's unconstrained space, and the kernel compares whole particles.
 
     All particles go through the forward operator as **one batch of models** ``(num_particles, nz, nx)`` (the
     model runs inside Pyro's vectorising particle plate), so a batched solver propagates them together.
@@ -88,11 +134,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
             values = init_values(model, data, init)
         trace = prototype_trace(model, data, values)
         layout = Layout(trace)
-        if len(layout.names) != 1:
-            # Pyro's SVGD packs the particles site by site and reshapes them to (num_particles, -1): with several
-            # latent sites the kernel would compare mixed rows, so only one latent site is supported.
-            raise ValueError(f"svgd needs a model with exactly one latent site (one field, known noise); this model "
-                             f"has {layout.names}")
+        perm = _particle_rows(layout, num_particles, data.device)
         u0 = layout.unconstrained_flat({n: trace.nodes[n]["value"] for n in layout.names}).detach()
         particles = u0 + init_scale * torch.randn((num_particles, u0.numel()), dtype=u0.dtype, device=u0.device,
                                                   generator=gen)
@@ -106,10 +148,14 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
                 particles[:, sl[s]] = zs[:, i:i + k]
                 i += k
         kernel = RBFSteinKernel(bandwidth_factor=bandwidth_factor)
-        runner = SVGD(model, kernel, pyro.optim.Adam({"lr": lr}), num_particles=num_particles,
-                      max_plate_nesting=1)
-        # pre-create the particle parameter (the guide's own init would sample improper flat priors)
-        pyro.param("svgd_particles", particles.clone().reshape(-1))
+        runner = _SiteSafeSVGD(model, kernel, pyro.optim.Adam({"lr": lr}), num_particles=num_particles,
+                               max_plate_nesting=1)
+        runner.rows = perm
+        # pre-create the particle parameter (the guide's own init would sample improper flat priors), in Pyro's
+        # site-major layout
+        flat = torch.empty(particles.numel(), dtype=particles.dtype, device=particles.device)
+        flat[perm.reshape(-1)] = particles.reshape(-1)
+        pyro.param("svgd_particles", flat)
         kw = {"full": True} if subsample_size is None else {"subsample_size": subsample_size}
         history, t0 = [], time.perf_counter()
         for step in progress(range(num_steps), progress_bar, "SVGD"):
@@ -121,7 +167,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
             if tol is not None and upd < tol:
                 break
         seconds = time.perf_counter() - t0
-        u = pyro.param("svgd_particles").detach().reshape(num_particles, -1)
+        u = pyro.param("svgd_particles").detach()[perm]
     log.info("SVGD: %d particles, %d steps, %.1f s", num_particles, len(history), seconds)
     samples = samples_from_unconstrained(model, layout, u)
     samples = {k: v[None] for k, v in samples.items()}
@@ -130,6 +176,7 @@ def svgd(model, data: torch.Tensor | None = None, *, num_particles: int = 32, nu
                      attrs={"num_particles": num_particles, "n_steps": len(history),
                             "n_gradients": len(history) * num_particles, "seconds": seconds, "update": history,
                             "lr": lr, "forward": forward})
+    post.add_discarded_variance(model)
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post
