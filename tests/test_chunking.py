@@ -112,6 +112,7 @@ def test_chunked_laplace_std_map_equals_unchunked(problem):
 _MEMORY = textwrap.dedent("""
     import sys, warnings
     import torch
+    from torch.utils.checkpoint import checkpoint
     from probinv.models import AcousticForward, Flat, Gaussian, build_model
     from probinv.physics import ricker
     warnings.simplefilter("ignore")
@@ -129,6 +130,8 @@ _MEMORY = textwrap.dedent("""
     # warm-up: a one-shot gradient loads what the first backward loads, below either run's peak
     one = AcousticForward(10.0, 0.002, amp[:1], src[:1], rec[:1], options={"pml_width": 8, "pml_vmax": 2500.0})
     torch.autograd.grad(one({"vp": x}).sum(), x)
+    # and a checkpointed one: torch.utils.checkpoint's first use loads ~70 MiB of code, once per process
+    torch.autograd.grad(checkpoint(lambda t: 2 * t, x, use_reentrant=False).sum(), x)
     def status(key):  # kB
         return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
     with open("/proc/self/clear_refs", "w") as f:
@@ -156,16 +159,15 @@ def peak_rss_growth(chunk, shots=12):
 
 def test_chunking_lowers_peak_memory():
     """Peak RSS growth (``VmHWM`` after resetting it through ``/proc/self/clear_refs``; ``ru_maxrss`` would carry the
-    parent's peak into the child) of one log-likelihood gradient over 24 shots on a 40 x 40 grid (56 x 56 with
-    the absorbing layer), 250 steps, float64, after a one-shot warm-up gradient: measured 152 MiB unchunked (~6 MiB
-    of wavefield history per shot; 19 MiB for 3 shots) and 98 MiB in chunks of 4 shots (~70-78 MiB for
-    any shot count in chunks of 1: the solver's own transient forward workspace, then one chunk's history).
-    RSS of a fresh subprocess is the measure because torch's CPU tensors bypass ``tracemalloc`` and saved-tensor
-    hooks do not see the tensors a checkpoint recomputes during backward, where the peak lies; glibc's fixed mmap
-    threshold makes freed tensors leave the resident set. The bound (chunked < 0.8 x unchunked) leaves room for
-    allocator noise; the gradients agree to rounding.
+    parent's peak into the child) of one log-likelihood gradient over 12 shots on a 40 x 40 grid (56 x 56 with the
+    absorbing layer), 250 steps, float64, after warm-up gradients. Measured: ~6.3 MiB of wavefield history per shot
+    unchunked (20 MiB for 3 shots, 153 MiB for 24), and in chunks of 4 shots 29 MiB for 8 as for 24 shots (one chunk's
+    history, whatever the survey). RSS of a fresh subprocess is the measure because torch's CPU tensors bypass
+    ``tracemalloc`` and saved-tensor hooks do not see the tensors a checkpoint recomputes during backward; glibc's
+    fixed mmap threshold makes freed tensors leave the resident set. Expected here: ~76 MiB against ~15 MiB (chunks
+    of 2); the bound (chunked < 0.5 x unchunked) leaves room for allocator noise. The gradients agree to rounding.
     """
-    full, g_full = peak_rss_growth("none", 24)
-    chunked, g_chunked = peak_rss_growth(4, 24)
+    full, g_full = peak_rss_growth("none", 12)
+    chunked, g_chunked = peak_rss_growth(2, 12)
     assert g_chunked == pytest.approx(g_full, rel=1e-12)
-    assert chunked < 0.8 * full, (chunked, full)
+    assert chunked < 0.5 * full, (chunked, full)
