@@ -28,6 +28,7 @@ from probinv.inference import map as map_
 from probinv.inference._parallel import nuts_parallel
 from probinv.models import AcousticForward, Gaussian, GaussianLatentSigma, build_model
 from probinv.physics import ricker
+from probinv.surrogate.data import SimulationConfig, generate_dataset, load_dataset
 
 DT = torch.float64
 N, DX, STEP, NT, NMODES, SHOTS = 12, 20.0, 0.004, 60, 6, 3
@@ -82,9 +83,16 @@ def _linear_problem():
     return model, lap
 
 
-def compute() -> dict:
+# a tiny FNO data set: 20 x 20 cells, 4 frames (as in test_surrogate_data)
+TINY = SimulationConfig(nz=20, nx=20, dx=70.0, dt=1 / 128, freq=2.0, t0=0.5, n_frames=4, frame_every=32,
+                        pml_width=8, accuracy=4)
+
+
+def compute(data_path) -> dict:
     """Everything compared: run by each rank (sharded) and by the test process (single)."""
-    out = {}
+    # 5 samples in batches of 2: rank 0 simulates batches 0-1 (samples 0-3), rank 1 batch 2 (sample 4)
+    generate_dataset(str(data_path), 5, TINY, seed=11, batch_size=2, progress=False)
+    out = {"data/" + k: v for k, v in load_dataset(str(data_path)).items() if k in ("velocity", "source", "wavefield")}
     for kind, chunk in (("gaussian", None), ("latent", 2)):
         model, z, sigma = _problem(kind, chunk)
         latents = {"vp_z": z.clone().requires_grad_(True)}
@@ -123,7 +131,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "rank0.pt"
+    tmp = tmp_path_factory.mktemp("dist")
+    out = tmp / "rank0.pt"
     port = str(_free_port())
     procs = []
     for r in range(2):
@@ -143,7 +152,8 @@ def results(tmp_path_factory):
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-4000:]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        single = compute()
+        single = compute(tmp / "single.nc")
+    assert sorted(p.name for p in tmp.iterdir()) == ["rank0.pt", "sharded.nc", "single.nc"]  # parts merged, removed
     return torch.load(out, weights_only=False), single
 
 
@@ -165,6 +175,13 @@ def test_sharded_map_laplace_svgd_equal_single_process(results):
     for key in ("map/vp_z", "map/loss", "laplace/std_vp", "laplace/eigvals", "svgd/vp_z"):
         assert sharded[key].shape == single[key].shape, key
         assert _rel(sharded[key], single[key]) < 1e-12, key
+
+
+def test_sharded_fno_data_generation_equals_single_process(results):
+    sharded, single = results
+    for key in ("velocity", "source", "wavefield"):
+        assert sharded[f"data/{key}"].shape[0] == 5
+        assert torch.equal(sharded[f"data/{key}"], single[f"data/{key}"]), key  # the same seeded simulations
 
 
 def test_chain_parallel_nuts_equals_sequential_chains(results):
@@ -196,7 +213,7 @@ def test_without_a_group_the_helpers_are_the_identity():
 if __name__ == "__main__":  # one rank of the 2-process run
     warnings.simplefilter("ignore")
     assert distributed.init_from_env(backend="gloo")
-    result = compute()
+    result = compute(os.path.join(os.path.dirname(sys.argv[1]), "sharded.nc"))
     if distributed.is_main():
         torch.save(result, sys.argv[1])
     distributed.barrier()
