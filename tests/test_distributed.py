@@ -28,6 +28,7 @@ from probinv.inference import map as map_
 from probinv.inference._parallel import nuts_parallel
 from probinv.models import AcousticForward, Gaussian, GaussianLatentSigma, build_model
 from probinv.physics import ricker
+from probinv.surrogate import TrainConfig, build_surrogate, train
 from probinv.surrogate.data import SimulationConfig, generate_dataset, load_dataset
 
 DT = torch.float64
@@ -92,7 +93,16 @@ def compute(data_path) -> dict:
     """Everything compared: run by each rank (sharded) and by the test process (single)."""
     # 5 samples in batches of 2: rank 0 simulates batches 0-1 (samples 0-3), rank 1 batch 2 (sample 4)
     generate_dataset(str(data_path), 5, TINY, seed=11, batch_size=2, progress=False)
-    out = {"data/" + k: v for k, v in load_dataset(str(data_path)).items() if k in ("velocity", "source", "wavefield")}
+    data = load_dataset(str(data_path), dtype=torch.float64)
+    out = {"data/" + k: v for k, v in data.items() if k in ("velocity", "source", "wavefield")}
+    # data-parallel FNO training: 3 Adam steps on batches of 3 (ranks take 2 + 1 samples), float64
+    torch.manual_seed(0)
+    sur = build_surrogate(data, width=4, modes=3, hidden=8, target="residual").to(DT)
+    hist = train(sur, data, data, TrainConfig(steps=3, batch_size=3, eval_every=0, checkpoint_every=0, lr=1e-2),
+                 progress=False)["history"]
+    out["fno/loss"] = torch.tensor([h["train_loss"] for h in hist], dtype=DT)
+    out["fno/params"] = torch.cat([(torch.view_as_real(q) if q.is_complex() else q).detach().reshape(-1)
+                                   for q in sur.parameters()])
     for kind, chunk in (("gaussian", None), ("latent", 2)):
         model, z, sigma = _problem(kind, chunk)
         latents = {"vp_z": z.clone().requires_grad_(True)}
@@ -170,9 +180,9 @@ def test_sharded_log_density_and_gradients_equal_single_process(results, kind):
             assert _rel(a, b) < 1e-12
 
 
-def test_sharded_map_laplace_svgd_equal_single_process(results):
+def test_sharded_map_laplace_svgd_and_fno_training_equal_single_process(results):
     sharded, single = results
-    for key in ("map/vp_z", "map/loss", "laplace/std_vp", "laplace/eigvals", "svgd/vp_z"):
+    for key in ("map/vp_z", "map/loss", "laplace/std_vp", "laplace/eigvals", "svgd/vp_z", "fno/loss", "fno/params"):
         assert sharded[key].shape == single[key].shape, key
         assert _rel(sharded[key], single[key]) < 1e-12, key
 
