@@ -25,7 +25,7 @@ from probinv.models import AcousticForward, Gaussian, GaussianLatentSigma, build
 from probinv.physics import ricker
 
 DT = torch.float64
-N, DX, STEP, NT, NMODES, SHOTS = 16, 20.0, 0.004, 100, 6, 5
+N, DX, STEP, NT, NMODES, SHOTS = 16, 20.0, 0.004, 70, 6, 5
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:only .* grid points per minimum wavelength")
 
@@ -98,7 +98,7 @@ def test_chunked_laplace_std_map_equals_unchunked(problem):
     noise = Gaussian(problem["sigma"])
     models = [build_model({"vp": problem["prior"]}, _forward(), problem["data"], noise=noise, chunk_size=c)
               for c in (None, 2)]
-    mp = map_(models[0], optimizer="lbfgs", num_steps=5, lr=1.0, init={"vp_z": problem["z"]})
+    mp = map_(models[0], optimizer="lbfgs", num_steps=2, lr=1.0, init={"vp_z": problem["z"]})
     # rank + oversample >= 6 latent modes: the Hessian is assembled exactly, no random probes involved
     laps = [laplace(m, map_posterior=mp, rank=NMODES, num_samples=200, seed=3) for m in models]
     # the std map of the velocity (m/s, over the same seeded draws) and the latent std
@@ -117,7 +117,7 @@ _MEMORY = textwrap.dedent("""
     from probinv.physics import ricker
     warnings.simplefilter("ignore")
     chunk = None if sys.argv[1] == "none" else int(sys.argv[1])
-    S, N, NT = int(sys.argv[2]), 40, 250
+    S, N, NT = int(sys.argv[2]), 32, 150
     src = torch.tensor([[[1, 1 + (s * (N - 3)) // (S - 1)]] for s in range(S)])
     rec = torch.tensor([[[1, j] for j in range(0, N, 2)]] * S)
     amp = ricker(8.0, NT, 0.002, dtype=torch.float64).reshape(1, 1, -1).repeat(S, 1, 1)
@@ -159,13 +159,13 @@ def peak_rss_growth(chunk, shots=12):
 
 def test_chunking_lowers_peak_memory():
     """Peak RSS growth (``VmHWM`` after resetting it through ``/proc/self/clear_refs``; ``ru_maxrss`` would carry the
-    parent's peak into the child) of one log-likelihood gradient over 12 shots on a 40 x 40 grid (56 x 56 with the
-    absorbing layer), 250 steps, float64, after warm-up gradients. Measured: ~6.3 MiB of wavefield history per shot
-    unchunked (20 MiB for 3 shots, 153 MiB for 24), and in chunks of 4 shots 29 MiB for 8 as for 24 shots (one chunk's
-    history, whatever the survey). RSS of a fresh subprocess is the measure because torch's CPU tensors bypass
-    ``tracemalloc`` and saved-tensor hooks do not see the tensors a checkpoint recomputes during backward; glibc's
-    fixed mmap threshold makes freed tensors leave the resident set. Expected here: ~76 MiB against ~15 MiB (chunks
-    of 2); the bound (chunked < 0.5 x unchunked) leaves room for allocator noise. The gradients agree to rounding.
+    parent's peak into the child) of one log-likelihood gradient over 12 shots on a 32 x 32 grid (48 x 48 with the
+    absorbing layer), 150 steps, float64, after warm-up gradients. Measured: 35.9 MiB unchunked (~3 MiB of wavefield
+    history per shot), 9.5 MiB in chunks of 2 shots, and 10.0 MiB in chunks of 2 for 24 shots (one chunk's history,
+    whatever the survey; benchmarks/scaling.py goes to 256 shots). RSS of a fresh subprocess is the measure because
+    torch's CPU tensors bypass ``tracemalloc`` and saved-tensor hooks do not see the tensors a checkpoint recomputes
+    during backward; glibc's fixed mmap threshold makes freed tensors leave the resident set. The bound (chunked <
+    0.5 x unchunked) leaves room for allocator noise. The gradients agree to rounding.
     """
     full, g_full = peak_rss_growth("none", 12)
     chunked, g_chunked = peak_rss_growth(2, 12)
