@@ -84,6 +84,9 @@ class SeismicModel:
     the regularisers with ``pyro.factor``, and observes ``data[shots]`` in ``pyro.plate("shots", n_shots,
     subsample_size=...)``; the forward operator is evaluated on the subsampled shots only, and Pyro scales the
     subsample's log-likelihood by ``n_shots / subsample_size`` so that the mini-batch likelihood is unbiased.
+    With ``chunk_size`` set, or under a process group (``shard``), the observation site ``"obs"`` scores the observed
+    data with the per-shot log-likelihood of :meth:`shot_log_likelihood` (chunked, checkpointed, all-reduced) and the
+    call returns None instead of the predicted data; without data (prior predictive) it takes the ordinary path.
 
     Latent sites: ``"<field>_z"`` (shape ``[latent_dim]``, standard normal) for whitened priors; ``"<field>"`` itself
     (shape ``(nz, nx)``) for flat/box/distribution priors; the noise model's own sites (``"sigma"`` for
