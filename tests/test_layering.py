@@ -22,6 +22,7 @@ FLOORS = {
     "scenarios": 5, "config": 5, "workflow": 5,
     "cli": 6, "demo": 6, "__main__": 6,
     "jax": 4,  # the NumPyro backend mirrors models + inference
+    "distributed": 1,  # torch.distributed helpers only
 }
 
 

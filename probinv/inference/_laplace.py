@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .. import distributed
 from ..linearisation import Linearisation
 from ..validation import check_int
 from ._common import check_model, describe_forward, log, resolve_data
@@ -205,17 +206,14 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
             i += k
         return vals
 
-    def whitened_pred(z):
-        return whiten(model.predict(model.fields_from_latents(latents_of(z))))
-
     def reg_logdensity(z):
         fields = model.fields_from_latents(latents_of(z))
         return sum(reg(fields) for reg in model.regularisers)
 
-    lin = Linearisation(whitened_pred, z0, mode=jvp_mode)
+    lin = _GaussNewton(model, lambda z: model.fields_from_latents(latents_of(z)), whiten, data, z0, jvp_mode)
 
     def matvec(v):
-        out = lin.vjp(lin.jvp(v.to(z0.dtype)))
+        out = lin.product(v.to(z0.dtype))
         if model.regularisers:
             with torch.enable_grad():
                 zz = z0.detach().requires_grad_(True)
@@ -251,3 +249,61 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post
+
+
+class _GaussNewton:
+    r"""The misfit part :math:`J^T \Sigma^{-1} J v` of the Gauss-Newton Hessian, summed over shot chunks and ranks.
+
+    Without chunking or sharding (``model.chunk_size`` None, no process group) one :class:`Linearisation` of the
+    whitened prediction of all shots is recorded once and every product reuses it. Otherwise the shots of this rank
+    (:func:`probinv.distributed.shard` of all shots when the model shards) are split into chunks of
+    ``model.chunk_size``; with several chunks each product records each chunk's linearisation anew and drops it
+    (only one chunk's double-backward graph alive: memory follows the chunk, for one forward and one backward more
+    per chunk and product), with one chunk it is recorded once. The ranks' products are summed with an all-reduce.
+    The whitening is applied to the chunk embedded in zero full-data residuals, which equals whitening the chunk for
+    any noise model whose whitening acts shot by shot (the shots are independent in the model's plate).
+    """
+
+    def __init__(self, model, fields_of, whiten, data, z0, mode):
+        self.model, self.fields_of, self.whiten, self.data = model, fields_of, whiten, data
+        self.z0, self.mode = z0, mode
+        self.sharded = model.shard and distributed.sharding()
+        n = int(data.shape[0])
+        block = distributed.shard(n) if self.sharded else range(n)
+        size = len(block) if model.chunk_size is None else model.chunk_size
+        self.chunks = [torch.arange(a, min(a + size, block.stop), device=data.device)
+                       for a in range(block.start, block.stop, max(size, 1))]
+        self._passes, self._kept = 0, None
+        if not self.sharded and model.chunk_size is None:  # the single-process path, as before
+            self._kept = [Linearisation(lambda z: whiten(model.predict(fields_of(z))), z0, mode=mode)]
+        elif len(self.chunks) == 1:
+            self._kept = [self._linearise(self.chunks[0])]
+
+    def _linearise(self, idx):
+        model, data = self.model, self.data
+
+        def whitened_chunk(z):
+            pred = model.predict(self.fields_of(z), idx)
+            full = torch.zeros(data.shape, dtype=pred.dtype, device=pred.device).index_copy(0, idx, pred)
+            return self.whiten(full).index_select(0, idx)
+
+        return Linearisation(whitened_chunk, self.z0, mode=self.mode)
+
+    @property
+    def passes(self) -> int:
+        """Solver passes of this rank so far."""
+        return self._passes + sum(lin.passes for lin in (self._kept or []))
+
+    def product(self, v):
+        if self._kept is not None:
+            out = sum(lin.vjp(lin.jvp(v)) for lin in self._kept)
+        else:
+            out = torch.zeros_like(self.z0)
+            for idx in self.chunks:
+                lin = self._linearise(idx)
+                out = out + lin.vjp(lin.jvp(v))
+                self._passes += lin.passes
+                del lin
+        if not self.chunks:  # a rank without shots contributes zero
+            out = torch.zeros_like(self.z0)
+        return distributed.all_reduce_sum(out) if self.sharded else out

@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ..physics import acoustic
 from ..survey import Acquisition, PhysicsOptions
+from ..validation import check_int
 
 __all__ = ["AcousticForward"]
 
@@ -67,6 +69,12 @@ class AcousticForward:
     metadata : dict
         JSON-able facts the operator cannot see in its tensors (e.g. ``{"wavelet": "ricker", "freq": 10.0}``),
         added to :meth:`describe`.
+    chunk_size : int, optional
+        Propagate at most this many shots at a time (default: all requested shots in one batched call). With
+        gradients enabled each chunk runs under :func:`torch.utils.checkpoint.checkpoint`, so only the predicted
+        data of the other chunks are kept and a chunk's solver graph is rebuilt during backward: peak memory follows
+        the chunk, not the survey, for the cost of one more forward per chunk in backward. The data are the same
+        (each shot is propagated independently); not part of :meth:`describe` (it does not change the data).
 
     Calling it as ``forward(fields, shots=idx)`` runs only the shots ``idx`` and returns
     ``[n_sub, n_receivers, nt]`` (``[batch, n_sub, n_receivers, nt]`` for a batch of models).
@@ -81,11 +89,17 @@ class AcousticForward:
     density: str | None = None
     options: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size)
 
     @classmethod
     def from_survey(cls, acquisition: Acquisition, dx: float, physics: PhysicsOptions, *,
                     dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                    velocity: str = "vp", density: str | None = None) -> AcousticForward:
+                    velocity: str = "vp", density: str | None = None,
+                    chunk_size: int | None = None) -> AcousticForward:
         """The operator of a survey: Ricker sources of ``acquisition`` and the solver settings ``physics``.
 
         Parameters
@@ -98,12 +112,14 @@ class AcousticForward:
             Solver settings (accuracy, absorbing layer, free surface).
         dtype, device : optional
             Of the source wavelets (default: torch's default dtype, CPU).
+        chunk_size : int, optional
+            Shots per solver call (see the class).
         """
         acq = acquisition if device is None else acquisition.to(device)
         return cls(dx=float(dx), dt=float(acq.dt), source_amplitudes=acq.source_amplitudes(dtype=dtype, device=device),
                    source_locations=acq.source_locations, receiver_locations=acq.receiver_locations,
                    velocity=velocity, density=density, options=physics.solver_kwargs(),
-                   metadata={"wavelet": "ricker", "freq": float(acq.freq)})
+                   metadata={"wavelet": "ricker", "freq": float(acq.freq)}, chunk_size=chunk_size)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -143,6 +159,21 @@ class AcousticForward:
             amp, src, rec = amp[shots.to(amp.device)], src[shots.to(src.device)], rec[shots.to(rec.device)]
         v = fields[self.velocity]
         kwargs = dict(self.options)
-        if self.density is not None:
-            kwargs["rho"] = fields[self.density]
-        return acoustic(v, self.dx, self.dt, amp.to(v.dtype), src, rec, **kwargs)
+        rho = None if self.density is None else fields[self.density]
+        n = int(amp.shape[0])
+        if self.chunk_size is None or n <= self.chunk_size:
+            if rho is not None:
+                kwargs["rho"] = rho
+            return acoustic(v, self.dx, self.dt, amp.to(v.dtype), src, rec, **kwargs)
+
+        def run(a, b, v, rho):
+            extra = {} if rho is None else {"rho": rho}
+            return acoustic(v, self.dx, self.dt, amp[a:b].to(v.dtype), src[a:b], rec[a:b], **kwargs, **extra)
+
+        grad = torch.is_grad_enabled() and (v.requires_grad or (rho is not None and rho.requires_grad))
+        parts = []
+        for a in range(0, n, self.chunk_size):
+            b = min(a + self.chunk_size, n)
+            # checkpointed: the chunk's solver graph is not kept but rebuilt when backward reaches it
+            parts.append(checkpoint(run, a, b, v, rho, use_reentrant=False) if grad else run(a, b, v, rho))
+        return torch.cat(parts, dim=-3)

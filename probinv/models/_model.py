@@ -10,7 +10,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
+from torch.utils.checkpoint import checkpoint
 
+from .. import distributed
 from ..validation import check_int
 from ._noise import check_noise_model
 
@@ -82,6 +84,9 @@ class SeismicModel:
     the regularisers with ``pyro.factor``, and observes ``data[shots]`` in ``pyro.plate("shots", n_shots,
     subsample_size=...)``; the forward operator is evaluated on the subsampled shots only, and Pyro scales the
     subsample's log-likelihood by ``n_shots / subsample_size`` so that the mini-batch likelihood is unbiased.
+    With ``chunk_size`` set, or under a process group (``shard``), the observation site ``"obs"`` scores the observed
+    data with the per-shot log-likelihood of :meth:`shot_log_likelihood` (chunked, checkpointed, all-reduced) and the
+    call returns None instead of the predicted data; without data (prior predictive) it takes the ordinary path.
 
     Latent sites: ``"<field>_z"`` (shape ``[latent_dim]``, standard normal) for whitened priors; ``"<field>"`` itself
     (shape ``(nz, nx)``) for flat/box/distribution priors; the noise model's own sites (``"sigma"`` for
@@ -91,7 +96,7 @@ class SeismicModel:
     """
 
     def __init__(self, priors, forward, data=None, *, noise=None, subsample_size=None, regularisers=(), dx=None,
-                 vectorized=True):
+                 vectorized=True, chunk_size=None, shard=True):
         if not isinstance(priors, Mapping) or not priors:
             raise TypeError(f"priors must be a non-empty dict {{field name: prior}}, got {type(priors).__name__}")
         self.priors = dict(priors)
@@ -130,6 +135,71 @@ class SeismicModel:
             raise ValueError(f"dx must be a positive grid spacing in metres, got {dx!r}")
         self.dx = None if dx is None else float(dx)
         self.vectorized = bool(vectorized)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size)
+        if not isinstance(shard, bool):
+            raise TypeError(f"shard must be True or False, got {shard!r}")
+        self.shard = shard
+
+    # ------------------------------------------------------------------ chunked / sharded likelihood
+    def _split(self) -> bool:
+        """Whether the likelihood goes through :meth:`shot_log_likelihood`'s chunks and shards (else one call)."""
+        return self.chunk_size is not None or (self.shard and distributed.sharding())
+
+    def shot_log_likelihood(self, fields: Mapping[str, torch.Tensor], data: torch.Tensor, params: Mapping,
+                            shots: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-likelihood of each shot ``[*batch, n_sub]``, evaluated in chunks and, under a process group, in shards.
+
+        The shots ``shots`` (int64 indices; None = all) are split into contiguous blocks, one per rank
+        (:func:`probinv.distributed.shard`; when ``shard`` is on and a group of > 1 ranks is initialised), and each
+        rank's block into chunks of ``chunk_size`` shots. Each chunk's forward and log-density (the noise model's
+        :meth:`~probinv.models.NoiseModel.distribution` on the chunk's shot indices) runs under
+        :func:`torch.utils.checkpoint.checkpoint` when gradients are on, so only one chunk's solver graph is alive
+        during backward. The per-shot values of the ranks are summed (:func:`probinv.distributed.all_reduce_sum`) and
+        the fields and noise parameters enter through :func:`probinv.distributed.replicate`, so every rank gets the
+        whole value and gradient. ``fields`` as in the Pyro model (a trailing singleton batch axis is dropped).
+        """
+        n_data_dims = data.ndim
+        positions = (torch.arange(data.shape[0], device=data.device) if shots is None
+                     else shots.to(data.device))
+        n_sub = int(positions.shape[0])
+        sharded = self.shard and distributed.sharding()
+        block = distributed.shard(n_sub) if sharded else range(n_sub)
+        names = list(fields)
+        pnames = [k for k, v in params.items() if isinstance(v, torch.Tensor)]
+        tensors = [fields[k] for k in names] + [params[k] for k in pnames]
+        if sharded:
+            tensors = list(distributed.replicate(*tensors))
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+        def chunk_loglik(idx, *ts):
+            f = dict(zip(names, ts[:len(names)], strict=True))
+            p = {**params, **dict(zip(pnames, ts[len(names):], strict=True))}
+            pred = self._predict_plate(f, idx)
+            obs = data.index_select(0, idx)
+            return self.noise.distribution(pred, p, idx, n_data_dims).log_prob(obs)
+
+        size = len(block) if self.chunk_size is None else self.chunk_size
+        parts = []
+        for a in range(block.start, block.stop, max(size, 1)):
+            idx = positions[a:min(a + size, block.stop)]
+            if grad and len(block) > size:  # one chunk of the whole block: nothing to gain from recomputing
+                parts.append(checkpoint(chunk_loglik, idx, *tensors, use_reentrant=False))
+            else:
+                parts.append(chunk_loglik(idx, *tensors))
+        if not sharded:
+            return torch.cat(parts, dim=-1)
+        batch = tuple(self._outer_batch(fields))
+        zeros = tensors[0].new_zeros
+        before, after = zeros(batch + (block.start,)), zeros(batch + (n_sub - block.stop,))
+        local = torch.cat([before, *parts, after], dim=-1) if parts else torch.cat([before, after], dim=-1)
+        if not parts and grad:
+            # a rank without shots must still run the backward's collective: tie its zeros to the inputs
+            local = local + 0.0 * sum(t.sum() for t in tensors if t.requires_grad)
+        return distributed.all_reduce_sum(local)
+
+    def _outer_batch(self, fields) -> tuple:
+        batch = tuple(next(iter(fields.values())).shape[:-2])
+        return batch[:-1] if batch and batch[-1] == 1 else batch
 
     # ------------------------------------------------------------------ helpers used by inference
     @property
@@ -218,6 +288,11 @@ class SeismicModel:
         with pyro.plate("shots", n_shots, subsample_size=ss if shots is None else None, subsample=shots,
                         dim=-1) as idx:
             sub = None if (ss is None and shots is None) else idx
+            if data is not None and self._split():
+                obs = data if sub is None else data.index_select(0, idx.to(data.device))
+                lp = self.shot_log_likelihood(fields, data, params, sub)
+                pyro.sample("obs", _ShotLogLikelihood(lp, tuple(data.shape[1:])), obs=obs)
+                return None
             pred = self._predict_plate(fields, sub)
             if n_data_dims is None:
                 n_data_dims = pred.ndim - self._outer_batch_ndim(fields)
@@ -261,15 +336,49 @@ class SeismicModel:
             lp = lp + reg(fields)
         params = self.noise.params_from_latents(latents)
         lp = lp + self.noise.log_prior(params, data)
+        if self._split():
+            return lp + self.shot_log_likelihood(fields, data, params).sum()
         pred = self.predict(fields)
         return lp + self.noise.log_prob(pred, data, params).sum()
 
     def log_likelihood(self, fields: Mapping[str, torch.Tensor], data: torch.Tensor | None = None,
                        noise_params: Mapping | None = None) -> torch.Tensor:
-        """Full-data log-likelihood ``log p(data | fields)`` (all shots), batch shape ``fields`` batch."""
+        """Full-data log-likelihood ``log p(data | fields)`` (all shots), batch shape ``fields`` batch.
+
+        In chunks of ``chunk_size`` shots and sharded over the ranks of a process group when the model says so
+        (:meth:`shot_log_likelihood`).
+        """
         data = self.data if data is None else data
+        if self._split():
+            return self.shot_log_likelihood(fields, data, dict(noise_params or {})).sum(-1)
         pred = self.predict(fields)
         return self.noise.log_prob(pred, data, dict(noise_params or {}))
+
+
+class _ShotLogLikelihood(dist.TorchDistribution):
+    """The observation site of a chunked / sharded likelihood: its log-density of the observed data is the per-shot
+    log-likelihood ``[*batch, n_sub]`` computed beforehand (:meth:`SeismicModel.shot_log_likelihood`); it cannot
+    sample (the model takes the ordinary path when no data are observed).
+    """
+
+    arg_constraints = {}
+
+    def __init__(self, log_likelihood, event_shape, validate_args=None):
+        self.lp = log_likelihood
+        super().__init__(log_likelihood.shape, torch.Size(event_shape), validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def log_prob(self, value):
+        return self.lp
+
+    def sample(self, sample_shape=()):
+        raise NotImplementedError("a chunked / sharded observation site only scores the observed data")
+
+    def expand(self, batch_shape, _instance=None):
+        return _ShotLogLikelihood(self.lp.expand(torch.Size(batch_shape)), self.event_shape)
 
 
 def _dtype_of(prior, like):
@@ -287,7 +396,7 @@ def _device_of(prior, like):
 
 def build_model(priors: Mapping, forward: Callable, data: torch.Tensor | None = None, *, noise,
                 subsample_size: int | None = None, regularisers: Sequence = (), dx: float | None = None,
-                vectorized: bool = True) -> SeismicModel:
+                vectorized: bool = True, chunk_size: int | None = None, shard: bool = True) -> SeismicModel:
     """Combine field priors, a forward operator and a noise model into a Pyro model.
 
     Parameters
@@ -318,10 +427,20 @@ def build_model(priors: Mapping, forward: Callable, data: torch.Tensor | None = 
         Grid spacing (m) for coordinates of the results; default: the priors' ``dx``.
     vectorized : bool
         Whether ``forward`` accepts a batch of fields. If False, batches are looped over.
+    chunk_size : int, optional
+        Evaluate the likelihood (Pyro observation site, :meth:`SeismicModel.log_joint`, ``log_likelihood`` and the
+        Gauss-Newton products of :func:`probinv.inference.laplace`) in chunks of this many shots, each recomputed in
+        backward (:func:`torch.utils.checkpoint.checkpoint`): peak memory follows the chunk, not the survey, for one
+        more forward per chunk and gradient. The value equals the unchunked one to rounding. Needs a forward operator
+        that accepts ``shots=`` to save work (others compute every shot per chunk).
+    shard : bool
+        Under ``torchrun`` (an initialised process group of > 1 ranks, :mod:`probinv.distributed`), let each rank
+        propagate its own block of the shots and all-reduce the log-likelihood and its gradient, so that every rank
+        holds the whole value (default). False: every rank evaluates all shots itself.
 
     Returns
     -------
     SeismicModel
     """
     return SeismicModel(priors, forward, data, noise=noise, subsample_size=subsample_size,
-                        regularisers=regularisers, dx=dx, vectorized=vectorized)
+                        regularisers=regularisers, dx=dx, vectorized=vectorized, chunk_size=chunk_size, shard=shard)

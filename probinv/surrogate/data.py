@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._files import atomic_path
 from .._version import __version__
 from ..fields import sample_grf
@@ -299,7 +300,7 @@ def _create(path: str, config: SimulationConfig, manifest: dict, storage: str) -
 
 
 def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, seed: int = 0, batch_size: int = 8,
-                     storage: str = "float32", progress: bool = True) -> str:
+                     storage: str = "float32", progress: bool = True, shard: bool = True) -> str:
     """Simulate ``n_samples`` training samples into the NetCDF file ``path``, resuming a partial file.
 
     Parameters
@@ -320,6 +321,11 @@ def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, se
         below the label error) and zlib-compressed, about half the size.
     progress : bool
         Show a tqdm progress bar.
+    shard : bool
+        Under ``torchrun`` (a process group of > 1 ranks, :mod:`probinv.distributed`), each rank simulates its own
+        contiguous block of batches into ``<path>.part<rank>of<world>`` (resumable like the whole file), and rank 0
+        then merges the parts into ``path`` and deletes them: the file equals a one-process run's. Every rank must
+        call it; it returns when ``path`` is complete.
 
     Returns
     -------
@@ -333,6 +339,44 @@ def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, se
     manifest = {"generator": "probinv.surrogate.data.generate_dataset", "config": config.to_dict(),
                 "seed": int(seed), "batch_size": batch_size, "storage": storage,
                 "fields": "probinv.fields.sample_grf(von_karman)", "solver": "probinv.physics.acoustic"}
+    if not (shard and distributed.sharding()):
+        _fill(path, config, manifest, storage, seed, batch_size, 0, n_samples, progress)
+        return path
+    if os.path.exists(path):  # a finished merge (resume after it): nothing to do
+        with netCDF4.Dataset(path, "r") as ds:
+            done = json.loads(ds.manifest) == manifest and int(ds.n_written) >= n_samples
+        if done:
+            distributed.barrier()
+            return path
+    batches = distributed.shard(-(-n_samples // batch_size))
+    lo, hi = batches.start * batch_size, min(batches.stop * batch_size, n_samples)
+    part = f"{path}.part{distributed.rank()}of{distributed.world_size()}"
+    _fill(part, config, {**manifest, "part": [lo, hi]}, storage, seed, batch_size, lo, hi, progress)
+    distributed.barrier()
+    if distributed.is_main():
+        parts = [f"{path}.part{r}of{distributed.world_size()}" for r in range(distributed.world_size())]
+        _create(path, config, manifest, storage)
+        with netCDF4.Dataset(path, "a") as ds:
+            first = 0
+            for name in parts:
+                with netCDF4.Dataset(name, "r") as src:
+                    n = int(src.n_written)
+                    for i in range(0, n, 64):  # a few samples at a time: parts may be large
+                        j = min(i + 64, n)
+                        for var in ("velocity", "source", "wavefield"):
+                            ds[var][first + i:first + j] = src[var][i:j]
+                first += n
+            ds.n_written = np.int64(first)  # only now is the merged file complete
+        for name in parts:
+            os.remove(name)
+    distributed.barrier()
+    return path
+
+
+def _fill(path, config, manifest, storage, seed, batch_size, lo, hi, progress):
+    """Simulate samples ``lo:hi`` (``lo`` a multiple of ``batch_size``) into ``path`` (record ``i`` = sample
+    ``lo + i``), resuming after its ``n_written`` records.
+    """
     if not os.path.exists(path):
         _create(path, config, manifest, storage)
     with netCDF4.Dataset(path, "a") as ds:
@@ -340,25 +384,25 @@ def generate_dataset(path: str, n_samples: int, config=SimulationConfig(), *, se
         if old != manifest:
             raise ValueError(f"{path} was generated with another configuration ({old}); use a new file name or "
                              f"the same parameters ({manifest})")
-        start = int(ds.n_written)
-        if start % batch_size and start < n_samples:
-            start -= start % batch_size  # a final partial batch of an earlier, smaller request: redo it
-        bar = tqdm(total=n_samples, initial=start, disable=not progress, desc="FNO data", unit="sample")
-        for first in range(start, n_samples, batch_size):
+        start = lo + int(ds.n_written)
+        if (start - lo) % batch_size and start < hi:
+            start -= (start - lo) % batch_size  # a final partial batch of an earlier, smaller request: redo it
+        bar = tqdm(total=hi - lo, initial=start - lo, disable=not progress, desc="FNO data", unit="sample")
+        for first in range(start, hi, batch_size):
             b = first // batch_size
-            nb = min(batch_size, n_samples - first)
+            nb = min(batch_size, hi - first)
             v, src = sample_batch(config, seed, b, batch_size)
             v, src = v[:nb], src[:nb]
             with torch.no_grad():
                 u = simulate_wavefields(v, src, config)
-            ds["velocity"][first:first + nb] = v.numpy()
-            ds["source"][first:first + nb] = src.numpy().astype(np.int32)
-            ds["wavefield"][first:first + nb] = u.numpy()
-            ds.n_written = np.int64(first + nb)  # only now are these samples complete
+            r = first - lo
+            ds["velocity"][r:r + nb] = v.numpy()
+            ds["source"][r:r + nb] = src.numpy().astype(np.int32)
+            ds["wavefield"][r:r + nb] = u.numpy()
+            ds.n_written = np.int64(r + nb)  # only now are these samples complete
             ds.sync()
             bar.update(nb)
         bar.close()
-    return path
 
 
 def load_dataset(path: str, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32,

@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from .. import distributed
 from .._version import __version__
 from ..validation import check_choice, check_int, check_scalar
 from .data import SimulationConfig, generate_dataset, load_dataset
@@ -162,7 +163,7 @@ def train_fno(data: str, checkpoint: str, *, samples: int = 5000, val: int = 200
     elapsed = time.perf_counter() - t
     res = {"step": out["step"], "steps_total": steps, "session_seconds": elapsed,
            "val_rel_l2": out["val"]["rel_l2"], "baseline_rel_l2": out["val"].get("baseline_rel_l2")}
-    if export and (out["step"] >= steps or export_now):
+    if export and (out["step"] >= steps or export_now) and distributed.is_main():  # under torchrun: rank 0 writes
         val_res = evaluate(sur, va)
         sigma = residual_std(sur, va)
         meta = {"val_rel_l2": val_res["rel_l2"], "baseline_rel_l2": val_res.get("baseline_rel_l2"),
@@ -232,7 +233,13 @@ def train_fno_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace, command: str = "probinv train-fno") -> dict:
-    """Run :func:`train_fno` with options parsed by :func:`add_arguments`; returns its summary dict."""
+    """Run :func:`train_fno` with options parsed by :func:`add_arguments`; returns its summary dict.
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), it first joins the process group
+    (:func:`probinv.distributed.init_from_env`): the data are then generated sharded by rank and the network trained
+    data-parallel; only rank 0 writes the checkpoint and the exported network.
+    """
+    distributed.init_from_env()
     # checked here as well so that the message names the command-line options
     if args.val >= args.samples:
         raise ValueError(f"--val ({args.val}) must be smaller than --samples ({args.samples})")

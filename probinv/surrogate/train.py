@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._files import atomic_path
 from .._version import __version__
 from ..validation import check_choice, check_int, check_scalar
@@ -256,6 +257,13 @@ def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: Tra
     progress : bool
         tqdm progress bar.
 
+    Under ``torchrun`` (a process group of > 1 ranks, :mod:`probinv.distributed`) training is data-parallel: every
+    rank draws the same batch indices and takes its own contiguous slice of each batch; the gradients are summed over
+    the ranks (each rank's loss weighted by its share of the batch, so the step equals the one-process step to
+    rounding; DistributedDataParallel's gradient all-reduce, done explicitly, which also covers the network's complex
+    spectral weights) and the reported loss is the batch's. Only rank 0 writes the checkpoint; every rank must call
+    this with the same arguments and start from the same weights (same seed).
+
     Returns
     -------
     dict
@@ -282,20 +290,36 @@ def train(surrogate: FNOSurrogate, train_data: dict, val_data: dict, config: Tra
     val = None
 
     def save():
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             save_checkpoint(checkpoint, surrogate, optimizer=opt, scheduler=sched, step=step, train_config=config,
                             history=history)
 
     bar = tqdm(total=stop, initial=step, disable=not progress, desc="FNO training", unit="step")
     surrogate.train()
+    parallel = distributed.sharding()
     while step < stop:
         idx = _batch_indices(n, config.batch_size, config.seed, step)
+        n_batch = int(idx.shape[0])
+        if parallel:  # this rank's slice of the batch
+            mine = distributed.shard(n_batch)
+            idx = idx[mine.start:mine.stop]
         v = train_data["velocity"][idx].to(p)
         s = train_data["source"][idx].to(p.device)
         target = surrogate.encode_target(train_data["wavefield"][idx].to(p), s)
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(surrogate.net(surrogate.features(v, s)), target)
-        loss.backward()
+        if parallel:
+            # the batch's mean squared error = sum over ranks of (slice mean x slice share)
+            share = int(idx.shape[0]) / n_batch
+            local = (torch.nn.functional.mse_loss(surrogate.net(surrogate.features(v, s)), target) * share
+                     if idx.numel() else sum(q.sum() * 0.0 for q in surrogate.net.parameters()))
+            local.backward()
+            for q in surrogate.parameters():
+                if q.grad is not None:  # the same parameters on every rank (the same network and graph)
+                    q.grad = distributed.all_reduce_sum(q.grad)
+            loss = distributed.all_reduce_sum(local.detach())
+        else:
+            loss = torch.nn.functional.mse_loss(surrogate.net(surrogate.features(v, s)), target)
+            loss.backward()
         opt.step()
         sched.step()
         step += 1
