@@ -37,7 +37,7 @@ static inline int64_t SFX(count_snap)(const AcArgs *a) {
     return f >= a->nsteps ? 0 : (a->nsteps - 1 - f) / a->snap_every + 1;
 }
 
-static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a, int64_t bs, const int M) {
+static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, int64_t bs, const int M) {
     const int64_t H = a->H, W = a->W, Wp = W + 2 * M, Hp = H + 2 * M, HW = H * W, HWp = Hp * Wp;
     const int64_t nsteps = a->nsteps, ns = a->ns, nr = a->nr, b = bs / a->shots, R = M - 1;
     const T *restrict v = (const T *)a->v2dt2 + b * HW;
@@ -45,7 +45,12 @@ static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a,
     const T *restrict gz = a->gz ? (const T *)a->gz + b * HW : NULL;
     const T *restrict ax = (const T *)a->ax + b * W, *restrict bx = (const T *)a->bx + b * W;
     const T *restrict az = (const T *)a->az + b * H, *restrict bz = (const T *)a->bz + b * H;
-    const T *restrict w1 = (const T *)a->w1, *restrict w2 = (const T *)a->w2;
+    /* local copies of the weights: provably not aliased by the stores, so the loops vectorise */
+    T w1[9], w2[9];
+    for (int k = 0; k <= 2 * M; k++) {
+        w1[k] = ((const T *)a->w1)[k];
+        w2[k] = ((const T *)a->w2)[k];
+    }
     const T *c1 = (a->free_surface && R > 0) ? (const T *)a->c1 : NULL;
     const T *c2 = (a->free_surface && R > 0) ? (const T *)a->c2 : NULL;
     T *restrict p = (T *)a->p + bs * HWp, *restrict pp = (T *)a->pp + bs * HWp;
@@ -61,6 +66,8 @@ static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a,
     const int64_t xl = a->left, xr = W - a->right, zt = a->top, zb = H - a->bottom;
     const int64_t f0 = xl + M < W ? xl + M : W, f1 = xr - M > f0 ? xr - M : f0;  /* FAST columns [f0, f1) */
     const int64_t zi0 = zt + M, zi1 = zb - M;  /* rows away from the z-layers (and the mirror rows) */
+    T *qtmp = qs ? NULL : malloc(sizeof(T) * (size_t)HW);
+    if (!qs && !qtmp) return 1;
 
     for (int64_t i = 0; i < nsteps; i++) {
         for (int64_t r = 0; r < nr; r++) {
@@ -81,6 +88,7 @@ static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a,
             for (int64_t x = xr; x < W; x++)
                 psx[row + x] = bx[x] * psx[row + x] + ax[x] * SFX(stn)(p, row + x, 1, w1, M);
             if (z < zt || z >= zb) {
+                #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {
                     T d = SFX(stn)(p, row + x, Wp, w1, M);
                     if (c1 && z < R) d += SFX(corr)(c1, p, z, x, Wp, M, 0);
@@ -88,13 +96,18 @@ static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a,
                 }
             }
         }
-        T *q = qs ? qs + i * HW : NULL;
-        T *pn = ps ? ps + i * HW : NULL;
+        /* q^n goes to the stored buffer (backward needs it) or to a scratch one; p^n is stored for the density
+           terms of backward. The pointwise variants are separate loops so that each one vectorises. */
+        T *q = qs ? qs + i * HW : qtmp;
+        if (ps)
+            for (int64_t z = 0; z < H; z++) memcpy(ps + i * HW + z * W, p + (z + M) * Wp + M, sizeof(T) * W);
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
-            const T *vr = v + z * W;
-            if (z < zi0 || z >= zi1 || gx) {
-                for (int64_t x = 0; x < W; x++) {  /* FULL */
+            const T *restrict vr = v + z * W;
+            T *restrict qr = q + z * W;
+            if (gx || (c2 && z < R)) {  /* FULL with the mirror correction and/or the density terms (scalar) */
+                #pragma GCC ivdep
+                for (int64_t x = 0; x < W; x++) {
                     const int64_t P = row + x;
                     T lz = SFX(stn)(p, P, Wp, w2, M);
                     if (c2 && z < R) lz += SFX(corr)(c2, p, z, x, Wp, M, 0);
@@ -109,36 +122,63 @@ static inline __attribute__((always_inline)) void SFX(fwd_impl)(const AcArgs *a,
                         if (c1 && z < R) dzp += SFX(corr)(c1, p, z, x, Wp, M, 0);
                         qv -= gx[z * W + x] * SFX(stn)(p, P, 1, w1, M) + gz[z * W + x] * dzp;
                     }
-                    if (q) q[z * W + x] = qv;
-                    if (pn) pn[z * W + x] = p[P];
+                    qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
-                continue;
-            }
-            for (int64_t x = 0; x < W; x++) {
-                const int64_t P = row + x;
-                T qv;
-                if (x >= f0 && x < f1) {  /* FAST */
-                    qv = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(p, P, Wp, w2, M);
-                } else {  /* XGEN */
+            } else if (z < zi0 || z >= zi1) {  /* FULL */
+                const T bzz = bz[z], azz = az[z];
+                #pragma GCC ivdep
+                for (int64_t x = 0; x < W; x++) {
+                    const int64_t P = row + x;
+                    T wx = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(psx, P, 1, w1, M);
+                    T wz = SFX(stn)(p, P, Wp, w2, M) + SFX(stn)(psz, P, Wp, w1, M);
+                    T zxv = bx[x] * zx[P] + ax[x] * wx, zzv = bzz * zz[P] + azz * wz;
+                    zx[P] = zxv;
+                    zz[P] = zzv;
+                    T qv = wx + zxv + wz + zzv;
+                    qr[x] = qv;
+                    pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
+                }
+            } else {
+                #pragma GCC ivdep
+                for (int64_t x = 0; x < f0; x++) {  /* XGEN (left) */
+                    const int64_t P = row + x;
                     T wx = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(psx, P, 1, w1, M);
                     T zxv = bx[x] * zx[P] + ax[x] * wx;
                     zx[P] = zxv;
-                    qv = wx + zxv + SFX(stn)(p, P, Wp, w2, M);
+                    T qv = wx + zxv + SFX(stn)(p, P, Wp, w2, M);
+                    qr[x] = qv;
+                    pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
-                if (q) q[z * W + x] = qv;
-                if (pn) pn[z * W + x] = p[P];
-                pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
+                #pragma GCC ivdep
+                for (int64_t x = f0; x < f1; x++) {  /* FAST */
+                    const int64_t P = row + x;
+                    T qv = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(p, P, Wp, w2, M);
+                    qr[x] = qv;
+                    pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
+                }
+                #pragma GCC ivdep
+                for (int64_t x = f1; x < W; x++) {  /* XGEN (right) */
+                    const int64_t P = row + x;
+                    T wx = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(psx, P, 1, w1, M);
+                    T zxv = bx[x] * zx[P] + ax[x] * wx;
+                    zx[P] = zxv;
+                    T qv = wx + zxv + SFX(stn)(p, P, Wp, w2, M);
+                    qr[x] = qv;
+                    pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
+                }
             }
         }
         for (int64_t s = 0; s < ns; s++) {
             const int64_t idx = src[s];
             const T val = amp[s * nsteps + i];
             pp[(idx / W + M) * Wp + idx % W + M] += v[idx] * val;
-            if (q) q[idx] += val;
+            q[idx] += val;
         }
         T *tmp = p; p = pp; pp = tmp;
     }
+    free(qtmp);
+    return 0;
 }
 
 static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, int64_t bs, const int M) {
@@ -184,6 +224,7 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
            slot (-adjoint of p^{n+1}) */
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
+            #pragma GCC ivdep
             for (int64_t x = 0; x < W; x++) {
                 const T av = a1[row + x];
                 qb[row + x] = v[z * W + x] * av;
@@ -198,13 +239,18 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
         /* second-derivative memory variables (zeta) and their share ex/ez of the stretched second derivative */
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
-            for (int64_t x = xl > 0 ? 0 : xr; x < W; x = (x + 1 == xl) ? xr : x + 1) {  /* the layer columns only */
+            for (int side = 0; side < 2; side++) {  /* the layer columns only: [0, xl) and [xr, W) */
+            const int64_t x0 = side ? xr : 0, x1 = side ? W : xl;
+            #pragma GCC ivdep
+            for (int64_t x = x0; x < x1; x++) {
                 const int64_t P = row + x;
                 zxb[P] += qb[P];
                 ex[P] = ax[x] * zxb[P];
                 zxb[P] *= bx[x];
             }
+            }
             if (z < zt || z >= zb) {
+                #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {
                     const int64_t P = row + x;
                     zzb[P] += qb[P];
@@ -216,13 +262,18 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
         /* first-derivative memory variables (psi) and their share dxb/dzb of the first derivatives */
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
-            for (int64_t x = xl > 0 ? 0 : xr; x < W; x = (x + 1 == xl) ? xr : x + 1) {  /* the layer columns only */
+            for (int side = 0; side < 2; side++) {  /* the layer columns only: [0, xl) and [xr, W) */
+            const int64_t x0 = side ? xr : 0, x1 = side ? W : xl;
+            #pragma GCC ivdep
+            for (int64_t x = x0; x < x1; x++) {
                 const int64_t P = row + x;
                 psxb[P] += SFX(stn)(qb, P, 1, w1r, M) + SFX(stn)(ex, P, 1, w1r, M);
                 dxb[P] = ax[x] * psxb[P];
                 psxb[P] *= bx[x];
             }
+            }
             if (z < zt || z >= zb) {
+                #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {
                     const int64_t P = row + x;
                     pszb[P] += SFX(stn)(qb, P, Wp, w1r, M) + SFX(stn)(ez, P, Wp, w1r, M);
@@ -238,6 +289,7 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
             for (int64_t z = 0; z < H; z++) {
                 const int64_t row = (z + M) * Wp + M;
                 const int zlayer = z < zt || z >= zb;
+                #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {
                     const int64_t P = row + x, idx = z * W + x;
                     T dzp = SFX(stn)(pt, P, Wp, w1, M);
@@ -253,6 +305,7 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
             if (z < zi0 || z >= zi1 || gx) {
+                #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {  /* FULL */
                     const int64_t P = row + x;
                     T pb = a0[P] - 2 * a1[P] + SFX(stn)(qb, P, 1, w2r, M) + SFX(stn)(ex, P, 1, w2r, M)
@@ -264,6 +317,7 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
                 }
                 continue;
             }
+            #pragma GCC ivdep
             for (int64_t x = 0; x < W; x++) {
                 const int64_t P = row + x;
                 T pb = a0[P] - 2 * a1[P] + SFX(stn)(qb, P, 1, w2r, M) + SFX(stn)(qb, P, Wp, w2r, M);
@@ -289,11 +343,11 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
     return 0;
 }
 
-static void SFX(fwd_shot)(const AcArgs *a, int64_t bs) {
+static int SFX(fwd_shot)(const AcArgs *a, int64_t bs) {
     switch (a->M) {
-        case 1: SFX(fwd_impl)(a, bs, 1); break;
-        case 2: SFX(fwd_impl)(a, bs, 2); break;
-        default: SFX(fwd_impl)(a, bs, 4); break;
+        case 1: return SFX(fwd_impl)(a, bs, 1);
+        case 2: return SFX(fwd_impl)(a, bs, 2);
+        default: return SFX(fwd_impl)(a, bs, 4);
     }
 }
 
@@ -308,9 +362,10 @@ static int SFX(bwd_shot)(const AcArgs *a, int64_t bs) {
 /* Run a->nsteps steps of every (model, shot) pair in place; after an odd number of steps the caller swaps p/pp. */
 int SFX(probinv_acoustic_forward)(const AcArgs *a) {
     if (a->M != 1 && a->M != 2 && a->M != 4) return 2;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(a->n_threads > 0 ? a->n_threads : 1)
-    for (int64_t bs = 0; bs < a->n_bs; bs++) SFX(fwd_shot)(a, bs);
-    return 0;
+    int err = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(a->n_threads > 0 ? a->n_threads : 1) reduction(|:err)
+    for (int64_t bs = 0; bs < a->n_bs; bs++) err |= SFX(fwd_shot)(a, bs);
+    return err;
 }
 
 /* Transposed steps in reverse, accumulating into g_v/g_gx/g_gz and writing g_amp; a1/a0 swap after odd counts. */
