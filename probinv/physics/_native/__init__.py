@@ -43,7 +43,8 @@ _warned = False
 
 def cache_dir() -> Path:
     """Folder of the compiled libraries: ``$PROBINV_CACHE_DIR``, else ``$XDG_CACHE_HOME/probinv/native``, else
-    ``~/.cache/probinv/native`` (the system temporary folder if the home directory is not writable)."""
+    ``~/.cache/probinv/native`` (the system temporary folder if the home directory is not writable).
+    """
     env = os.environ.get("PROBINV_CACHE_DIR")
     if env:
         return Path(env)
