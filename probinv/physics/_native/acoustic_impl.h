@@ -37,7 +37,9 @@ static inline int64_t SFX(count_snap)(const AcArgs *a) {
     return f >= a->nsteps ? 0 : (a->nsteps - 1 - f) / a->snap_every + 1;
 }
 
-static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, int64_t bs, const int M) {
+/* STORE: keep q^n for backward (compile-time constant, so the forward-only loops carry no q stores) */
+static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, int64_t bs, const int M,
+                                                               const int STORE) {
     const int64_t H = a->H, W = a->W, Wp = W + 2 * M, Hp = H + 2 * M, HW = H * W, HWp = Hp * Wp;
     const int64_t nsteps = a->nsteps, ns = a->ns, nr = a->nr, b = bs / a->shots, R = M - 1;
     const T *restrict v = (const T *)a->v2dt2 + b * HW;
@@ -66,8 +68,6 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
     const int64_t xl = a->left, xr = W - a->right, zt = a->top, zb = H - a->bottom;
     const int64_t f0 = xl + M < W ? xl + M : W, f1 = xr - M > f0 ? xr - M : f0;  /* FAST columns [f0, f1) */
     const int64_t zi0 = zt + M, zi1 = zb - M;  /* rows away from the z-layers (and the mirror rows) */
-    T *qtmp = qs ? NULL : malloc(sizeof(T) * (size_t)HW);
-    if (!qs && !qtmp) return 1;
 
     for (int64_t i = 0; i < nsteps; i++) {
         for (int64_t r = 0; r < nr; r++) {
@@ -96,15 +96,15 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
                 }
             }
         }
-        /* q^n goes to the stored buffer (backward needs it) or to a scratch one; p^n is stored for the density
-           terms of backward. The pointwise variants are separate loops so that each one vectorises. */
-        T *q = qs ? qs + i * HW : qtmp;
+        /* q^n is stored when backward needs it, p^n too for the density terms of backward. The pointwise variants
+           are separate loops so that each one vectorises. */
+        T *q = STORE ? qs + i * HW : NULL;
         if (ps)
             for (int64_t z = 0; z < H; z++) memcpy(ps + i * HW + z * W, p + (z + M) * Wp + M, sizeof(T) * W);
         for (int64_t z = 0; z < H; z++) {
             const int64_t row = (z + M) * Wp + M;
             const T *restrict vr = v + z * W;
-            T *restrict qr = q + z * W;
+            T *restrict qr = STORE ? q + z * W : NULL;
             if (gx || (c2 && z < R)) {  /* FULL with the mirror correction and/or the density terms (scalar) */
                 #pragma GCC ivdep
                 for (int64_t x = 0; x < W; x++) {
@@ -122,7 +122,7 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
                         if (c1 && z < R) dzp += SFX(corr)(c1, p, z, x, Wp, M, 0);
                         qv -= gx[z * W + x] * SFX(stn)(p, P, 1, w1, M) + gz[z * W + x] * dzp;
                     }
-                    qr[x] = qv;
+                    if (STORE) qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
             } else if (z < zi0 || z >= zi1) {  /* FULL */
@@ -136,7 +136,7 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
                     zx[P] = zxv;
                     zz[P] = zzv;
                     T qv = wx + zxv + wz + zzv;
-                    qr[x] = qv;
+                    if (STORE) qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
             } else {
@@ -147,14 +147,14 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
                     T zxv = bx[x] * zx[P] + ax[x] * wx;
                     zx[P] = zxv;
                     T qv = wx + zxv + SFX(stn)(p, P, Wp, w2, M);
-                    qr[x] = qv;
+                    if (STORE) qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
                 #pragma GCC ivdep
                 for (int64_t x = f0; x < f1; x++) {  /* FAST */
                     const int64_t P = row + x;
                     T qv = SFX(stn)(p, P, 1, w2, M) + SFX(stn)(p, P, Wp, w2, M);
-                    qr[x] = qv;
+                    if (STORE) qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
                 #pragma GCC ivdep
@@ -164,7 +164,7 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
                     T zxv = bx[x] * zx[P] + ax[x] * wx;
                     zx[P] = zxv;
                     T qv = wx + zxv + SFX(stn)(p, P, Wp, w2, M);
-                    qr[x] = qv;
+                    if (STORE) qr[x] = qv;
                     pp[P] = 2 * p[P] - pp[P] + vr[x] * qv;
                 }
             }
@@ -173,11 +173,10 @@ static inline __attribute__((always_inline)) int SFX(fwd_impl)(const AcArgs *a, 
             const int64_t idx = src[s];
             const T val = amp[s * nsteps + i];
             pp[(idx / W + M) * Wp + idx % W + M] += v[idx] * val;
-            q[idx] += val;
+            if (STORE) q[idx] += val;
         }
         T *tmp = p; p = pp; pp = tmp;
     }
-    free(qtmp);
     return 0;
 }
 
@@ -344,10 +343,11 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
 }
 
 static int SFX(fwd_shot)(const AcArgs *a, int64_t bs) {
+    const int store = a->qs != NULL;
     switch (a->M) {
-        case 1: return SFX(fwd_impl)(a, bs, 1);
-        case 2: return SFX(fwd_impl)(a, bs, 2);
-        default: return SFX(fwd_impl)(a, bs, 4);
+        case 1: return store ? SFX(fwd_impl)(a, bs, 1, 1) : SFX(fwd_impl)(a, bs, 1, 0);
+        case 2: return store ? SFX(fwd_impl)(a, bs, 2, 1) : SFX(fwd_impl)(a, bs, 2, 0);
+        default: return store ? SFX(fwd_impl)(a, bs, 4, 1) : SFX(fwd_impl)(a, bs, 4, 0);
     }
 }
 
