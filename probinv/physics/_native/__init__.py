@@ -2,11 +2,12 @@
 
 Why this route: ``pip install -e .`` stays a pure-Python install (nothing is built against torch in an isolated build
 environment, no toolchain is downloaded); the kernels need only the system C compiler, which every Linux/macOS
-machine that builds Python packages has. The first call compiles ``<name>.c`` with ``cc -O3 -fopenmp -shared
--fPIC`` (plus ``-march=native``, see :data:`CFLAGS`) into a per-user cache directory, under a file name keyed by a
+machine that builds Python packages has. The first call compiles ``<name>.c`` with ``cc -O3 -shared -fPIC
+-pthread`` (plus ``-march=native``, see :data:`CFLAGS`) into a per-user cache directory, under a file name keyed by a
 hash of the sources, the compiler and its version, the flags and the CPU; later calls (and later processes) load the
-cached library. The library is written to a temporary file and renamed into place (:func:`probinv._files.atomic_path`),
-so concurrent first uses never see a partial file.
+cached library. The library is written to a temporary file and renamed into place
+(:func:`probinv._files.atomic_path`), so concurrent first uses never see a partial file. The kernels start POSIX
+threads per call (no OpenMP: a thread pool that outlives the call hangs forked children, e.g. multiprocessing pools).
 
 If no compiler is found or compilation fails, :func:`load` returns ``None`` and the solvers use their PyTorch
 reference path; one :class:`RuntimeWarning` per process says why. ``PROBINV_NATIVE=0`` disables the compiled
@@ -31,8 +32,7 @@ from ..._files import atomic_path
 #: because the cache key contains the CPU's model and feature flags: a home directory shared by different machines
 #: gets one library per kind of CPU, never an illegal instruction. ``-ffp-contract=off`` keeps the arithmetic of the
 #: reference path (no fused multiply-adds the reference does not do), so both paths round alike.
-CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c11")
-_OPENMP = ("-fopenmp",)
+CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-pthread")
 
 _SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h")}
 _HERE = Path(__file__).resolve().parent
@@ -92,7 +92,7 @@ def _build(name: str) -> Path:
         raise RuntimeError(f"the C compiler {cc} does not run: {exc}") from None
     sources = b"".join((_HERE / f).read_bytes() for f in _SOURCES[name])
     errors = []
-    for flags in (CFLAGS + _OPENMP, CFLAGS, tuple(f for f in CFLAGS if f != "-march=native")):
+    for flags in (CFLAGS, tuple(f for f in CFLAGS if f != "-march=native")):
         key = hashlib.sha256(b"\0".join([sources, cc.encode(), version.encode(), " ".join(flags).encode(),
                                          _cpu_fingerprint().encode()])).hexdigest()[:20]
         target = cache_dir() / f"{name}-{key}.so"

@@ -7,9 +7,13 @@
  *
  * Layout: every (model, shot) pair ("bs") owns its wavefield buffers of (H + 2M) x (W + 2M) values whose M-cell halo
  * stays zero (the zero-halo stencil needs no bounds checks); model arrays (v^2 dt^2, density gradients) are H x W
- * per model; bs = model * shots + shot. OpenMP threads run whole time loops of different (model, shot) pairs, so
- * there is no synchronisation inside the time loop.
+ * per model; bs = model * shots + shot. Threads run whole time loops of different (model, shot) pairs, so there is
+ * no synchronisation inside the time loop. They are plain POSIX threads started per call (~20 us each), not an
+ * OpenMP pool: a pool that outlives the call hangs forked children (multiprocessing's default start method on Linux
+ * forks), and libgomp is not everywhere (macOS clang).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,47 @@ typedef struct {
        g_v, g_gx, g_gz per (model, shot) [n_bs, H, W] (accumulated), g_amp [n_bs, ns, nsteps] */
     void *a1, *a0, *psxb, *pszb, *zxb, *zzb, *g_data, *g_snap, *g_v, *g_gx, *g_gz, *g_amp;
 } AcArgs;
+
+/* Run fn(a, bs) for bs = 0 .. n_bs - 1 on up to a->n_threads threads (the caller's thread included); work is
+   handed out one (model, shot) pair at a time. Returns the OR of fn's error codes. */
+typedef struct {
+    const void *a;
+    int (*fn)(const void *, int64_t);
+    int64_t n;
+    atomic_llong next;
+    atomic_int err;
+} Pool;
+
+static void *pool_worker(void *arg) {
+    Pool *pool = arg;
+    for (;;) {
+        int64_t bs = atomic_fetch_add(&pool->next, 1);
+        if (bs >= pool->n) break;
+        int e = pool->fn(pool->a, bs);
+        if (e) atomic_fetch_or(&pool->err, e);
+    }
+    return NULL;
+}
+
+static int run_parallel(const void *a, int64_t n, int64_t n_threads, int (*fn)(const void *, int64_t)) {
+    Pool pool;
+    pool.a = a;
+    pool.fn = fn;
+    pool.n = n;
+    atomic_init(&pool.next, 0);
+    atomic_init(&pool.err, 0);
+    int64_t nt = n_threads < n ? n_threads : n;
+    if (nt > 256) nt = 256;
+    pthread_t threads[256];
+    int64_t started = 0;
+    for (int64_t t = 1; t < nt; t++) {
+        if (pthread_create(&threads[started], NULL, pool_worker, &pool) != 0) break;  /* fewer threads: still right */
+        started++;
+    }
+    pool_worker(&pool);
+    for (int64_t t = 0; t < started; t++) pthread_join(threads[t], NULL);
+    return atomic_load(&pool.err);
+}
 
 #define T float
 #define SFX(name) name##_f32

@@ -342,7 +342,8 @@ static inline __attribute__((always_inline)) int SFX(bwd_impl)(const AcArgs *a, 
     return 0;
 }
 
-static int SFX(fwd_shot)(const AcArgs *a, int64_t bs) {
+static int SFX(fwd_shot)(const void *arg, int64_t bs) {
+    const AcArgs *a = arg;
     const int store = a->qs != NULL;
     switch (a->M) {
         case 1: return store ? SFX(fwd_impl)(a, bs, 1, 1) : SFX(fwd_impl)(a, bs, 1, 0);
@@ -351,7 +352,8 @@ static int SFX(fwd_shot)(const AcArgs *a, int64_t bs) {
     }
 }
 
-static int SFX(bwd_shot)(const AcArgs *a, int64_t bs) {
+static int SFX(bwd_shot)(const void *arg, int64_t bs) {
+    const AcArgs *a = arg;
     switch (a->M) {
         case 1: return SFX(bwd_impl)(a, bs, 1);
         case 2: return SFX(bwd_impl)(a, bs, 2);
@@ -362,17 +364,11 @@ static int SFX(bwd_shot)(const AcArgs *a, int64_t bs) {
 /* Run a->nsteps steps of every (model, shot) pair in place; after an odd number of steps the caller swaps p/pp. */
 int SFX(probinv_acoustic_forward)(const AcArgs *a) {
     if (a->M != 1 && a->M != 2 && a->M != 4) return 2;
-    int err = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(a->n_threads > 0 ? a->n_threads : 1) reduction(|:err)
-    for (int64_t bs = 0; bs < a->n_bs; bs++) err |= SFX(fwd_shot)(a, bs);
-    return err;
+    return run_parallel(a, a->n_bs, a->n_threads, SFX(fwd_shot));
 }
 
 /* Transposed steps in reverse, accumulating into g_v/g_gx/g_gz and writing g_amp; a1/a0 swap after odd counts. */
 int SFX(probinv_acoustic_backward)(const AcArgs *a) {
     if (a->M != 1 && a->M != 2 && a->M != 4) return 2;
-    int err = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(a->n_threads > 0 ? a->n_threads : 1) reduction(|:err)
-    for (int64_t bs = 0; bs < a->n_bs; bs++) err |= SFX(bwd_shot)(a, bs);
-    return err;
+    return run_parallel(a, a->n_bs, a->n_threads, SFX(bwd_shot));
 }
