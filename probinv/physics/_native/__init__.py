@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -35,7 +36,11 @@ from ..._files import atomic_path
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-pthread")
 
 _SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h")}
+#: Sources built as several objects in parallel (``-DPROBINV_PART=1..n``, one floating type each), then linked:
+#: halves the first-use build time (~10 s with -O3 -march=native) on a machine with two free cores.
+_PARTS = {"acoustic": 2}
 _HERE = Path(__file__).resolve().parent
+_log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _warned = False
@@ -99,15 +104,36 @@ def _build(name: str) -> Path:
         if target.exists():
             return target
         try:
+            _log.info("probinv: compiling the %s kernel into %s (once per machine and source version)", name, target)
             with atomic_path(target) as tmp:
-                proc = subprocess.run([cc, *flags, "-I", str(_HERE), "-o", str(tmp), str(_HERE / _SOURCES[name][0])],
-                                      capture_output=True, text=True, timeout=300)
-                if proc.returncode != 0:
-                    raise RuntimeError(proc.stderr.strip()[-2000:] or f"exit status {proc.returncode}")
+                _compile(cc, flags, _HERE / _SOURCES[name][0], tmp, _PARTS.get(name, 1))
             return target
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
             errors.append(f"{' '.join(flags)}: {exc}")
     raise RuntimeError("compilation failed: " + " | ".join(errors))
+
+
+def _check(procs) -> None:
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(err.strip()[-2000:] or f"exit status {proc.returncode}")
+
+
+def _compile(cc: str, flags: tuple, source: Path, out: Path, parts: int) -> None:
+    """Compile ``source`` into the shared library ``out`` (``parts`` objects built concurrently, then linked)."""
+    if parts == 1:
+        _check([subprocess.Popen([cc, *flags, "-I", str(source.parent), "-o", str(out), str(source)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)])
+        return
+    obj_flags = [f for f in flags if f != "-shared"]
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        objs = [os.path.join(tmp, f"part{i}.o") for i in range(1, parts + 1)]
+        _check([subprocess.Popen([cc, *obj_flags, f"-DPROBINV_PART={i}", "-I", str(source.parent), "-c", "-o", obj,
+                                  str(source)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for i, obj in enumerate(objs, start=1)])
+        _check([subprocess.Popen([cc, *flags, "-o", str(out), *objs], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)])
 
 
 def load(name: str) -> ctypes.CDLL | None:

@@ -78,16 +78,23 @@ static int run_parallel(const void *a, int64_t n, int64_t n_threads, int (*fn)(c
     return atomic_load(&pool.err);
 }
 
+/* PROBINV_PART=1 / 2 compiles only the float32 / float64 half (the loader builds both halves in parallel) */
+#if !defined(PROBINV_PART) || PROBINV_PART == 1
 #define T float
 #define SFX(name) name##_f32
 #include "acoustic_impl.h"
 #undef T
 #undef SFX
+#endif
 
+#if !defined(PROBINV_PART) || PROBINV_PART == 2
 #define T double
 #define SFX(name) name##_f64
 #include "acoustic_impl.h"
 #undef T
 #undef SFX
+#endif
 
+#if !defined(PROBINV_PART) || PROBINV_PART == 1
 int probinv_acoustic_abi_version(void) { return 1; }
+#endif
