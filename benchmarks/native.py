@@ -231,7 +231,7 @@ def main(argv=None):
                     print(json.dumps({k: r[k] for k in r if k != "times_s"}), flush=True)
                     result["load_min"], result["load_max"] = min(loads), max(loads)
                     write_text_atomic(os.path.join(RESULTS, "native.json"), json.dumps(result, indent=1))
-    write_text_atomic(os.path.join(RESULTS, "native.md"), _markdown(result))
+                    write_text_atomic(os.path.join(RESULTS, "native.md"), _markdown(result))  # partial results too
     print(_markdown(result))
 
 
