@@ -23,12 +23,21 @@ layer strips. The plain full-grid kernel (``_step``, ``_step_transpose``) is use
 free-surface mirror rows (models shallower than ``accuracy`` cells); ``_propagate_reference`` runs it with autograd
 through ordinary torch operations, the reference the tests compare with.
 
+Two implementations of the fused loop
+-------------------------------------
+On the CPU (float32/float64) the fused loop runs by default on a compiled C kernel (``backend="native"``;
+:mod:`probinv.physics._native`, built with the system C compiler on first use, threads over the (model, shot)
+pairs, no Python inside the time loop). The PyTorch implementation (``backend="torch"``) is the reference the tests
+compare it with (same values and gradients to float64 rounding) and the path on GPUs; without a C compiler it is
+used everywhere, after one warning.
+
 Where the code lives
 --------------------
 This module is the public API (checks of the options, dispatch). The private modules beside it hold the rest:
 ``_acoustic_stencils`` (stencils, their transposes, CPML coefficients), ``_acoustic_kernels`` (the time step and its
 exact transpose, plain and strip kernels), ``_acoustic_grad`` (the fused autograd node with checkpointing, and the
-plain-autograd reference) and ``_acoustic_setup`` (argument checks, padding, source/receiver indices).
+plain-autograd reference), ``_acoustic_setup`` (argument checks, padding, source/receiver indices) and
+``_acoustic_native`` (the same loop, gradient and checkpointing on the compiled kernel ``_native/acoustic.c``).
 """
 from __future__ import annotations
 
@@ -41,7 +50,7 @@ from ._acoustic_kernels import _initial_state, _run
 from ._acoustic_setup import MIN_POINTS_PER_WAVELENGTH as MIN_POINTS_PER_WAVELENGTH
 from ._acoustic_setup import _setup
 
-#: Use the strip kernel (False: the plain full-grid kernel everywhere; the tests compare the two).
+#: Torch path: use the strip kernel (False: the plain full-grid kernel everywhere; the tests compare the two).
 _FAST_KERNEL = True
 
 
