@@ -96,10 +96,11 @@ def test_native_float32_is_as_accurate_as_torch_float32():
         (d32,), g32 = _run(backend, v.float(), rho.float(), dx, dt, amp.float(), src, rec, pml_width=6)
         assert d32.dtype == torch.float32
         errors[backend] = (_rel(d32.double(), d64), max(_rel(a.double(), b) for a, b in zip(g32, g64, strict=True)))
-    # float32 rounding (6e-8) accumulated over 150 steps of a stable scheme: measured ~1e-7 (data) and ~1e-6
-    # (gradients) on both paths. Each path must stay at that level: 1e-5, and within 10x of the torch path's error.
+    # float32 rounding (6e-8) accumulated over 150 steps of a stable scheme: measured 1e-6 (data) and 1e-6 .. 5e-6
+    # (gradients) on both paths. The native path must stay at that level: below 3e-5 (5x the largest measured) and
+    # within 10x of the torch path's own error.
     for k in range(2):
-        assert errors["native"][k] < 1e-5 and errors["native"][k] < 10 * errors["torch"][k] + 1e-7, errors
+        assert errors["native"][k] < 3e-5 and errors["native"][k] < 10 * errors["torch"][k], errors
 
 
 @pytest.mark.parametrize("options", [dict(), dict(free_surface=True, accuracy=8, checkpoint_every=13),
