@@ -9,7 +9,7 @@ import pytest
 import torch
 from analytic import green2d_time
 
-from probinv.physics import acoustic, ricker
+from probinv.physics import _checks, acoustic, ricker
 from probinv.physics._checks import significant_max_frequency
 from probinv.physics.acoustic import _propagate_reference
 
@@ -18,6 +18,16 @@ F64 = torch.float64
 # Most gradient/bookkeeping tests use short records that truncate the wavelet (broadband): the sampling warning is
 # expected there and tested on its own in test_error_messages (pytest.warns still sees it).
 pytestmark = pytest.mark.filterwarnings("ignore:only .* grid points per minimum wavelength:UserWarning")
+
+
+@pytest.fixture(autouse=True, params=["auto", pytest.param("torch", marks=pytest.mark.slow)])
+def backend(request, monkeypatch):
+    """Run every test on the default path (the compiled kernel on CPU) and, in the slow suite, on the torch path.
+
+    The default suite also compares the two paths on every option (tests/test_native_acoustic.py).
+    """
+    monkeypatch.setitem(acoustic.__kwdefaults__, "backend", request.param)
+    return request.param
 
 
 def _loc(*points):
@@ -336,9 +346,10 @@ def test_error_messages():
         call(source_amplitudes=w_hi)
 
 
-def test_sampling_warning_fires_once_per_call_site():
+def test_sampling_warning_fires_once_per_call_site(monkeypatch):
     # An inversion calls the solver from one line with a new model every time: the warning's text carries the
     # changing vmin, so Python's once-per-location rule alone would repeat it at every call.
+    monkeypatch.setattr(_checks, "_WARNED_SITES", set())  # forget the sites of the other backend's run
     v, _, dx, dt, _, src, rec = _setup_small(dtype=torch.float32, nt=50)
     w_hi = ricker(200.0, 50, dt).expand(2, 1, 50)  # < 1 point per wavelength: the warning's condition
     with warnings.catch_warnings(record=True) as caught:
@@ -370,7 +381,7 @@ def test_strip_kernel_equals_full_grid_kernel(options, monkeypatch):
     for fast in (True, False):
         monkeypatch.setattr(module, "_FAST_KERNEL", fast)
         vg = v.clone().requires_grad_()
-        d = acoustic(vg, dx, dt, amp, src, rec, rho=r, checkpoint_every=40, **opts)
+        d = acoustic(vg, dx, dt, amp, src, rec, rho=r, checkpoint_every=40, backend="torch", **opts)
         (g,) = torch.autograd.grad(d.square().sum(), vg)
         results.append((d.detach(), g))
     (d1, g1), (d2, g2) = results
@@ -379,7 +390,8 @@ def test_strip_kernel_equals_full_grid_kernel(options, monkeypatch):
 
 
 def test_free_surface_on_a_very_shallow_model_uses_the_full_kernel():
-    # nz < accuracy: the bottom layer reaches the mirror rows, the full-grid kernel runs; gradients still exact
+    # nz < accuracy: the bottom layer reaches the mirror rows, the torch path runs its full-grid kernel (the
+    # compiled kernel needs no special case); gradients still exact on both
     v = torch.full((3, 12), 2000.0, dtype=F64).requires_grad_()
     w = ricker(20.0, 60, 5e-4, dtype=F64)[None, None]
     d = acoustic(v, 5.0, 5e-4, w, _loc((1, 3)), _loc((0, 9)), free_surface=True, accuracy=8, pml_width=4)

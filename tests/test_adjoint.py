@@ -22,6 +22,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:only .* grid points per minimum 
 RTOL_GRADIENT = 1e-11
 
 
+@pytest.fixture(autouse=True, params=["auto", pytest.param("torch", marks=pytest.mark.slow)])
+def backend(request, monkeypatch):
+    """The default path (the compiled kernel on CPU) in the default suite; the torch path too in the slow suite."""
+    monkeypatch.setitem(acoustic.__kwdefaults__, "backend", request.param)
+    return request.param
+
+
 def _problem(batch=None):
     torch.manual_seed(3)
     nz, nx, dx, dt, nt = 22, 26, 5.0, 5e-4, 220

@@ -23,23 +23,34 @@ layer strips. The plain full-grid kernel (``_step``, ``_step_transpose``) is use
 free-surface mirror rows (models shallower than ``accuracy`` cells); ``_propagate_reference`` runs it with autograd
 through ordinary torch operations, the reference the tests compare with.
 
+Two implementations of the fused loop
+-------------------------------------
+On the CPU (float32/float64) the fused loop runs by default on a compiled C kernel (``backend="native"``;
+:mod:`probinv.physics._native`, built with the system C compiler on first use, threads over the (model, shot)
+pairs, no Python inside the time loop). The PyTorch implementation (``backend="torch"``) is the reference the tests
+compare it with (same values and gradients to float64 rounding) and the path on GPUs; without a C compiler it is
+used everywhere, after one warning.
+
 Where the code lives
 --------------------
 This module is the public API (checks of the options, dispatch). The private modules beside it hold the rest:
 ``_acoustic_stencils`` (stencils, their transposes, CPML coefficients), ``_acoustic_kernels`` (the time step and its
 exact transpose, plain and strip kernels), ``_acoustic_grad`` (the fused autograd node with checkpointing, and the
-plain-autograd reference) and ``_acoustic_setup`` (argument checks, padding, source/receiver indices).
+plain-autograd reference), ``_acoustic_setup`` (argument checks, padding, source/receiver indices) and
+``_acoustic_native`` (the same loop, gradient and checkpointing on the compiled kernel ``_native/acoustic.c``).
 """
 from __future__ import annotations
 
 import torch
 
+from ..validation import check_choice
+from . import _acoustic_native
 from ._acoustic_grad import _AcousticPropagation, _propagate_reference
 from ._acoustic_kernels import _initial_state, _run
 from ._acoustic_setup import MIN_POINTS_PER_WAVELENGTH as MIN_POINTS_PER_WAVELENGTH
 from ._acoustic_setup import _setup
 
-#: Use the strip kernel (False: the plain full-grid kernel everywhere; the tests compare the two).
+#: Torch path: use the strip kernel (False: the plain full-grid kernel everywhere; the tests compare the two).
 _FAST_KERNEL = True
 
 
@@ -47,7 +58,7 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
              source_locations: torch.Tensor, receiver_locations: torch.Tensor, *, rho: torch.Tensor | None = None,
              pml_width=20, free_surface: bool = False, accuracy: int = 4, checkpoint_every: int | None = None,
              return_wavefield: bool = False, wavefield_every: int = 1, gradient: str = "fused",
-             pml_vmax: float | None = None):
+             pml_vmax: float | None = None, backend: str = "auto"):
     r"""Simulate 2D acoustic waves and record pressure at receivers; differentiable in ``v``, ``rho`` and sources.
 
     Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (constant density) or,
@@ -106,6 +117,14 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         predictable memory). ``"autograd"``: plain PyTorch autograd through every operation of every step (paper 2's
         unmodified AD; slower, more memory), kept so that AD == adjoint can be shown without any hand-derived code.
         Both give the same values and gradients to rounding error (tested); ``checkpoint_every`` applies to both.
+    backend : {"auto", "native", "torch"}
+        Which implementation of the fused time loop runs. ``"native"``: the compiled C kernel
+        (:mod:`probinv.physics._native`, OpenMP threads over the (model, shot) pairs, ``torch.get_num_threads()``
+        of them; CPU float32/float64 only). ``"torch"``: the PyTorch implementation (the reference, and the path on
+        GPUs). ``"auto"`` (default): native where it can run (CPU, float32/float64, a C compiler available), torch
+        otherwise. If the kernel cannot be compiled, ``"auto"`` and ``"native"`` fall back to torch with one
+        warning per process. Both give the same values and gradients to rounding error (tested);
+        ``gradient="autograd"`` always runs the torch reference.
 
     Returns
     -------
@@ -129,17 +148,26 @@ def acoustic(v: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Ten
         raise TypeError(f"return_wavefield must be True or False, got {return_wavefield!r}")
     if gradient not in ("fused", "autograd"):
         raise ValueError(f"gradient must be 'fused' or 'autograd', got {gradient!r}")
+    check_choice("backend", backend, ("auto", "native", "torch"))
+    if backend == "native" and isinstance(v, torch.Tensor) and (v.device.type != "cpu"
+                                                                 or v.dtype not in (torch.float32, torch.float64)):
+        raise ValueError(f"backend='native' runs CPU float32/float64 tensors only, got v on {v.device} with "
+                         f"{v.dtype}; use backend='torch' or 'auto'")
     if gradient == "autograd":
         return _propagate_reference(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho=rho,
                                     pml_width=pml_width, free_surface=free_surface, accuracy=accuracy,
                                     checkpoint_every=checkpoint_every, return_wavefield=return_wavefield,
                                     wavefield_every=wavefield_every, pml_vmax=pml_vmax)
+    native = backend != "torch" and isinstance(v, torch.Tensor) and _acoustic_native.available(v)
     s = _setup(v, dx, dt, source_amplitudes, source_locations, receiver_locations, rho, pml_width, free_surface,
-               accuracy, wavefield_every if return_wavefield else None, pml_vmax, fast_kernel=_FAST_KERNEL)
+               accuracy, wavefield_every if return_wavefield else None, pml_vmax,
+               fast_kernel=_FAST_KERNEL and not native)
     batch, shots, h, w = s.shape
     params = (s.v2dt2, s.gx, s.gz, s.amp)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
-    if not need_grad:
+    if native:
+        data, snap = _acoustic_native.propagate(s, checkpoint_every, need_grad)
+    elif not need_grad:
         with torch.no_grad():
             state = _initial_state(s.fast, batch, shots, h, w, s.v2dt2)
             _, data, snap, _, _ = _run(state, s.v2dt2, s.gx, s.gz, s.amp, s.geom, s.ops, s.fast, 0, store=False)
