@@ -12,5 +12,14 @@ exist, ``"sequential"`` otherwise.
 """
 from ._acoustic import acoustic as acoustic
 from ._config import enable_x64 as enable_x64
+from ._model import AcousticForward as AcousticForward
+from ._model import Gaussian as Gaussian
+from ._model import GaussianLatentSigma as GaussianLatentSigma
+from ._model import NumPyroModel as NumPyroModel
+from ._model import WhitenedPrior as WhitenedPrior
+from ._model import build_model as build_model
+from ._model import from_torch_model as from_torch_model
+from ._nuts import nuts as nuts
 
-__all__ = ["acoustic", "enable_x64"]
+__all__ = ["AcousticForward", "Gaussian", "GaussianLatentSigma", "NumPyroModel", "WhitenedPrior", "acoustic",
+           "build_model", "enable_x64", "from_torch_model", "nuts"]

@@ -237,7 +237,7 @@ def _acoustic_jit(v, amp, src, rec, pml_vmax, *, dx, dt, widths, accuracy, free_
 
 def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, receiver_locations, *, pml_width=20,
              free_surface: bool = False, accuracy: int = 4, pml_vmax: float | None = None,
-             checkpoint_every: int | None = None):
+             checkpoint_every: int | None = None, _prepare_only: bool = False):
     r"""Simulate 2D acoustic waves and record pressure at receivers: :func:`probinv.physics.acoustic` in JAX.
 
     Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (delta as ``1/dx^2`` on
@@ -317,7 +317,9 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
     if src.shape[-2] != amp.shape[-2]:
         raise ValueError(f"source_locations has {src.shape[-2]} sources per shot but source_amplitudes has "
                          f"{amp.shape[-2]}")
-    if _is_concrete(v):
+    if _is_concrete(amp) and not np.isfinite(np.asarray(amp)).all():
+        raise ValueError("source_amplitudes must be finite everywhere")
+    if _is_concrete(v) and not _prepare_only:
         vn = np.asarray(v)
         if not np.isfinite(vn).all() or (vn <= 0).any():
             raise ValueError(f"v must be positive and finite everywhere (m/s), got range [{vn.min():g}, {vn.max():g}]")
@@ -325,10 +327,7 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
         check_dt(dt, _fd.max_stable_dt_second_order(vmax, dx, accuracy),
                  f"accuracy={accuracy}, dx = {dx:g} m and vmax = {vmax:g} m/s")
         if _is_concrete(amp):
-            an = np.array(amp, dtype=np.float64)  # a writable copy for torch
-            if not np.isfinite(an).all():
-                raise ValueError("source_amplitudes must be finite everywhere")
-            fmax = significant_max_frequency(torch.from_numpy(an), dt)
+            fmax = significant_max_frequency(torch.from_numpy(np.array(amp, dtype=np.float64)), dt)
             if fmax > 0:
                 warn_points_per_wavelength(vmin, dx, fmax, MIN_POINTS_PER_WAVELENGTH[accuracy])
     w_pad = nx + widths.left + widths.right
@@ -337,7 +336,20 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
         return jnp.asarray((loc[..., 0] + widths.top) * w_pad + loc[..., 1] + widths.left, dtype=jnp.int32)
 
     k = checkpoint_every if checkpoint_every is not None else max(1, math.ceil(math.sqrt(nt)))
-    return _acoustic_jit(v, amp, flat(src), flat(rec), jnp.asarray(pml_vmax if pml_vmax is not None else 0.0),
-                         dx=dx, dt=dt, widths=tuple(widths), accuracy=accuracy, free_surface=free_surface,
-                         k_block=k, batched=batched, amp_batched=amp.ndim == 4, src_batched=src.ndim == 4,
-                         rec_batched=rec.ndim == 4, has_vmax=pml_vmax is not None)
+    static = dict(dx=dx, dt=dt, widths=tuple(widths), accuracy=accuracy, free_surface=free_surface, k_block=k,
+                  has_vmax=pml_vmax is not None)
+    vmax = jnp.asarray(pml_vmax if pml_vmax is not None else 0.0)
+    if _prepare_only:
+        return amp, flat(src), flat(rec), vmax, static
+    return _acoustic_jit(v, amp, flat(src), flat(rec), vmax, batched=batched, amp_batched=amp.ndim == 4,
+                         src_batched=src.ndim == 4, rec_batched=rec.ndim == 4, **static)
+
+
+def _run_prepared(v, amp, src, rec, vmax, static):
+    """Run the solver on arguments prepared (checked, flattened) by ``acoustic(..., _prepare_only=True)``.
+
+    ``v (nz, nx)`` or ``(batch, nz, nx)``; ``amp [shots, ns, nt]``, ``src``/``rec`` flat indices ``[shots, n]``
+    (shared by the models of a batch), possibly traced (a subsample of shots inside a NumPyro model).
+    """
+    return _acoustic_jit(v, amp, src, rec, vmax, batched=v.ndim == 3, amp_batched=False, src_batched=False,
+                         rec_batched=False, **static)
