@@ -113,7 +113,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         if list(laplace_posterior.attrs["whitened_sites"]) != wsites:
             raise ValueError(f"laplace_posterior's whitened sites {laplace_posterior.attrs['whitened_sites']} are not "
                              f"the model's {wsites}")
-        loc = np.array(gauss.loc)
+        loc = gauss.loc.detach().cpu().numpy()
         i = 0
         for s in wsites:
             k = int(model.priors[s[:-2]].latent_dim)
@@ -121,7 +121,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
             i += k
         for k, v in laplace_posterior.samples.items():
             if k not in values and k not in model.field_names:
-                values[k] = jnp.asarray(np.array(v[0, 0]))
+                values[k] = jnp.asarray(v[0, 0].detach().cpu().numpy())
     dtype = next(iter(model.priors.values())).modes.dtype
     init_strategy = init_to_value(values=values) if values else numpyro.infer.init_to_median
     info = initialize_model(jax.random.PRNGKey(seed), model, model_kwargs={"data": data, "full": True},
@@ -136,8 +136,8 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         i += n
     widx = np.concatenate([np.arange(offsets[s][0], offsets[s][0] + offsets[s][1]) for s in wsites])
     if gauss is not None:
-        vecs = jnp.asarray(np.array(gauss.eigvecs), dtype)
-        dfac = jnp.asarray(np.array(1 - torch.rsqrt(1 + gauss.eigvals)), dtype)
+        vecs = jnp.asarray(gauss.eigvecs.detach().cpu().numpy(), dtype)
+        dfac = jnp.asarray((1 - torch.rsqrt(1 + gauss.eigvals)).detach().cpu().numpy(), dtype)
 
     def to_u(w):
         if gauss is None:
