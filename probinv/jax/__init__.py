@@ -12,6 +12,8 @@ exist, ``"sequential"`` otherwise.
 """
 from ._acoustic import acoustic as acoustic
 from ._config import enable_x64 as enable_x64
+from ._fno import fno_apply as fno_apply
+from ._fno import fno_params as fno_params
 from ._model import AcousticForward as AcousticForward
 from ._model import Gaussian as Gaussian
 from ._model import GaussianLatentSigma as GaussianLatentSigma
@@ -22,4 +24,4 @@ from ._model import from_torch_model as from_torch_model
 from ._nuts import nuts as nuts
 
 __all__ = ["AcousticForward", "Gaussian", "GaussianLatentSigma", "NumPyroModel", "WhitenedPrior", "acoustic",
-           "build_model", "enable_x64", "from_torch_model", "nuts"]
+           "build_model", "enable_x64", "fno_apply", "fno_params", "from_torch_model", "nuts"]
