@@ -18,9 +18,10 @@ from .. import inference as _inference
 from .._files import atomic_path
 from ..inference import Posterior
 from ..inference._common import describe_forward
+from ..models import SeismicModel
 from ..validation import check_int
 from ._config import enable_x64
-from ._model import NumPyroModel
+from ._model import NumPyroModel, from_torch_model
 
 enable_x64()
 
@@ -54,8 +55,10 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
 
     Parameters
     ----------
-    model : NumPyroModel
-        From :func:`probinv.jax.from_torch_model` or :func:`probinv.jax.build_model`.
+    model : NumPyroModel or SeismicModel
+        From :func:`probinv.jax.from_torch_model` or :func:`probinv.jax.build_model`; a PyTorch
+        :class:`probinv.models.SeismicModel` is converted with :func:`probinv.jax.from_torch_model` (the entry point
+        of ``backend = "jax"``: the MAP and Laplace stages stay on the PyTorch path, NUTS runs here).
     data : array, optional
         Observed data; default ``model.data``.
     num_samples, warmup_steps, num_chains : int
@@ -78,10 +81,13 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         ``lp``; ``attrs``: ``backend="jax"``, ``n_gradients`` (warm-up included), ``n_gradients_sampling``,
         ``seconds`` (warm-up and sampling, compilation included), ``chain_method``.
     """
+    if isinstance(model, SeismicModel):
+        model = from_torch_model(model)
     if not isinstance(model, NumPyroModel):
-        raise TypeError(f"model must be a probinv.jax.NumPyroModel (probinv.jax.from_torch_model(model)), got "
+        raise TypeError(f"model must be a probinv.jax.NumPyroModel or a probinv.models.SeismicModel, got "
                         f"{type(model).__name__}")
-    data = model.data if data is None else jnp.asarray(np.asarray(data))
+    data = model.data if data is None else jnp.asarray(data.detach().cpu().numpy() if isinstance(
+        data, torch.Tensor) else np.asarray(data))
     if data is None:
         raise ValueError("no data: pass data= or build the model with data")
     check_int("num_samples", num_samples)
