@@ -29,7 +29,7 @@ from probinv.physics import ricker  # noqa: E402
 N, DX, STEP, NMODES = 16, 20.0, 0.004, 6
 
 
-def _acoustic_model(free_surface, noise_kind, nt=110, dtype=torch.float64, seed=7):
+def _acoustic_model(free_surface, noise_kind, nt=138, dtype=torch.float64, seed=7):
     prior = WhitenedField((N, N), DX, covariance="matern", nu=1.5, a_z=100.0, a_x=100.0, mean=2000.0, std=100.0,
                           n_modes=NMODES, bounds=(1500.0, 2600.0), dtype=dtype)
     src = torch.tensor([[[3, 0]], [[7, 0]]]) if not free_surface else torch.tensor([[[0, 2]], [[0, 9]]])
@@ -123,11 +123,9 @@ def lin_lap():
     return lin, laplace(lin.model(), map_kwargs={"num_steps": 100})
 
 
-def test_numpyro_nuts_recovers_the_exact_posterior_and_resumes(lin_lap, tmp_path):
+def test_numpyro_nuts_recovers_the_exact_posterior(lin_lap):
     lin, lap = lin_lap
-    jm = _linear_jax(lin)
-    kw = dict(num_samples=300, warmup_steps=100, num_chains=2, laplace_posterior=lap, seed=1)
-    post = pj.nuts(jm, checkpoint=tmp_path / "nuts", **kw)
+    post = pj.nuts(_linear_jax(lin), num_samples=300, warmup_steps=100, num_chains=2, laplace_posterior=lap, seed=1)
     z = post.samples["vp_z"]
     assert z.shape == (2, 300, 6) and post.samples["vp"].shape == (2, 300, 6, 6)
     # the same tolerances as test_inference.py's PyTorch NUTS test: ESS ~ 600 draws, MC error of the mean ~ 0.04 sd,
@@ -143,12 +141,21 @@ def test_numpyro_nuts_recovers_the_exact_posterior_and_resumes(lin_lap, tmp_path
     assert float(stats["n_steps"].double().mean()) < 8  # Laplace-whitened: the exact posterior is N(0, I)
     assert np.all(post.summary(var_names=["vp_z"])["r_hat"].to_numpy() < 1.05)
     assert post.attrs["backend"] == "jax" and post.attrs["n_gradients"] > post.attrs["n_gradients_sampling"] > 0
-    # resume: "interrupted" after the first chain (the second chain's file removed) -> the same draws
-    (tmp_path / "nuts.chain1.npz").unlink()
+
+
+@pytest.mark.slow
+def test_numpyro_nuts_checkpoint_resume_equals_uninterrupted(lin_lap, tmp_path):
+    """Per-chain checkpoints: a run "interrupted" after its first chain resumes to the same draws (~20 s)."""
+    lin, lap = lin_lap
+    jm = _linear_jax(lin)
+    kw = dict(num_samples=20, warmup_steps=20, num_chains=2, laplace_posterior=lap, seed=1)
+    full = pj.nuts(jm, checkpoint=tmp_path / "nuts", **kw)
+    (tmp_path / "nuts.chain1.npz").unlink()  # "interrupted" after the first chain
     resumed = pj.nuts(jm, checkpoint=tmp_path / "nuts", **kw)
-    assert torch.equal(resumed.samples["vp_z"], post.samples["vp_z"])
+    assert torch.equal(resumed.samples["vp_z"], full.samples["vp_z"])
+    assert torch.equal(resumed.sample_stats["n_steps"], full.sample_stats["n_steps"])
     with pytest.raises(ValueError, match="was written for another problem or other settings"):
-        pj.nuts(jm, checkpoint=tmp_path / "nuts", **{**kw, "num_samples": 299})
+        pj.nuts(jm, checkpoint=tmp_path / "nuts", **{**kw, "num_samples": 19})
 
 
 @pytest.mark.slow
@@ -166,3 +173,23 @@ def test_numpyro_nuts_matches_pyro_nuts_on_acoustic():
     assert np.all(np.abs(st["mean"].to_numpy() - sj["mean"].to_numpy()) < 4 * se)
     assert np.all(np.abs(sj["sd"].to_numpy() / st["sd"].to_numpy() - 1) < 0.2)
     assert np.all(sj["r_hat"].to_numpy() < 1.05)
+
+
+def test_bad_arguments_are_named(lin_lap):
+    lin, lap = lin_lap
+    with pytest.raises(TypeError, match="model must be a probinv.jax.NumPyroModel or a probinv.models.SeismicModel"):
+        pj.nuts("model")
+    with pytest.raises(ValueError, match="precondition must be 'laplace' or None"):
+        pj.nuts(_linear_jax(lin), precondition="diag", laplace_posterior=lap)
+    from probinv.models import StudentT
+    with pytest.raises(TypeError, match="noise StudentT has no JAX version"):
+        pj.from_torch_model(build_model({"vp": lin.prior}, lin.forward, lin.d, noise=StudentT(3.0, 1.0)))
+    with pytest.raises(TypeError, match="forward must be a probinv.models.AcousticForward"):
+        pj.from_torch_model(lin.model())  # a plain torch callable cannot be converted: pass forward=
+    # the time step is checked against the prior's upper velocity bound (the solver cannot check traced models)
+    tm, _, _ = _acoustic_model(False, "gaussian", nt=20)
+    fast = build_model({"vp": WhitenedField((N, N), DX, covariance="matern", nu=1.5, a_z=100.0, a_x=100.0,
+                                            mean=2000.0, std=100.0, n_modes=NMODES, bounds=(1500.0, 9000.0),
+                                            dtype=torch.float64)}, tm.forward, tm.data, noise=tm.noise)
+    with pytest.raises(ValueError, match="is unstable .* the prior's upper bound vmax = 9000"):
+        pj.from_torch_model(fast)

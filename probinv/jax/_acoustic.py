@@ -52,7 +52,7 @@ def _is_concrete(x) -> bool:
 def _locations(name: str, loc, shape, batch: int | None) -> np.ndarray:
     """Checked int64 locations ``[n_shots, n, 2]`` or, per model of a batch, ``[batch, n_shots, n, 2]``."""
     if isinstance(loc, jax.Array | np.ndarray):
-        loc = torch.from_numpy(np.asarray(loc))
+        loc = torch.from_numpy(np.array(loc))  # a writable copy for torch
     if isinstance(loc, torch.Tensor) and loc.ndim == 4 and batch is not None:
         if loc.shape[0] != batch:
             raise ValueError(f"{name} is given per model with {loc.shape[0]} models but v has a batch of {batch}")

@@ -113,8 +113,8 @@ class Gaussian:
     sigma: float | jax.Array
 
     def __post_init__(self):
-        check_positive("sigma", self.sigma if isinstance(self.sigma, float | int) else torch.as_tensor(
-            np.asarray(self.sigma)))
+        check_positive("sigma", self.sigma if isinstance(self.sigma, float | int) else torch.from_numpy(
+            np.array(self.sigma, dtype=np.float64)))
 
     def sample_params(self, dtype) -> dict:
         return {}
@@ -369,6 +369,7 @@ def from_torch_model(model, forward: Callable | None = None) -> NumPyroModel:
     if model.regularisers:
         raise ValueError(f"the JAX backend does not support regularisers yet; the model has "
                          f"{[r.name for r in model.regularisers]}")
+    noise = noise_from_torch(model.noise)
     priors = {name: WhitenedPrior.from_torch(p) for name, p in model.priors.items()}
     if forward is None:
         shape = next(iter(priors.values())).shape
@@ -381,5 +382,5 @@ def from_torch_model(model, forward: Callable | None = None) -> NumPyroModel:
             acc = forward._static["accuracy"]
             check_dt(forward.dt, _fd.max_stable_dt_second_order(vmax, forward.dx, acc),
                      f"accuracy={acc}, dx = {forward.dx:g} m and the prior's upper bound vmax = {vmax:g} m/s")
-    return NumPyroModel(priors, forward, model.data, noise=noise_from_torch(model.noise),
+    return NumPyroModel(priors, forward, model.data, noise=noise,
                         subsample_size=model.subsample_size, dx=model.dx, torch_model=model)
