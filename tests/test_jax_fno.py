@@ -2,8 +2,8 @@
 
 Tolerance: relative 1e-5 (in norm) in float32, the shipped weights' precision — the JAX path uses FFTs, the PyTorch
 module (``method="dft"``) GEMMs with DFT matrices, so single-precision rounding differs (~1e-7 per operation through
-4 Fourier layers of width 32). (In float64 the two agree to ~1e-15, measured once; not repeated here to keep the
-default suite fast.)
+4 Fourier layers of width 32). (In float64 the two agreed within 1e-10 when this test also ran in float64; dropped to
+keep the default suite fast.)
 """
 import pytest
 
