@@ -1,0 +1,355 @@
+r"""The acoustic solver of :func:`probinv.physics.acoustic` in JAX: the same discrete operator, compiled.
+
+Same equation, conventions (DESIGN.md sections 2-3), stencils, CPML, free surface, source normalisation and time
+sampling as the PyTorch solver; this module re-implements its plain full-grid step
+(``probinv.physics._acoustic_kernels._step``) operation for operation, so that the two agree to rounding error
+(``tests/test_jax_acoustic.py``). The time loop is one ``lax.scan``; ``checkpoint_every=k`` wraps each block of ``k``
+steps in ``jax.checkpoint`` (reverse mode then stores one state per block and recomputes the block: memory ~
+``nt / k`` states + ``k`` steps' residuals). Shots and a batch of models are ``vmap``-ed.
+
+Everything that depends on the model (the CPML strength from ``max(v)`` when ``pml_vmax`` is not given, the dominant
+frequency of the sources) is computed with ``jnp`` under ``stop_gradient``, so the function can be traced inside
+``jit``/``grad`` (a NumPyro potential); the argument checks that need concrete values (CFL, positivity) run only
+when the inputs are concrete.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from ..physics import _fd
+from ..physics._acoustic_setup import MIN_POINTS_PER_WAVELENGTH
+from ..physics._checks import check_dt, significant_max_frequency, warn_points_per_wavelength
+from ..physics.boundaries import Widths, pml_widths
+from ..validation import check_locations, check_scalar
+from ._config import enable_x64
+
+enable_x64()
+
+__all__ = ["acoustic"]
+
+
+def _to_array(name: str, x):
+    """A float jnp array from a jax/numpy array or a torch tensor (detached; its dtype kept)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (jax.Array, np.ndarray)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {x.dtype}")
+        return jnp.asarray(x)
+    raise TypeError(f"{name} must be a jax/numpy array (or a torch tensor), got {type(x).__name__}")
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _locations(name: str, loc, shape, batch: int | None) -> np.ndarray:
+    """Checked int64 locations ``[n_shots, n, 2]`` or, per model of a batch, ``[batch, n_shots, n, 2]``."""
+    if isinstance(loc, jax.Array | np.ndarray):
+        loc = torch.from_numpy(np.array(loc))  # a writable copy for torch
+    if isinstance(loc, torch.Tensor) and loc.ndim == 4 and batch is not None:
+        if loc.shape[0] != batch:
+            raise ValueError(f"{name} is given per model with {loc.shape[0]} models but v has a batch of {batch}")
+        return check_locations(name, loc.reshape(-1, *loc.shape[2:]), None, shape, "cpu").reshape(
+            loc.shape).numpy()
+    return check_locations(name, loc, None, shape, "cpu").numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stencils (the operations of probinv.physics._acoustic_stencils._stencil, in the same order)
+
+
+def _mirror_correction(weights: tuple) -> np.ndarray | None:
+    """Matrix adding the free-surface odd-mirror ghost values (``_top_mirror_correction`` of the PyTorch solver)."""
+    m = (len(weights) - 1) // 2
+    if m < 2:
+        return None
+    c = np.zeros((m - 1, m - 1))
+    for i in range(m - 1):
+        for k in range(-m, m + 1):
+            j = i + k
+            if j <= -2:
+                c[i, -2 - j] -= weights[k + m]
+    return c
+
+
+def _narrow(u, axis: int, start: int, length: int):
+    return jax.lax.slice_in_dim(u, start, start + length, axis=u.ndim + axis)
+
+
+def _stencil(u, weights: tuple, axis: int, corr=None):
+    """``out[i] = sum_k w_k u[i + k]`` along ``axis`` (-1: x, -2: z) with zero values outside, plus ``corr`` on top."""
+    m = (len(weights) - 1) // 2
+    n = u.shape[axis]
+    pad = [(0, 0)] * u.ndim
+    pad[u.ndim + axis] = (m, m)
+    up = jnp.pad(u, pad)
+    out = None
+    for k in range(m):  # pairs of symmetric / antisymmetric offsets, as the PyTorch stencil does
+        wl, wr = weights[k], weights[2 * m - k]
+        left, right = _narrow(up, axis, k, n), _narrow(up, axis, 2 * m - k, n)
+        if wl == wr:
+            term = (left + right) * wl
+        elif wl == -wr:
+            term = (right - left) * wr
+        else:
+            term = left * wl + right * wr
+        out = term if out is None else out + term
+    if weights[m] != 0:
+        out = out + weights[m] * u
+    if corr is not None:
+        r = corr.shape[0]
+        top = _narrow(out, -2, 0, r) + jnp.einsum("ij,...jx->...ix", corr, _narrow(u, -2, 0, r))
+        out = jnp.concatenate([top, _narrow(out, -2, r, n - r)], axis=-2)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPML profiles (probinv.physics.boundaries.cpml_profile with a traceable vmax)
+
+
+def _round_vmax(vmax):
+    """``vmax`` rounded up to two significant digits (``_pml_vmax`` of the PyTorch solver), traceable."""
+    scale10 = 10.0 ** (jnp.floor(jnp.log10(vmax)) - 1)
+    return jnp.ceil(vmax / scale10 - 1e-9) * scale10
+
+
+def _cpml_profile(n: int, widths: tuple[int, int], dx: float, dt: float, vmax, freq, r: float = 1e-5,
+                  order: int = 2):
+    """``(a, b)`` shaped ``[n]`` in float64: :func:`probinv.physics.boundaries.cpml_profile` with ``vmax``, ``freq``
+    possibly traced scalars.
+    """
+    w0, w1 = int(widths[0]), int(widths[1])
+    i = np.arange(n, dtype=np.float64)
+    s = np.zeros(n)
+    if w0 > 0:
+        s = np.maximum(s, np.clip((w0 - i) / w0, 0, 1))
+    if w1 > 0:
+        s = np.maximum(s, np.clip((i - (n - 1 - w1)) / w1, 0, 1))
+    length = max(w0, w1, 1) * dx
+    d0 = -(order + 1) * vmax * math.log(r) / (2 * length)
+    d = d0 * s ** order
+    alpha = math.pi * freq * (1 - s) * (s > 0)
+    b = jnp.exp(-(d + alpha) * dt)
+    denom = d + alpha
+    a = jnp.where(denom > 0, d / jnp.where(denom > 0, denom, 1.0) * (b - 1), 0.0)
+    b = jnp.where(s > 0, b, 1.0)
+    return a, b
+
+
+def _dominant_frequency(amp, dt: float):
+    """Peak of the mean amplitude spectrum of ``amp [..., nt]`` (``boundaries.dominant_frequency``), traceable."""
+    x = jax.lax.stop_gradient(amp).reshape(-1, amp.shape[-1]).astype(jnp.float64)
+    nt = x.shape[-1]
+    nfft = max(2 * nt, 64)
+    spec = jnp.abs(jnp.fft.rfft(x, n=nfft)).mean(0).at[0].set(0.0)
+    f = jnp.argmax(spec) / (nfft * dt)
+    return jnp.where(f > 0, f, 1.0 / (nt * dt))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the time loop of one model (all its shots at once)
+
+
+def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accuracy, free_surface, k_block):
+    """Receiver data ``[shots, nr, nt]`` of one model ``v (nz, nx)``; ``amp [shots, ns, nt]`` unscaled,
+    ``src``/``rec`` flat indices into the padded grid ``[shots, n]``.
+    """
+    dtype = v.dtype
+    c2 = _fd.SECOND_DERIVATIVE[accuracy]
+    w2 = tuple(x / dx ** 2 for x in (list(reversed(c2[1:])) + list(c2)))
+    c1 = _fd.CENTRAL_FIRST_DERIVATIVE[accuracy]
+    w1 = tuple(x / dx for x in ([-a for a in reversed(c1)] + [0.0] + list(c1)))
+    corr2 = corr1 = None
+    if free_surface:
+        corr2, corr1 = (None if c is None else jnp.asarray(c, dtype=dtype)
+                        for c in (_mirror_correction(w2), _mirror_correction(w1)))
+    t, bt, lf, rt = widths
+    vp = jnp.pad(v, ((t, bt), (lf, rt)), mode="edge")
+    h, w = vp.shape
+    v2dt2 = vp * vp * dt ** 2
+    if pml_vmax is None:
+        vmax = _round_vmax(jax.lax.stop_gradient(v).max().astype(jnp.float64))
+    else:
+        vmax = _round_vmax(jnp.asarray(pml_vmax).astype(jnp.float64))
+    freq = _dominant_frequency(amp, dt)
+    ax, bx = (c.astype(dtype).reshape(1, 1, w) for c in _cpml_profile(w, (lf, rt), dx, dt, vmax, freq))
+    az, bz = (c.astype(dtype).reshape(1, h, 1) for c in _cpml_profile(h, (t, bt), dx, dt, vmax, freq))
+    amp = amp * (1.0 / dx ** 2)
+    shots, nt = amp.shape[0], amp.shape[-1]
+    rows = jnp.arange(shots)[:, None]
+
+    def step(state, amp_n):
+        p, pprev, psx, psz, zx, zz = state
+        data_n = p.reshape(shots, -1)[rows, rec]  # p^n: sample n is t = n dt
+        dxp = _stencil(p, w1, -1)
+        dzp = _stencil(p, w1, -2, corr1)
+        psx = bx * psx + ax * dxp
+        psz = bz * psz + az * dzp
+        wx = _stencil(p, w2, -1) + _stencil(psx, w1, -1)
+        wz = _stencil(p, w2, -2, corr2) + _stencil(psz, w1, -2)
+        zx = bx * zx + ax * wx
+        zz = bz * zz + az * wz
+        q = wx + zx + wz + zz
+        if src.shape[-1]:
+            q = q.reshape(shots, -1).at[rows, src].add(amp_n).reshape(q.shape)
+        pnew = 2 * p - pprev + v2dt2 * q
+        return (pnew, p, psx, psz, zx, zz), data_n
+
+    zero = jnp.zeros((shots, h, w), dtype=dtype)
+    state = (zero,) * 6
+    amp_t = jnp.moveaxis(amp, -1, 0)  # [nt, shots, ns]
+    if k_block is None or k_block >= nt:
+        _, data = jax.lax.scan(step, state, amp_t)
+    else:
+        n_blocks = -(-nt // k_block)
+        # zero source samples after the last step: the extra steps come after every recorded sample
+        amp_t = jnp.concatenate([amp_t, jnp.zeros((n_blocks * k_block - nt,) + amp_t.shape[1:], dtype)], 0)
+
+        @jax.checkpoint
+        def block(state, amp_block):
+            return jax.lax.scan(step, state, amp_block)
+
+        _, data = jax.lax.scan(block, state, amp_t.reshape((n_blocks, k_block) + amp_t.shape[1:]))
+        data = data.reshape((n_blocks * k_block,) + data.shape[2:])[:nt]
+    return jnp.moveaxis(data, 0, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("dx", "dt", "widths", "accuracy", "free_surface", "k_block",
+                                             "batched", "amp_batched", "src_batched", "rec_batched", "has_vmax"))
+def _acoustic_jit(v, amp, src, rec, pml_vmax, *, dx, dt, widths, accuracy, free_surface, k_block, batched,
+                  amp_batched, src_batched, rec_batched, has_vmax):
+    run = functools.partial(_propagate_one, dx=dx, dt=dt, widths=widths, accuracy=accuracy,
+                            free_surface=free_surface, k_block=k_block)
+    vmax = pml_vmax if has_vmax else None
+    if not batched:
+        return run(v, amp, src, rec, vmax)
+    return jax.vmap(lambda vv, a, s, r: run(vv, a, s, r, vmax),
+                    in_axes=(0, 0 if amp_batched else None, 0 if src_batched else None,
+                             0 if rec_batched else None))(v, amp, src, rec)
+
+
+def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, receiver_locations, *, pml_width=20,
+             free_surface: bool = False, accuracy: int = 4, pml_vmax: float | None = None,
+             checkpoint_every: int | None = None, _prepare_only: bool = False):
+    r"""Simulate 2D acoustic waves and record pressure at receivers: :func:`probinv.physics.acoustic` in JAX.
+
+    Solves :math:`\frac{1}{v^2} p_{tt} - \nabla^2 p = f(t)\,\delta(\mathbf{x}-\mathbf{x}_s)` (delta as ``1/dx^2`` on
+    the source cell) with leapfrog in time, central differences of order ``accuracy`` in space, the CPML of
+    :mod:`probinv.physics.boundaries` outside the model and an optional pressure-release free surface one cell above
+    row 0 (odd mirror). The result equals the PyTorch solver's to rounding error, and so do its derivatives
+    (``jax.grad`` / ``jax.vjp`` through the time loop). Traceable: it may be called inside ``jax.jit``, ``jax.grad``
+    and ``jax.vmap`` (the argument checks that need values then run only on concrete inputs).
+
+    The JAX backend enables float64 (``jax_enable_x64``) when imported; float32 inputs still run in float32.
+
+    Parameters
+    ----------
+    v : array (nz, nx) or (batch, nz, nx)
+        Wave speed in m/s, z first. float32 or float64 (jax or numpy arrays; a torch tensor is converted). A batch
+        runs every shot in every model (``vmap``).
+    dx : float
+        Grid spacing in m.
+    dt : float
+        Time step in s (CFL-checked as in the PyTorch solver when ``v`` is concrete).
+    source_amplitudes : array [n_shots, n_sources_per_shot, nt] (or [batch, n_shots, n_sources, nt])
+        Source time functions; sample ``n`` at ``t = n dt``.
+    source_locations, receiver_locations : int array [n_shots, n, 2] (or [batch, n_shots, n, 2])
+        ``(z, x)`` grid indices, concrete (numpy/torch/jax).
+    pml_width : int or 4 ints (top, bottom, left, right)
+        CPML thickness in cells outside the model.
+    free_surface : bool
+        Pressure-release surface on top (the top PML is then removed).
+    accuracy : {2, 4, 8}
+        Spatial order.
+    pml_vmax : float, optional
+        Velocity (m/s) setting the CPML strength; default each model's maximum rounded up to two significant
+        digits (as the PyTorch solver). Give a fixed value for sampling.
+    checkpoint_every : int, optional
+        Steps per ``jax.checkpoint`` block: reverse mode keeps one state per block and recomputes the block. Default
+        ``ceil(sqrt(nt))`` (JAX's reverse mode stores every residual of every step otherwise: several wavefields per
+        step). Does not change values (to rounding).
+
+    Returns
+    -------
+    jax.Array [n_shots, n_receivers, nt] or [batch, n_shots, n_receivers, nt]
+        Pressure at the receivers; sample ``n`` is ``t = n dt``; dtype of ``v``.
+    """
+    v = _to_array("v", v)
+    if v.ndim not in (2, 3):
+        raise ValueError(f"v must be shaped (nz, nx) or (batch, nz, nx), got shape {tuple(v.shape)}")
+    dx = check_scalar("dx", dx)
+    dt = check_scalar("dt", dt)
+    accuracy = _fd.check_accuracy(accuracy)
+    if not isinstance(free_surface, bool):
+        raise TypeError(f"free_surface must be True or False, got {free_surface!r}")
+    widths = pml_widths(pml_width, free_surface)
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be None or a positive int (steps per block), got "
+                         f"{checkpoint_every!r}")
+    if pml_vmax is not None:
+        pml_vmax = check_scalar("pml_vmax", pml_vmax)
+    batched = v.ndim == 3
+    batch = v.shape[0] if batched else None
+    nz, nx = v.shape[-2:]
+    amp = _to_array("source_amplitudes", source_amplitudes).astype(v.dtype)
+    if amp.ndim not in (3, 4) or (amp.ndim == 4 and not batched):
+        raise ValueError("source_amplitudes must be shaped [n_shots, n_sources_per_shot, nt] (or [batch, n_shots, "
+                         f"n_sources_per_shot, nt] for a batch of models), got shape {tuple(amp.shape)}")
+    if amp.ndim == 4 and amp.shape[0] != batch:
+        raise ValueError(f"source_amplitudes is given per model with {amp.shape[0]} models but v has a batch of "
+                         f"{batch}")
+    if amp.shape[-1] < 1:
+        raise ValueError(f"source_amplitudes must have at least one time sample, got shape {tuple(amp.shape)}")
+    n_shots, nt = amp.shape[-3], amp.shape[-1]
+    src = _locations("source_locations", source_locations, (nz, nx), batch)
+    rec = _locations("receiver_locations", receiver_locations, (nz, nx), batch)
+    for name, loc in (("source_locations", src), ("receiver_locations", rec)):
+        if loc.shape[-3] != n_shots:
+            raise ValueError(f"{name} has {loc.shape[-3]} shots but source_amplitudes has {n_shots}")
+    if src.shape[-2] != amp.shape[-2]:
+        raise ValueError(f"source_locations has {src.shape[-2]} sources per shot but source_amplitudes has "
+                         f"{amp.shape[-2]}")
+    if _is_concrete(amp) and not np.isfinite(np.asarray(amp)).all():
+        raise ValueError("source_amplitudes must be finite everywhere")
+    if _is_concrete(v) and not _prepare_only:
+        vn = np.asarray(v)
+        if not np.isfinite(vn).all() or (vn <= 0).any():
+            raise ValueError(f"v must be positive and finite everywhere (m/s), got range [{vn.min():g}, {vn.max():g}]")
+        vmax, vmin = float(vn.max()), float(vn.min())
+        check_dt(dt, _fd.max_stable_dt_second_order(vmax, dx, accuracy),
+                 f"accuracy={accuracy}, dx = {dx:g} m and vmax = {vmax:g} m/s")
+        if _is_concrete(amp):
+            fmax = significant_max_frequency(torch.from_numpy(np.array(amp, dtype=np.float64)), dt)
+            if fmax > 0:
+                warn_points_per_wavelength(vmin, dx, fmax, MIN_POINTS_PER_WAVELENGTH[accuracy])
+    w_pad = nx + widths.left + widths.right
+
+    def flat(loc):
+        return jnp.asarray((loc[..., 0] + widths.top) * w_pad + loc[..., 1] + widths.left, dtype=jnp.int32)
+
+    k = checkpoint_every if checkpoint_every is not None else max(1, math.ceil(math.sqrt(nt)))
+    static = dict(dx=dx, dt=dt, widths=tuple(widths), accuracy=accuracy, free_surface=free_surface, k_block=k,
+                  has_vmax=pml_vmax is not None)
+    vmax = jnp.asarray(pml_vmax if pml_vmax is not None else 0.0)
+    if _prepare_only:
+        return amp, flat(src), flat(rec), vmax, static
+    return _acoustic_jit(v, amp, flat(src), flat(rec), vmax, batched=batched, amp_batched=amp.ndim == 4,
+                         src_batched=src.ndim == 4, rec_batched=rec.ndim == 4, **static)
+
+
+def _run_prepared(v, amp, src, rec, vmax, static):
+    """Run the solver on arguments prepared (checked, flattened) by ``acoustic(..., _prepare_only=True)``.
+
+    ``v (nz, nx)`` or ``(batch, nz, nx)``; ``amp [shots, ns, nt]``, ``src``/``rec`` flat indices ``[shots, n]``
+    (shared by the models of a batch), possibly traced (a subsample of shots inside a NumPyro model).
+    """
+    return _acoustic_jit(v, amp, src, rec, vmax, batched=v.ndim == 3, amp_batched=False, src_batched=False,
+                         rec_batched=False, **static)
