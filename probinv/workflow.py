@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import arviz as az
+import netCDF4
 import pandas as pd
 import pyro
 import torch
@@ -38,7 +39,7 @@ import xarray as xr
 
 from . import fields, inference, io, models, plotting
 from ._files import atomic_path
-from .config import METHODS, Config, ConfigError, Setup, default_bounds, prior_bounds, resolve
+from .config import METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
 
 log = logging.getLogger(__name__)
 
@@ -400,13 +401,26 @@ def load_observed(cfg: Config, setup: Setup) -> Observed:
         sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
         return Observed(setup, sim.observed, sim.sigma, sim)
     p = cfg.path(cfg.data.observed)
-    g = io.read_segy_gather(p, setup.dx) if p.suffix.lower() in (".sgy", ".segy") else io.read_gather(p)
+    key = f"[data].observed = {cfg.data.observed!r}"
+    try:
+        g = io.read_segy_gather(p, setup.dx) if p.suffix.lower() in (".sgy", ".segy") else io.read_gather(p)
+    except (io.InputError, OSError) as exc:  # unreadable, empty or truncated file, a folder: name the key
+        raise ConfigError([f"{key}: {exc}"], cfg.source) from None
+    # NaN / inf samples would surface as "sigma must be a positive finite number, got nan" (issue 15)
+    bad = io.describe_bad_values(g.data, dims=("shot", "receiver", "time"), spacing={"time": (g.dt, "s")})
+    if bad:
+        raise ConfigError([f"{key}: data {bad}; replace the bad samples (e.g. by 0, or drop their traces) in the "
+                           f"file"], cfg.source)
     acq = setup.acquisition
     if tuple(g.data.shape) != (acq.n_shots, acq.n_receivers, acq.nt):
         raise ConfigError([f"[data].observed = {cfg.data.observed!r} holds data shaped {tuple(g.data.shape)} but the "
                            f"configuration describes [n_shots, n_receivers, nt] = "
                            f"{[acq.n_shots, acq.n_receivers, acq.nt]}: make [acquisition] and [time] match the file"],
                           cfg.source)
+    nz, nx = setup.true["vp"].shape
+    outside = check_geometry(g.source_locations, g.receiver_locations, nz, nx, setup.dx, key)
+    if outside:
+        raise ConfigError(outside, cfg.source)
     setup = setup.with_geometry(g.source_locations, g.receiver_locations)
     sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
     return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None)
@@ -470,10 +484,11 @@ def run_simulation(cfg: Config, out_dir: str | Path | None = None, *,
     Writes into ``out_dir`` (default: ``[output].directory``) what :func:`write_inputs` writes; returns the
     simulated :class:`Observed` and ``{what: path}``.
     """
+    out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
     sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
     obs = Observed(setup, sim.observed, sim.sigma, sim)
-    return obs, write_inputs(_out_dir(cfg, out_dir), obs, config=cfg.to_json())
+    return obs, write_inputs(out, obs, config=cfg.to_json())
 
 
 @dataclass
@@ -532,10 +547,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     say = log_fn or log.info
     inf = dict(cfg.inference)
     inf.update({k: v for k, v in (("method", method), ("steps", steps)) if v})
+    out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
-    out = _out_dir(cfg, out_dir)
+    obs = load_observed(cfg, setup)  # checks the data file before the output folder is created
     out.mkdir(parents=True, exist_ok=True)
-    obs = load_observed(cfg, setup)
     setup, provenance = obs.setup, cfg.to_json()
     files: dict[str, Path] = {}
     if obs.simulation is not None:
@@ -579,13 +594,41 @@ def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, 
     Returns the :class:`probinv.inference.Posterior` and ``{what: path}`` of the files written.
     """
     path = Path(result)
+    what = "a posterior written by `probinv invert` or `probinv demo`, e.g. probinv-demo/posterior.nc"
+    if path.is_dir():
+        raise IsADirectoryError(f"result {str(path)!r} is a folder, not a file: give the posterior file inside it "
+                                f"({what})")
     if not path.is_file():
-        raise FileNotFoundError(f"no such result file: {str(path)!r} (a posterior written by `probinv invert` or "
-                                f"`probinv demo`)")
-    post = inference.Posterior.from_netcdf(path)
+        raise FileNotFoundError(f"no such result file: {str(path)!r} ({what})")
+    out = io.check_output_dir(Path(out_dir) if out_dir else path.parent / f"{path.stem}_report", "report folder")
+    post = _read_posterior(path, what)
     if "vp" not in post.field_names:
-        raise ValueError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)})")
+        raise io.InputError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)}): probinv report "
+                            f"draws velocity posteriors; give {what}")
     if post.dx is None:
-        raise ValueError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv")
-    out = Path(out_dir) if out_dir else path.parent / f"{path.stem}_report"
+        raise io.InputError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv; give {what}")
     return post, write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"))
+
+
+def _read_posterior(path: Path, what: str):
+    """:meth:`Posterior.from_netcdf`, after checking that ``path`` is a readable NetCDF file holding a posterior."""
+    try:
+        with netCDF4.Dataset(path, "r") as ds:
+            groups, attrs = set(ds.groups), set(ds.ncattrs())
+    except OSError as exc:  # empty, truncated, not NetCDF
+        size = path.stat().st_size
+        state = "is empty (0 bytes)" if size == 0 else f"is not a readable NetCDF file ({size} bytes: truncated?)"
+        raise io.InputError(f"result {str(path)!r} {state}: {exc}; give {what}") from None
+    lacks = ["the group 'posterior'"] if "posterior" not in groups else []
+    missing = [k for k in ("method", "field_names", "attrs_json") if k not in attrs]
+    lacks += [f"the attribute(s) {missing}"] if missing else []
+    if lacks:
+        kind = "a model file (probinv.io.write_model)" if {"z", "x"} <= _variables(path) else "not a posterior"
+        raise io.InputError(f"result {str(path)!r} is {kind}: it lacks {' and '.join(lacks)} of a posterior file; "
+                            f"give {what}")
+    return inference.Posterior.from_netcdf(path)
+
+
+def _variables(path: Path) -> set:
+    with netCDF4.Dataset(path, "r") as ds:
+        return set(ds.variables)

@@ -126,7 +126,7 @@ def test_invert_laplace_then_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "method laplace, 1 chain(s) x 20 draw(s)" in out and "vp[5,6]" in out
     assert (tmp_path / "rep" / "uncertainty.png").exists()
-    assert main(["report", str(tmp_path / "nothing.nc")]) == 1
+    assert main(["report", str(tmp_path / "nothing.nc")]) == 2  # bad input (issue 15)
     assert "no such result file" in capsys.readouterr().err
 
 
