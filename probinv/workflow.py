@@ -21,6 +21,7 @@ from the MAP point.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -219,6 +220,40 @@ def _map_stage(model, *, optimizer: str, steps: int, lr: float, seed: int, check
     return map_post, losses
 
 
+def _laplace_key(model, map_post, **settings) -> str:
+    """Fingerprint of a Laplace stage: its settings, the MAP point it linearises at and the data it explains."""
+    h = hashlib.sha256()
+    for name in sorted(map_post.samples):
+        h.update(name.encode())
+        h.update(map_post.samples[name][-1, -1].detach().cpu().contiguous().numpy().tobytes())
+    h.update(model.data.detach().cpu().contiguous().numpy().tobytes())
+    return json.dumps({**settings, "map_and_data_sha256": h.hexdigest()}, sort_keys=True)
+
+
+def _laplace_stage(model, map_post, *, rank: int, num_samples: int, seed: int, jvp_mode: str,
+                   checkpoint_dir: Path | None, resume: bool, progress: bool, say: Callable[[str], None]):
+    """The Laplace approximation at the MAP point, kept as the stage checkpoint ``stage_laplace.nc``.
+
+    With ``resume`` a stage file written for the same MAP point, data and settings is read back (an exact round trip)
+    instead of recomputed: resuming an SVI / SVGD / NUTS run does not redo its Laplace start (issue 15: the Laplace
+    step is most of the demo's time). A stage file of another MAP point or other settings is recomputed and replaced.
+    """
+    key = _laplace_key(model, map_post, rank=rank, num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
+    stage = checkpoint_dir / "stage_laplace.nc" if checkpoint_dir is not None else None
+    if stage is not None and resume and stage.exists():
+        lap = inference.Posterior.from_netcdf(stage)
+        if lap.attrs.get("stage_key") == key and lap.gaussian is not None:
+            say(f"resume: the Laplace approximation from its stage checkpoint {stage} (not recomputed)")
+            return lap
+        say(f"resume: {stage} was computed at another MAP point or with other settings; recomputing it")
+    lap = inference.laplace(model, map_posterior=map_post, rank=rank, num_samples=num_samples, seed=seed,
+                            jvp_mode=jvp_mode, progress_bar=progress)
+    lap.attrs["stage_key"] = key
+    if stage is not None:
+        lap.to_netcdf(stage)
+    return lap
+
+
 def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps: int = 200, lr: float = 0.02,
                   num_samples: int = 200,
                   warmup: int = 100, num_chains: int = 2, max_tree_depth: int = 8, n_particles: int = 16, seed: int = 0,
@@ -280,8 +315,8 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     # every posterior method starts from the Laplace approximation at the MAP point: it is the posterior itself
     # for "laplace", the preconditioner of NUTS and the initial location/scale of SVI and the particles of SVGD
     latent_dim = sum(int(v.numel()) for v in init.values())
-    lap = inference.laplace(model, map_posterior=map_post, rank=rank or min(latent_dim, 100),
-                            num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
+    lap = _laplace_stage(model, map_post, rank=rank or min(latent_dim, 100), num_samples=num_samples, seed=seed,
+                         jvp_mode=jvp_mode, checkpoint_dir=ckdir, resume=resume, progress=progress, say=say)
     post = lap
     if method != "laplace":
         seconds["laplace"] = time.perf_counter() - t0
@@ -291,16 +326,17 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         ck_method.unlink()  # a fresh run never continues an older run's sampler state
     if method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
-                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
+                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,
+                              progress_bar=progress)
     elif method == "svi":
         post = inference.svi(model, laplace_posterior=lap, num_steps=steps, lr=lr if optimizer == "adam" else 0.01,
                              num_samples=num_samples, seed=seed, checkpoint=ck_method,
-                             checkpoint_every=checkpoint_every or 100)
+                             checkpoint_every=checkpoint_every or 100, progress_bar=progress)
     elif method == "svgd":
         post = inference.svgd(model, laplace_posterior=lap, num_particles=n_particles, num_steps=steps,
-                              lr=lr if optimizer == "adam" else 0.05, seed=seed)
+                              lr=lr if optimizer == "adam" else 0.05, seed=seed, progress_bar=progress)
     seconds[method] = time.perf_counter() - t0
-    if ckdir is not None:
+    if ckdir is not None and method != "laplace":  # _laplace_stage wrote stage_laplace.nc
         post.to_netcdf(ckdir / f"stage_{method}.nc")
     return InversionResult(map=map_post, posterior=post, loss=losses, seconds=seconds)
 

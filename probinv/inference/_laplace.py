@@ -5,7 +5,7 @@ import time
 from collections.abc import Mapping
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..linearisation import Linearisation
 from ..validation import check_int
