@@ -59,6 +59,7 @@ __all__ = [
     "run_simulation",
     "simulate",
     "write_inputs",
+    "write_posterior",
     "write_report",
 ]
 
@@ -345,7 +346,7 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
                  initial: torch.Tensor | None = None, map_field: torch.Tensor | None = None,
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
-                 level: float = 0.9) -> dict[str, Path]:
+                 level: float = 0.9, source_x: float | None = None) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
@@ -375,7 +376,8 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
             out / "uncertainty.png")
     if observed is not None and predicted is not None and dt is not None:
         files["gathers"] = plotting.save_figure(
-            plotting.plot_gather_comparison(observed, predicted, dt, receiver_x=receiver_x), out / "gathers.png")
+            plotting.plot_gather_comparison(observed, predicted, dt, receiver_x=receiver_x, source_x=source_x),
+            out / "gathers.png")
     if loss:
         files["misfit"] = plotting.save_figure(plotting.plot_misfit({"MAP": loss}, ylabel="negative log posterior"),
                                                out / "misfit.png")
@@ -423,12 +425,15 @@ class Observed:
         Noise standard deviation (data units).
     simulation : Simulation, optional
         The simulation that produced ``data`` (None for a data file).
+    units : str
+        Units of ``data`` (simulated pressure: Pa; a data file's ``units`` attribute).
     """
 
     setup: Setup
     data: torch.Tensor
     sigma: float
     simulation: Simulation | None = None
+    units: str = "Pa"
 
 
 def load_observed(cfg: Config, setup: Setup) -> Observed:
@@ -459,7 +464,37 @@ def load_observed(cfg: Config, setup: Setup) -> Observed:
         raise ConfigError(outside, cfg.source)
     setup = setup.with_geometry(g.source_locations, g.receiver_locations)
     sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
-    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None)
+    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None, units=g.units)
+
+
+def write_posterior(posterior, path: str | Path, *, data_units: str = "Pa") -> Path:
+    """:meth:`Posterior.to_netcdf` with a CF ``units`` attribute on every variable of every group, atomically.
+
+    Fields known to :data:`probinv.io.FIELD_UNITS` get their units and long name (``vp``: m/s, P-wave velocity),
+    observed and predicted data (``obs``) ``data_units``, and everything else, whose values are dimensionless
+    (whitened latent coordinates, the Laplace Gaussian, sample statistics, shot and receiver indices), ``"1"``;
+    coordinates keep theirs (``z``, ``x``: m, ``time``: s).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        posterior.to_netcdf(tmp)
+        with netCDF4.Dataset(tmp, "a") as ds:
+            _set_units(ds, data_units)
+    return path
+
+
+def _set_units(group, data_units: str) -> None:
+    for name, var in group.variables.items():
+        if "units" in var.ncattrs():
+            continue
+        if name in io.FIELD_UNITS:
+            var.units, var.long_name = io.FIELD_UNITS[name]
+        elif name == "obs":
+            var.units, var.long_name = data_units, "pressure data" if data_units == "Pa" else "data"
+        else:
+            var.units = "1"
+    for sub in group.groups.values():
+        _set_units(sub, data_units)
 
 
 def _forward_attr(setup: Setup) -> str:
@@ -610,8 +645,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         # the inference layer records its model's operator too; this keeps files complete with any version of it
         p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
         p.attrs.setdefault("forward", _forward_attr(setup))
-    post.to_netcdf(out / "posterior.nc")
-    res.map.to_netcdf(out / "map.nc")
+    write_posterior(post, out / "posterior.nc", data_units=obs.units)
+    write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
     if figures:
         map_vp = res.map.mean("vp")
@@ -620,7 +655,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         files.update(write_report(out, post, dx=setup.dx, true=setup.true["vp"] if obs.simulation is not None else None,
                                   initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
                                   predicted=predicted, dt=acq.dt, loss=res.loss,
-                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx))
+                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
+                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx))
     return RunResult(obs, res, files)
 
 
