@@ -16,6 +16,7 @@ import torch
 from probinv import io
 from probinv.cli import main
 from probinv.config import check_geometry, load_config, resolve
+from probinv.inference import Posterior
 
 NZ, NX, DX = 10, 12, 10.0
 
@@ -230,9 +231,11 @@ def test_out_is_an_existing_file(tmp_path, capsys, command):
     cfg = _write(tmp_path, SCENARIO + COMMON)
     target = tmp_path / "results.txt"
     target.write_text("keep me\n")
-    if command == "report":  # a readable posterior is needed to reach the --out check: any file fails earlier
-        argv = ["report", tmp_path / "missing.nc", "--out", target]
-        expected = f"no such result file: '{tmp_path / 'missing.nc'}'"
+    if command == "report":  # a small but genuine posterior file
+        post = Posterior({"vp": 2000.0 + torch.randn(1, 5, NZ, NX)}, field_names=["vp"], method="laplace", dx=DX)
+        post.to_netcdf(tmp_path / "posterior.nc")
+        argv = ["report", tmp_path / "posterior.nc", "--out", target]
+        expected = f"report folder '{target}' is an existing file, not a folder: pass another --out, or move the file"
     else:
         argv = [command] + ([] if command == "demo" else [cfg]) + ["--out", target]
         expected = f"output folder '{target}' is an existing file, not a folder: pass another --out, or move the file"
