@@ -15,9 +15,11 @@ An inversion runs in stages: ``map`` (always first: it is FWI and the starting p
 then the posterior method. Every ``checkpoint_every`` optimiser steps MAP writes its whole state (latent values,
 Adam moments or the L-BFGS history, step and gradient counts, loss history, random-number state) atomically to
 ``checkpoint_map.pt`` (:func:`probinv.inference.map`), so the result does not depend on ``checkpoint_every`` and a
-resumed run gives bit for bit the result of an uninterrupted one. The NUTS and SVI stages checkpoint their own state.
-With ``resume=True`` MAP continues from its checkpoint (a finished MAP is not rerun) and the posterior method runs
-from the MAP point.
+resumed run gives bit for bit the result of an uninterrupted one. The Laplace approximation at the MAP point (the
+posterior of ``laplace``, the start of SVI / SVGD and the preconditioner of NUTS) is kept as ``stage_laplace.nc``,
+fingerprinted by the MAP point, the data and its settings; the NUTS and SVI stages checkpoint their own state. With
+``resume=True`` MAP continues from its checkpoint (a finished MAP is not rerun), a matching ``stage_laplace.nc`` is
+read back instead of recomputed, and the posterior method continues from its checkpoint.
 """
 from __future__ import annotations
 
