@@ -6,6 +6,7 @@ Everything runs on a 10 x 12 acoustic grid with 2 shots (a few ms per solver cal
 """
 import functools
 import io as _io
+import logging
 import math
 import re
 import sys
@@ -146,6 +147,8 @@ def test_progress_bars_on_a_terminal_only(toy, monkeypatch):
     # not a terminal (a log file, a pipe, captured output): no bar even when asked for
     pipe = _io.StringIO()
     monkeypatch.setattr(sys, "stderr", pipe)
+    # a CLI test run earlier in the session leaves the "probinv" logger writing to its own (closed) stream
+    monkeypatch.setattr(logging.getLogger("probinv"), "handlers", [])
     laplace(model, map_posterior=map_post, rank=2, oversample=1, num_samples=10, progress_bar=True)  # randomised
     nuts(model, laplace_posterior=lap, num_samples=2, warmup_steps=1, num_chains=1, max_tree_depth=3,
          progress_bar=True)
