@@ -87,7 +87,7 @@ def _cmd_simulate(args) -> int:
 def _cmd_invert(args) -> int:
     cfg = _load(args)
     res = _commands().run(cfg, args.out, method=args.method, steps=args.steps, resume=args.resume,
-                          figures=not args.no_figures, stop_after=args.stop_after)
+                          figures=not args.no_figures, stop_after=args.stop_after, progress=not args.quiet)
     method, post_file = res.posterior.method, res.files["posterior"]
     figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
     print(f"probinv invert: {method} posterior in {post_file.resolve()}"
