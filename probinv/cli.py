@@ -8,8 +8,9 @@
     probinv invert CONFIG [--method M] [--resume]    MAP / Laplace / SVI / SVGD / NUTS -> posterior.nc + figures
     probinv report RESULT.nc [--out DIR]             summary, diagnostics and figures of a posterior file
 
-Exit status: 0 on success, 2 for an invalid command line or configuration (nothing has run), 1 for any other error,
-130 when interrupted (rerun ``invert`` with ``--resume`` to continue from the last checkpoint).
+Exit status: 0 on success, 2 for an invalid command line, configuration, input file or output folder (one message
+naming the file or key, the value and the fix; nothing has run and nothing is written), 1 for any other error, 130
+when interrupted (rerun ``invert`` with ``--resume`` to continue from the last checkpoint).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import importlib
 import inspect
 import logging
 import sys
-from pathlib import Path
 
 from ._version import __version__
 
@@ -51,7 +51,7 @@ def _setup_logging(quiet: bool) -> None:
 # commands
 # ----------------------------------------------------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
-    out = Path(args.out)
+    out = _commands("io").check_output_dir(args.out)  # before the work: nothing written, no traceback
     files = _commands("demo").run_demo(out, small=True if args.small else None, nuts=args.nuts,
                                        progress=not args.quiet)
     print(f"probinv demo: results in {out.resolve()}/")
@@ -87,7 +87,7 @@ def _cmd_simulate(args) -> int:
 def _cmd_invert(args) -> int:
     cfg = _load(args)
     res = _commands().run(cfg, args.out, method=args.method, steps=args.steps, resume=args.resume,
-                          figures=not args.no_figures, stop_after=args.stop_after)
+                          figures=not args.no_figures, stop_after=args.stop_after, progress=not args.quiet)
     method, post_file = res.posterior.method, res.files["posterior"]
     figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
     print(f"probinv invert: {method} posterior in {post_file.resolve()}"
@@ -188,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (rerun with --resume to continue from the last checkpoint)" if args.command == "invert" else ""
         print(f"probinv {args.command}: interrupted{hint}" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        if isinstance(exc, _commands("config").ConfigError):  # a ValueError; nothing has run
-            print(f"probinv {args.command}: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        # bad input (a configuration, an input file, an output folder), checked before anything runs: status 2
+        if isinstance(exc, (_commands("io").InputError, *_BAD_PATH)):
+            hint = " (check the folder's permissions or pass another --out)" if isinstance(exc, PermissionError) else ""
+            print(f"probinv {args.command}: {exc}{hint}", file=sys.stderr)
             return 2
         print(f"probinv {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+# an input path that does not exist or has the wrong kind, an output that cannot be written
+_BAD_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,6 +79,7 @@ __all__ = [
     "DEFAULT_BOUND_FACTORS",
     "SCHEMA",
     "Setup",
+    "check_geometry",
     "default_bounds",
     "default_config",
     "load_config",
@@ -95,8 +96,11 @@ DEFAULT_BOUND_FACTORS = (0.6, 1.4)
 STABLE_FRACTION = 0.98
 
 
-class ConfigError(ValueError):
-    """An invalid configuration; ``.problems`` lists one ``"[section].key ...: fix"`` line per problem."""
+class ConfigError(io.InputError):
+    """An invalid configuration; ``.problems`` lists one ``"[section].key ...: fix"`` line per problem.
+
+    A :class:`probinv.io.InputError` (so a ``ValueError``): the ``probinv`` command exits with status 2.
+    """
 
     def __init__(self, problems: list[str], source: str = "configuration"):
         self.problems = list(problems)
@@ -396,7 +400,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
             if v is not None:
                 p = Path(v).expanduser()
                 p = p if p.is_absolute() else base / p
-                if not p.is_file():
+                if p.is_dir():
+                    problems.append(f"[{sec}].{k} = {v!r} is a folder ({str(p)!r}), not a file: give the path of "
+                                    f"the file inside it")
+                elif not p.is_file():
                     problems.append(f"[{sec}].{k} = {v!r}: no such file ({str(p)!r}; relative paths are resolved "
                                     f"against the configuration file's folder)")
     if values["time"]["nt"] is not None and values["time"]["t_max"] is not None:
@@ -415,6 +422,9 @@ def load_config(path: str | Path, **kwargs) -> Config:
     Relative paths inside it are resolved against the file's folder.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError([f"configuration file {str(path)!r} is a folder, not a file: give the TOML file inside it "
+                           f"(e.g. {str(path / 'config.toml')!r})"], "configuration")
     if not path.is_file():
         raise ConfigError([f"configuration file {str(path)!r} does not exist"], "configuration")
     try:
@@ -503,12 +513,23 @@ class Setup:
 
 def _load_model_file(cfg: Config, value: str, what: str, dtype):
     p = cfg.path(value)
-    if p.suffix.lower() in (".sgy", ".segy"):
-        return io.read_segy_model(p, dx=cfg.model.dx, name=cfg.model.field, dtype=dtype)
-    m = io.read_model(p, dtype=dtype)
+    try:
+        if p.suffix.lower() in (".sgy", ".segy"):
+            m = io.read_segy_model(p, dx=cfg.model.dx, name=cfg.model.field, dtype=dtype)
+        else:
+            m = io.read_model(p, dtype=dtype)
+    except (io.InputError, OSError) as exc:  # unreadable, empty or truncated file, a folder: name the key
+        raise ConfigError([f"[model].{what} = {value!r}: {exc}"], cfg.source) from None
     if cfg.model.field not in m.fields:
         raise ConfigError([f"[model].{what} = {value!r} has no field {cfg.model.field!r} (it has "
                            f"{sorted(m.fields)}): set [model].field"], cfg.source)
+    # a velocity that is not finite and positive would otherwise surface later as a baffling stability or
+    # sampling message (issue 15: "-7.60 cells per minimum wavelength")
+    bad = io.describe_bad_values(m.fields[cfg.model.field], dims=("z", "x"), positive=True,
+                                 spacing={"z": (m.dx, "m"), "x": (m.dx, "m")}, units="m/s")
+    if bad:
+        raise ConfigError([f"[model].{what} = {value!r}: field {cfg.model.field!r}: {bad}; velocities must be "
+                           f"finite and > 0 m/s: correct the file"], cfg.source)
     return m
 
 
@@ -579,6 +600,8 @@ def _resolve(cfg: Config, dtype: torch.dtype, device) -> Setup:
         if int(loc[..., 0].max()) >= nz:
             problems.append(f"[acquisition].{key} = {float(loc[..., 0].max()) * dx} m is below the model bottom "
                             f"({(nz - 1) * dx} m)")
+    if not problems:
+        problems += check_geometry(src, rec, nz, nx, dx, "[acquisition]")
     t = cfg.time
     dt = t.dt if t.dt is not None else acq.dt
     if t.nt is not None:
@@ -600,6 +623,36 @@ def _resolve(cfg: Config, dtype: torch.dtype, device) -> Setup:
                              free_surface=cfg.physics.free_surface if cfg.physics.free_surface is not None
                              else free_surface, pml_vmax=bounds[1])
     return Setup.build(true, initial, float(dx), acq, physics, bounds)
+
+
+def check_geometry(source_locations: torch.Tensor, receiver_locations: torch.Tensor, nz: int, nx: int, dx: float,
+                   where: str) -> list[str]:
+    """Problems (one line each) of sources / receivers outside the ``nz x nx`` grid, in depth or sideways.
+
+    Parameters
+    ----------
+    source_locations, receiver_locations : Tensor[n_shots, n, 2]
+        Grid indices ``(iz, ix)``.
+    nz, nx : int
+        Grid size.
+    dx : float
+        Grid spacing (m), for the message.
+    where : str
+        What the locations come from (a configuration key or file), for the message.
+    """
+    problems = []
+    for what, loc in (("source", source_locations), ("receiver", receiver_locations)):
+        for axis, size, name in ((0, nz, "depth index iz"), (1, nx, "lateral index ix")):
+            idx = loc[..., axis]
+            outside = (idx < 0) | (idx >= size)
+            if bool(outside.any()):
+                shot, k = (int(i) for i in torch.nonzero(outside)[0])
+                v = int(idx[shot, k])
+                problems.append(f"{where}: {int(outside.sum())} {what} location(s) lie outside the grid: the first, "
+                                f"{what} {k} of shot {shot}, has {name} = {v} ({v * dx:g} m) but the grid has "
+                                f"{size} cells ({name.split()[-1]} 0 to {size - 1}, 0 to {(size - 1) * dx:g} m); "
+                                f"move the {what}s onto the model or use a wider model")
+    return problems
 
 
 def _check_stability(cfg: Config, true_vp: torch.Tensor, initial_vp: torch.Tensor, dx: float,

@@ -16,6 +16,7 @@ import datetime
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ FIELD_UNITS = {
 __all__ = [
     "FIELD_UNITS",
     "Gather",
+    "InputError",
+    "check_output_dir",
+    "describe_bad_values",
     "Model",
     "atomic_path",
     "provenance_attrs",
@@ -55,6 +59,13 @@ __all__ = [
     "write_gather",
     "write_model",
 ]
+
+
+class InputError(ValueError):
+    """An input file or output location probinv cannot use; the message names it, the value and the fix.
+
+    The ``probinv`` command reports it as one line with exit status 2 (:class:`probinv.config.ConfigError` is one).
+    """
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -177,8 +188,100 @@ def _check_dx(dx) -> float:
 
 def _check_path_exists(path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder, not a file: give the path of a file (NetCDF .nc or "
+                                f"SEG-Y .sgy)")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
+    return path
+
+
+def _load_netcdf(path: Path) -> xr.Dataset:
+    """The whole dataset of a NetCDF file, in memory (the files probinv reads are small).
+
+    An empty, truncated or non-NetCDF file raises :class:`InputError` naming the file, its size and the fix, instead
+    of the netCDF4 / HDF5 error (``OSError: [Errno -51] NetCDF: Unknown file format`` and the like).
+    """
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return ds.load()
+    except (OSError, RuntimeError, ValueError) as exc:
+        size = path.stat().st_size
+        what = "is empty (0 bytes)" if size == 0 else f"is not a readable NetCDF file ({size} bytes: truncated?)"
+        raise InputError(f"{str(path)!r} {what}: {exc}; write it again (probinv writes NetCDF files with "
+                         f"`probinv simulate` / `probinv invert`, or probinv.io.write_model / write_gather)") from None
+
+
+def describe_bad_values(values, *, dims: tuple[str, ...], positive: bool = False, spacing: Mapping | None = None,
+                        units: str = "") -> str | None:
+    """None when every value is finite (and > 0 with ``positive``); else a description of the bad values.
+
+    Parameters
+    ----------
+    values : Tensor or ndarray
+        The array to check, its axes named by ``dims``.
+    dims : tuple of str
+        Axis names, e.g. ``("z", "x")`` or ``("shot", "receiver", "time")``.
+    positive : bool
+        Also count zero and negative values as bad (velocities).
+    spacing : mapping, optional
+        ``{dim: (step, unit)}`` for axes whose index has a physical position (e.g. ``{"z": (dx, "m")}``).
+    units : str
+        Units of the values, for the message.
+
+    Returns
+    -------
+    str or None
+        e.g. ``"3 values that are not finite and > 0 (2 negative, 1 NaN): first at (z, x) index (4, 7) = (40 m,
+        70 m): -1900 m/s"``.
+    """
+    a = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    finite = np.isfinite(a)
+    bad = ~finite | (a <= 0) if positive else ~finite
+    count = int(bad.sum())
+    if count == 0:
+        return None
+    kinds = {"NaN": int(np.isnan(a).sum()), "infinite": int(np.isinf(a).sum())}
+    if positive:
+        kinds = {"negative": int((finite & (a < 0)).sum()), "zero": int((a == 0).sum()), **kinds}
+    parts = ", ".join(f"{v} {k}" for k, v in kinds.items() if v)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f"({', '.join(dims)}) index {first}"
+    spacing = spacing or {}
+    if any(d in spacing for d in dims):
+        pos = ", ".join(f"{d} = {i * spacing[d][0]:g} {spacing[d][1]}" for d, i in zip(dims, first, strict=True)
+                        if d in spacing)
+        where += f" ({pos})"
+    noun = "finite and > 0" if positive else "finite"
+    return (f"{count} of {a.size} values are not {noun} ({parts}); the first at {where} is "
+            f"{a[first]:g}{' ' + units if units else ''}")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check, before anything runs, that ``path`` can be (or is) a writable folder; creates nothing.
+
+    Raises :class:`InputError` naming the path and the fix when ``path`` is an existing file, when a parent of it is
+    a file, or when the folder it would go into is not writable (probed by creating and removing a temporary file,
+    which also catches read-only file systems and folders that are read-only even for root).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is an existing file, not a folder: pass another --out, or move the "
+                         f"file away")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder; pass "
+                         f"another --out")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probinv-write-test.", dir=parent)
+    except OSError as exc:
+        where = "" if parent == path else f" (it would be created in {str(parent)!r})"
+        raise InputError(f"{what} {str(path)!r} is not writable{where}: {exc.strerror or exc}; pass a writable "
+                         f"--out, or change the folder's permissions") from None
+    os.close(fd)
+    os.remove(probe)
     return path
 
 
@@ -272,10 +375,10 @@ def read_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     Model
     """
     path = _check_path_exists(path)
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with _load_netcdf(path) as ds:
         missing = [c for c in ("z", "x") if c not in ds.coords]
         if missing:
-            raise ValueError(f"{str(path)!r} is not a model file: it lacks the coordinate(s) {missing} (m)")
+            raise InputError(f"{str(path)!r} is not a model file: it lacks the coordinate(s) {missing} (m)")
         for c in ("z", "x"):
             u = ds[c].attrs.get("units", "m")
             if u not in ("m", "metre", "meter", "metres", "meters"):
@@ -292,7 +395,7 @@ def read_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
             elif var.dims == ("x", "z"):
                 fields[name] = torch.as_tensor(var.values.T, dtype=dtype or torch.get_default_dtype(), device=device)
         if not fields:
-            raise ValueError(f"{str(path)!r} holds no (z, x) variable")
+            raise InputError(f"{str(path)!r} holds no (z, x) variable: it is not a model file")
         return Model(fields=fields, dx=float(dx), origin=(float(z[0]), float(x[0])), attrs=dict(ds.attrs))
 
 
@@ -370,11 +473,11 @@ def read_gather(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
         ``data`` as a ``dtype`` tensor on ``device``; locations as int64 tensors on ``device``.
     """
     path = _check_path_exists(path)
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with _load_netcdf(path) as ds:
         need = ["data", "receiver_iz", "receiver_ix", "source_iz", "source_ix"]
         missing = [k for k in need if k not in ds]
         if missing or "time" not in ds.coords:
-            raise ValueError(f"{str(path)!r} is not a probinv gather file: missing {missing or ['time']}")
+            raise InputError(f"{str(path)!r} is not a probinv gather file: missing {missing or ['time']}")
         if ds["time"].attrs.get("units", "s") not in ("s", "second", "seconds"):
             raise ValueError(f"time of {str(path)!r} has units {ds['time'].attrs['units']!r}; probinv needs 's'")
         time = ds["time"].values.astype(np.float64)

@@ -182,10 +182,13 @@ def plot_gather(data, dt: float, *, ax=None, title: str | None = None, receiver_
 
 
 def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, receiver_x=None,
-                           traces: Sequence[int] | None = None, titles=("observed", "predicted")):
+                           traces: Sequence[int] | None = None, titles=("observed", "predicted"),
+                           source_x: float | None = None):
     """Observed and predicted gathers of one shot, their difference on the same scale, and a few overlaid traces.
 
-    ``observed``, ``predicted``: ``[n_shots, n_receivers, nt]`` (or one shot ``[n_receivers, nt]``).
+    ``observed``, ``predicted``: ``[n_shots, n_receivers, nt]`` (or one shot ``[n_receivers, nt]``). The figure is
+    titled with the shot's index (and its source position ``source_x`` in m, when given); the legend of the traces
+    sits above their panel, clear of the top trace.
     """
     o, p = _np(observed), _np(predicted)
     if o.shape != p.shape:
@@ -208,7 +211,10 @@ def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, rec
         axes[3].plot(t, k + scale * p[r], "r--", lw=1, label=titles[1] if k == 0 else None)
     axes[3].set_yticks(range(len(traces)), [f"rec {r}" for r in traces])
     axes[3].set_xlabel("time (s)")
-    axes[3].legend(loc="upper right", fontsize=8)
+    # above the panel: inside it, the legend covered the top trace (issue 15)
+    axes[3].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    where = f" (source at x = {source_x:g} m)" if source_x is not None else ""
+    fig.suptitle(f"shot {shot}{where}: {titles[0]} and {titles[1]} data")
     return fig
 
 
@@ -254,15 +260,32 @@ def plot_arviz(idata, kind: str = "trace", *, var_name: str = "vp", pixels: Sequ
         if not (0 <= iz < nz and 0 <= ix < nx):
             raise ValueError(f"pixel ({iz}, {ix}) is outside the (nz, nx) = ({nz}, {nx}) grid")
         z_m, x_m = float(da["z"][iz]), float(da["x"][ix])
-        sub[f"{var_name} z={z_m:g}m x={x_m:g}m"] = da.isel(z=iz, x=ix, drop=True)
+        sub[f"{var_name} at z = {z_m:g} m, x = {x_m:g} m"] = da.isel(z=iz, x=ix, drop=True)
     ds = xr.Dataset(sub)
+    units = da.attrs.get("units", "m/s" if var_name in ("vp", "vs", "v") else "")
+    label = f"{var_name} ({units})" if units else var_name
     if kind == "pair":
         axes = az.plot_pair(ds, kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.4})
-    elif kind == "trace":
-        axes = az.plot_trace(ds, compact=False)
+        fig = np.ravel(axes)[0].figure
+        return fig
+    if kind == "trace":
+        axes = np.atleast_2d(az.plot_trace(ds, compact=False))
+        fig = axes[0, 0].figure
+        fig.set_size_inches(11, 2.4 * axes.shape[0] + 0.6)
+        for row, name in zip(axes, sub, strict=True):
+            row[0].set_title(f"{name}: posterior density", fontsize=10)
+            row[0].set_xlabel(label)
+            row[1].set_title(f"{name}: draws", fontsize=10)
+            row[1].set_xlabel("draw")
+            row[1].set_ylabel(label)
     else:
-        axes = az.plot_rank(ds)
-    fig = np.ravel(axes)[0].figure
+        axes = np.atleast_1d(az.plot_rank(ds))
+        fig = np.ravel(axes)[0].figure
+        for ax, name in zip(np.ravel(axes), sub, strict=False):
+            ax.set_title(f"{name}: rank of the draws", fontsize=10)
+            ax.set_xlabel("rank (all chains)")
+    # titles with units overlapped the tick labels of the panel above (issue 15): let matplotlib lay them out
+    fig.set_layout_engine("constrained")
     return fig
 
 

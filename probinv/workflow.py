@@ -15,12 +15,15 @@ An inversion runs in stages: ``map`` (always first: it is FWI and the starting p
 then the posterior method. Every ``checkpoint_every`` optimiser steps MAP writes its whole state (latent values,
 Adam moments or the L-BFGS history, step and gradient counts, loss history, random-number state) atomically to
 ``checkpoint_map.pt`` (:func:`probinv.inference.map`), so the result does not depend on ``checkpoint_every`` and a
-resumed run gives bit for bit the result of an uninterrupted one. The NUTS and SVI stages checkpoint their own state.
-With ``resume=True`` MAP continues from its checkpoint (a finished MAP is not rerun) and the posterior method runs
-from the MAP point.
+resumed run gives bit for bit the result of an uninterrupted one. The Laplace approximation at the MAP point (the
+posterior of ``laplace``, the start of SVI / SVGD and the preconditioner of NUTS) is kept as ``stage_laplace.nc``,
+fingerprinted by the MAP point, the data and its settings; the NUTS and SVI stages checkpoint their own state. With
+``resume=True`` MAP continues from its checkpoint (a finished MAP is not rerun), a matching ``stage_laplace.nc`` is
+read back instead of recomputed, and the posterior method continues from its checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import arviz as az
+import netCDF4
 import pandas as pd
 import pyro
 import torch
@@ -38,7 +42,7 @@ import xarray as xr
 
 from . import fields, inference, io, models, plotting
 from ._files import atomic_path
-from .config import METHODS, Config, ConfigError, Setup, default_bounds, prior_bounds, resolve
+from .config import METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ __all__ = [
     "run_simulation",
     "simulate",
     "write_inputs",
+    "write_posterior",
     "write_report",
 ]
 
@@ -218,6 +223,40 @@ def _map_stage(model, *, optimizer: str, steps: int, lr: float, seed: int, check
     return map_post, losses
 
 
+def _laplace_key(model, map_post, **settings) -> str:
+    """Fingerprint of a Laplace stage: its settings, the MAP point it linearises at and the data it explains."""
+    h = hashlib.sha256()
+    for name in sorted(map_post.samples):
+        h.update(name.encode())
+        h.update(map_post.samples[name][-1, -1].detach().cpu().contiguous().numpy().tobytes())
+    h.update(model.data.detach().cpu().contiguous().numpy().tobytes())
+    return json.dumps({**settings, "map_and_data_sha256": h.hexdigest()}, sort_keys=True)
+
+
+def _laplace_stage(model, map_post, *, rank: int, num_samples: int, seed: int, jvp_mode: str,
+                   checkpoint_dir: Path | None, resume: bool, progress: bool, say: Callable[[str], None]):
+    """The Laplace approximation at the MAP point, kept as the stage checkpoint ``stage_laplace.nc``.
+
+    With ``resume`` a stage file written for the same MAP point, data and settings is read back (an exact round trip)
+    instead of recomputed: resuming an SVI / SVGD / NUTS run does not redo its Laplace start (issue 15: the Laplace
+    step is most of the demo's time). A stage file of another MAP point or other settings is recomputed and replaced.
+    """
+    key = _laplace_key(model, map_post, rank=rank, num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
+    stage = checkpoint_dir / "stage_laplace.nc" if checkpoint_dir is not None else None
+    if stage is not None and resume and stage.exists():
+        lap = inference.Posterior.from_netcdf(stage)
+        if lap.attrs.get("stage_key") == key and lap.gaussian is not None:
+            say(f"resume: the Laplace approximation from its stage checkpoint {stage} (not recomputed)")
+            return lap
+        say(f"resume: {stage} was computed at another MAP point or with other settings; recomputing it")
+    lap = inference.laplace(model, map_posterior=map_post, rank=rank, num_samples=num_samples, seed=seed,
+                            jvp_mode=jvp_mode, progress_bar=progress)
+    lap.attrs["stage_key"] = key
+    if stage is not None:
+        lap.to_netcdf(stage)
+    return lap
+
+
 def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps: int = 200, lr: float = 0.02,
                   num_samples: int = 200,
                   warmup: int = 100, num_chains: int = 2, max_tree_depth: int = 8, n_particles: int = 16, seed: int = 0,
@@ -279,8 +318,8 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     # every posterior method starts from the Laplace approximation at the MAP point: it is the posterior itself
     # for "laplace", the preconditioner of NUTS and the initial location/scale of SVI and the particles of SVGD
     latent_dim = sum(int(v.numel()) for v in init.values())
-    lap = inference.laplace(model, map_posterior=map_post, rank=rank or min(latent_dim, 100),
-                            num_samples=num_samples, seed=seed, jvp_mode=jvp_mode)
+    lap = _laplace_stage(model, map_post, rank=rank or min(latent_dim, 100), num_samples=num_samples, seed=seed,
+                         jvp_mode=jvp_mode, checkpoint_dir=ckdir, resume=resume, progress=progress, say=say)
     post = lap
     if method != "laplace":
         seconds["laplace"] = time.perf_counter() - t0
@@ -290,16 +329,17 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         ck_method.unlink()  # a fresh run never continues an older run's sampler state
     if method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
-                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
+                              laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,
+                              progress_bar=progress)
     elif method == "svi":
         post = inference.svi(model, laplace_posterior=lap, num_steps=steps, lr=lr if optimizer == "adam" else 0.01,
                              num_samples=num_samples, seed=seed, checkpoint=ck_method,
-                             checkpoint_every=checkpoint_every or 100)
+                             checkpoint_every=checkpoint_every or 100, progress_bar=progress)
     elif method == "svgd":
         post = inference.svgd(model, laplace_posterior=lap, num_particles=n_particles, num_steps=steps,
-                              lr=lr if optimizer == "adam" else 0.05, seed=seed)
+                              lr=lr if optimizer == "adam" else 0.05, seed=seed, progress_bar=progress)
     seconds[method] = time.perf_counter() - t0
-    if ckdir is not None:
+    if ckdir is not None and method != "laplace":  # _laplace_stage wrote stage_laplace.nc
         post.to_netcdf(ckdir / f"stage_{method}.nc")
     return InversionResult(map=map_post, posterior=post, loss=losses, seconds=seconds)
 
@@ -308,7 +348,7 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
                  initial: torch.Tensor | None = None, map_field: torch.Tensor | None = None,
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
-                 level: float = 0.9) -> dict[str, Path]:
+                 level: float = 0.9, source_x: float | None = None) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
@@ -338,7 +378,8 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
             out / "uncertainty.png")
     if observed is not None and predicted is not None and dt is not None:
         files["gathers"] = plotting.save_figure(
-            plotting.plot_gather_comparison(observed, predicted, dt, receiver_x=receiver_x), out / "gathers.png")
+            plotting.plot_gather_comparison(observed, predicted, dt, receiver_x=receiver_x, source_x=source_x),
+            out / "gathers.png")
     if loss:
         files["misfit"] = plotting.save_figure(plotting.plot_misfit({"MAP": loss}, ylabel="negative log posterior"),
                                                out / "misfit.png")
@@ -386,12 +427,15 @@ class Observed:
         Noise standard deviation (data units).
     simulation : Simulation, optional
         The simulation that produced ``data`` (None for a data file).
+    units : str
+        Units of ``data`` (simulated pressure: Pa; a data file's ``units`` attribute).
     """
 
     setup: Setup
     data: torch.Tensor
     sigma: float
     simulation: Simulation | None = None
+    units: str = "Pa"
 
 
 def load_observed(cfg: Config, setup: Setup) -> Observed:
@@ -400,16 +444,59 @@ def load_observed(cfg: Config, setup: Setup) -> Observed:
         sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
         return Observed(setup, sim.observed, sim.sigma, sim)
     p = cfg.path(cfg.data.observed)
-    g = io.read_segy_gather(p, setup.dx) if p.suffix.lower() in (".sgy", ".segy") else io.read_gather(p)
+    key = f"[data].observed = {cfg.data.observed!r}"
+    try:
+        g = io.read_segy_gather(p, setup.dx) if p.suffix.lower() in (".sgy", ".segy") else io.read_gather(p)
+    except (io.InputError, OSError) as exc:  # unreadable, empty or truncated file, a folder: name the key
+        raise ConfigError([f"{key}: {exc}"], cfg.source) from None
+    # NaN / inf samples would surface as "sigma must be a positive finite number, got nan" (issue 15)
+    bad = io.describe_bad_values(g.data, dims=("shot", "receiver", "time"), spacing={"time": (g.dt, "s")})
+    if bad:
+        raise ConfigError([f"{key}: data {bad}; replace the bad samples (e.g. by 0, or drop their traces) in the "
+                           f"file"], cfg.source)
     acq = setup.acquisition
     if tuple(g.data.shape) != (acq.n_shots, acq.n_receivers, acq.nt):
         raise ConfigError([f"[data].observed = {cfg.data.observed!r} holds data shaped {tuple(g.data.shape)} but the "
                            f"configuration describes [n_shots, n_receivers, nt] = "
                            f"{[acq.n_shots, acq.n_receivers, acq.nt]}: make [acquisition] and [time] match the file"],
                           cfg.source)
+    nz, nx = setup.true["vp"].shape
+    outside = check_geometry(g.source_locations, g.receiver_locations, nz, nx, setup.dx, key)
+    if outside:
+        raise ConfigError(outside, cfg.source)
     setup = setup.with_geometry(g.source_locations, g.receiver_locations)
     sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
-    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None)
+    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None, units=g.units)
+
+
+def write_posterior(posterior, path: str | Path, *, data_units: str = "Pa") -> Path:
+    """:meth:`Posterior.to_netcdf` with a CF ``units`` attribute on every variable of every group, atomically.
+
+    Fields known to :data:`probinv.io.FIELD_UNITS` get their units and long name (``vp``: m/s, P-wave velocity),
+    observed and predicted data (``obs``) ``data_units``, and everything else, whose values are dimensionless
+    (whitened latent coordinates, the Laplace Gaussian, sample statistics, shot and receiver indices), ``"1"``;
+    coordinates keep theirs (``z``, ``x``: m, ``time``: s).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        posterior.to_netcdf(tmp)
+        with netCDF4.Dataset(tmp, "a") as ds:
+            _set_units(ds, data_units)
+    return path
+
+
+def _set_units(group, data_units: str) -> None:
+    for name, var in group.variables.items():
+        if "units" in var.ncattrs():
+            continue
+        if name in io.FIELD_UNITS:
+            var.units, var.long_name = io.FIELD_UNITS[name]
+        elif name == "obs":
+            var.units, var.long_name = data_units, "pressure data" if data_units == "Pa" else "data"
+        else:
+            var.units = "1"
+    for sub in group.groups.values():
+        _set_units(sub, data_units)
 
 
 def _forward_attr(setup: Setup) -> str:
@@ -470,10 +557,11 @@ def run_simulation(cfg: Config, out_dir: str | Path | None = None, *,
     Writes into ``out_dir`` (default: ``[output].directory``) what :func:`write_inputs` writes; returns the
     simulated :class:`Observed` and ``{what: path}``.
     """
+    out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
     sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
     obs = Observed(setup, sim.observed, sim.sigma, sim)
-    return obs, write_inputs(_out_dir(cfg, out_dir), obs, config=cfg.to_json())
+    return obs, write_inputs(out, obs, config=cfg.to_json())
 
 
 @dataclass
@@ -532,10 +620,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     say = log_fn or log.info
     inf = dict(cfg.inference)
     inf.update({k: v for k, v in (("method", method), ("steps", steps)) if v})
+    out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
-    out = _out_dir(cfg, out_dir)
+    obs = load_observed(cfg, setup)  # checks the data file before the output folder is created
     out.mkdir(parents=True, exist_ok=True)
-    obs = load_observed(cfg, setup)
     setup, provenance = obs.setup, cfg.to_json()
     files: dict[str, Path] = {}
     if obs.simulation is not None:
@@ -559,8 +647,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         # the inference layer records its model's operator too; this keeps files complete with any version of it
         p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
         p.attrs.setdefault("forward", _forward_attr(setup))
-    post.to_netcdf(out / "posterior.nc")
-    res.map.to_netcdf(out / "map.nc")
+    write_posterior(post, out / "posterior.nc", data_units=obs.units)
+    write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
     if figures:
         map_vp = res.map.mean("vp")
@@ -569,7 +657,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         files.update(write_report(out, post, dx=setup.dx, true=setup.true["vp"] if obs.simulation is not None else None,
                                   initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
                                   predicted=predicted, dt=acq.dt, loss=res.loss,
-                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx))
+                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
+                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx))
     return RunResult(obs, res, files)
 
 
@@ -579,13 +668,41 @@ def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, 
     Returns the :class:`probinv.inference.Posterior` and ``{what: path}`` of the files written.
     """
     path = Path(result)
+    what = "a posterior written by `probinv invert` or `probinv demo`, e.g. probinv-demo/posterior.nc"
+    if path.is_dir():
+        raise IsADirectoryError(f"result {str(path)!r} is a folder, not a file: give the posterior file inside it "
+                                f"({what})")
     if not path.is_file():
-        raise FileNotFoundError(f"no such result file: {str(path)!r} (a posterior written by `probinv invert` or "
-                                f"`probinv demo`)")
-    post = inference.Posterior.from_netcdf(path)
+        raise FileNotFoundError(f"no such result file: {str(path)!r} ({what})")
+    out = io.check_output_dir(Path(out_dir) if out_dir else path.parent / f"{path.stem}_report", "report folder")
+    post = _read_posterior(path, what)
     if "vp" not in post.field_names:
-        raise ValueError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)})")
+        raise io.InputError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)}): probinv report "
+                            f"draws velocity posteriors; give {what}")
     if post.dx is None:
-        raise ValueError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv")
-    out = Path(out_dir) if out_dir else path.parent / f"{path.stem}_report"
+        raise io.InputError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv; give {what}")
     return post, write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"))
+
+
+def _read_posterior(path: Path, what: str):
+    """:meth:`Posterior.from_netcdf`, after checking that ``path`` is a readable NetCDF file holding a posterior."""
+    try:
+        with netCDF4.Dataset(path, "r") as ds:
+            groups, attrs = set(ds.groups), set(ds.ncattrs())
+    except OSError as exc:  # empty, truncated, not NetCDF
+        size = path.stat().st_size
+        state = "is empty (0 bytes)" if size == 0 else f"is not a readable NetCDF file ({size} bytes: truncated?)"
+        raise io.InputError(f"result {str(path)!r} {state}: {exc}; give {what}") from None
+    lacks = ["the group 'posterior'"] if "posterior" not in groups else []
+    missing = [k for k in ("method", "field_names", "attrs_json") if k not in attrs]
+    lacks += [f"the attribute(s) {missing}"] if missing else []
+    if lacks:
+        kind = "a model file (probinv.io.write_model)" if {"z", "x"} <= _variables(path) else "not a posterior"
+        raise io.InputError(f"result {str(path)!r} is {kind}: it lacks {' and '.join(lacks)} of a posterior file; "
+                            f"give {what}")
+    return inference.Posterior.from_netcdf(path)
+
+
+def _variables(path: Path) -> set:
+    with netCDF4.Dataset(path, "r") as ds:
+        return set(ds.variables)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import netCDF4
 import numpy as np
 import pytest
 import torch
@@ -121,12 +122,22 @@ def test_invert_laplace_then_report(tmp_path, capsys):
         assert (tmp_path / "lap" / f).stat().st_size > 0
     with xr.open_dataset(post_file, group="posterior") as ds:  # plain xarray reads the posterior group
         assert ds["vp"].dims == ("chain", "draw", "z", "x") and ds["x"].attrs["units"] == "m"
+        assert ds["vp"].attrs["units"] == "m/s" and ds["vp"].attrs["long_name"] == "P-wave velocity"
+        assert ds["vp_z"].attrs["units"] == "1"  # whitened latent coordinates
+    with xr.open_dataset(post_file, group="observed_data") as ds:
+        assert ds["obs"].attrs["units"] == "Pa" and ds["time"].attrs["units"] == "s"
+    for name in ("posterior.nc", "map.nc"):  # every variable of every group carries units (CF)
+        with netCDF4.Dataset(tmp_path / "lap" / name) as nc:
+            groups = [nc, *nc.groups.values()]
+            no_units = [f"{g.path}/{v}" for g in groups for v, var in g.variables.items()
+                        if "units" not in var.ncattrs()]
+            assert no_units == [] and len(nc.groups) >= 2
     capsys.readouterr()
     assert main(["report", str(post_file), "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
     assert "method laplace, 1 chain(s) x 20 draw(s)" in out and "vp[5,6]" in out
     assert (tmp_path / "rep" / "uncertainty.png").exists()
-    assert main(["report", str(tmp_path / "nothing.nc")]) == 1
+    assert main(["report", str(tmp_path / "nothing.nc")]) == 2  # bad input (issue 15)
     assert "no such result file" in capsys.readouterr().err
 
 

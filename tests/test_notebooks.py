@@ -17,7 +17,7 @@ def test_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("PROBINV_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as CI sets it: the notebook's %matplotlib inline must still embed PNGs
     # the kernel must import THIS checkout of probinv (not another installed copy)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     nb = nbformat.read(path, as_version=4)
@@ -27,3 +27,12 @@ def test_notebook_executes(path, monkeypatch):
     assert "of the pixels" in outputs  # the uncertainty-map cell ran to its end
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # every figure appears in the executed notebook (issue 15: matplotlib.use("Agg") showed none): each cell that
+    # draws gets at least one embedded PNG per plotting call, a loop over the four posteriors one per posterior
+    figure_cells = [c for c in nb.cells if c.cell_type == "code" and "plotting.plot_" in c.source]
+    assert len(figure_cells) >= 5
+    for cell in figure_cells:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        expected = 4 if "for post in (lap, svi, svgd, nuts)" in cell.source else cell.source.count("plotting.plot_")
+        assert len(images) >= expected, (cell.source.splitlines()[0], len(images))
+        assert all(len(o["data"]["image/png"]) > 1000 for o in images)  # base64 PNGs, not empty placeholders

@@ -71,3 +71,40 @@ def test_arviz_plots(kind, tmp_path):
     assert _png_ok(plotting.save_figure(fig, tmp_path / f"{kind}.png"))
     with pytest.raises(ValueError, match=re.escape("pixel (9, 0) is outside the (nz, nx) = (6, 8) grid")):
         plotting.plot_arviz(idata, kind, pixels=[(9, 0)])
+
+
+def test_trace_titles_clear_of_tick_labels_and_with_units():
+    """issue 15: each row's titles overlapped the tick labels of the row above, and no axis said m/s."""
+    rng = np.random.default_rng(2)
+    idata = az.from_dict(posterior={"vp": rng.normal(2000, 10, (2, 400, 6, 8))},
+                         dims={"vp": ["z", "x"]}, coords={"z": np.arange(6) * 20.0, "x": np.arange(8) * 20.0})
+    fig = plotting.plot_arviz(idata, "trace", pixels=[(3, 4), (1, 2), (1, 6)])
+    axes = np.array(fig.axes).reshape(3, 2)
+    assert axes[0, 0].get_title() == "vp at z = 60 m, x = 80 m: posterior density"
+    assert axes[1, 1].get_title() == "vp at z = 20 m, x = 40 m: draws"
+    assert all(ax.get_xlabel() == "vp (m/s)" for ax in axes[:, 0])
+    assert all(ax.get_xlabel() == "draw" and ax.get_ylabel() == "vp (m/s)" for ax in axes[:, 1])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for row in range(1, 3):
+        for col in range(2):
+            title = axes[row, col].title.get_window_extent(renderer)
+            above = axes[row - 1, col]
+            labels = [t.get_window_extent(renderer) for t in above.get_xticklabels() if t.get_text()]
+            labels.append(above.xaxis.label.get_window_extent(renderer))
+            assert not any(title.overlaps(b) for b in labels), (row, col)
+
+
+def test_gather_comparison_names_the_shot_and_keeps_the_legend_off_the_traces():
+    obs = np.random.default_rng(3).standard_normal((2, 8, 50))
+    fig = plotting.plot_gather_comparison(obs, 0.9 * obs, 0.002, shot=1, receiver_x=np.arange(8) * 10.0,
+                                          source_x=35.0)
+    assert fig.get_suptitle() == "shot 1 (source at x = 35 m): observed and predicted data"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[3]
+    legend = ax.get_legend().get_window_extent(renderer)
+    # the legend lies above the trace panel (it used to cover the top trace inside it), and below the title
+    assert legend.y0 >= ax.get_window_extent(renderer).y1 - 1
+    assert not legend.overlaps(fig._suptitle.get_window_extent(renderer))
+    assert plotting.plot_gather_comparison(obs, obs, 0.002).get_suptitle().startswith("shot 0: ")

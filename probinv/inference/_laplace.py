@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Mapping
 
 import torch
+from tqdm import tqdm
 
 from .. import distributed
 from ..linearisation import Linearisation
@@ -18,19 +19,25 @@ __all__ = ["laplace", "gauss_newton_eig"]
 
 
 def gauss_newton_eig(matvec, n: int, rank: int, *, oversample: int = 10, dtype=torch.float64, device=None,
-                     generator: torch.Generator | None = None):
+                     generator: torch.Generator | None = None, columns=None):
     r"""Leading eigenpairs of a symmetric positive semi-definite ``n x n`` operator given by ``matvec``.
 
     Randomised range finder (Halko, Martinsson & Tropp 2011, algorithm 5.3): ``Y = H Omega`` with a Gaussian
     ``Omega [n, rank + oversample]``, ``Q = qr(Y)``, eigendecomposition of ``Q^T H Q``; ``2 (rank + oversample)``
     products. When ``rank + oversample >= n`` the operator is assembled exactly from ``n`` products instead.
 
+    ``columns``, optional, is a faster way to the exact operator: a function returning ``H [n, n]`` itself (used
+    instead of the ``n`` products of ``matvec`` when ``rank + oversample >= n``).
+
     Returns ``(eigvals [r], eigvecs [n, r])``, eigenvalues in decreasing order, clipped at 0.
     """
     k = rank + oversample
     if k >= n:
-        eye = torch.eye(n, dtype=dtype, device=device)
-        h = torch.stack([matvec(eye[:, i]) for i in range(n)], dim=1)
+        if columns is not None:
+            h = columns()
+        else:
+            eye = torch.eye(n, dtype=dtype, device=device)
+            h = torch.stack([matvec(eye[:, i]) for i in range(n)], dim=1)
         h = 0.5 * (h + h.T)
         lam, vec = torch.linalg.eigh(h)
     else:
@@ -108,7 +115,8 @@ MODE_TOLERANCE = 0.5
 
 def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior | None = None, rank: int = 50,
             oversample: int = 10, num_samples: int = 1000, jvp_mode: str = "auto", seed: int | None = 0,
-            posterior_predictive: bool = False, map_kwargs: Mapping | None = None, newton_steps: int = 5) -> Posterior:
+            posterior_predictive: bool = False, map_kwargs: Mapping | None = None, newton_steps: int = 5,
+            progress_bar: bool = False) -> Posterior:
     r"""Laplace approximation at the MAP point, in the whitened latent space of the Gaussian-random-field priors.
 
     With whitened latents :math:`z \sim N(0, I)` and a Gaussian (or Gauss-Newton-weighted) likelihood, the Hessian of
@@ -156,6 +164,8 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
         posterior std away), up to this many damped Gauss-Newton steps with the computed Hessian move the point
         towards the mode (one gradient each, plus one per step halving); 0 only checks. A ``RuntimeWarning`` says
         when the point is still not a mode.
+    progress_bar : bool
+        A progress bar (tqdm, on standard error, only on a terminal) over the Jacobian products, with rate and ETA.
 
     Returns
     -------
@@ -211,22 +221,42 @@ def laplace(model, data: torch.Tensor | None = None, *, map_posterior: Posterior
         return sum(reg(fields) for reg in model.regularisers)
 
     lin = _GaussNewton(model, lambda z: model.fields_from_latents(latents_of(z)), whiten, data, z0, jvp_mode)
+    n = z0.numel()
+    exact = rank + oversample >= n
+    # the randomised range finder makes 2 (rank + oversample) products J^T J v (two passes over its probes); the exact
+    # operator needs the n columns of J only (H = J^T J: no J^T products)
+    bar = tqdm(total=n if exact else 2 * (rank + oversample), desc="Laplace: Jacobian products", unit="product",
+               leave=False, disable=None if progress_bar else True)
+
+    def reg_hessian_vp(v):
+        with torch.enable_grad():
+            zz = z0.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(-reg_logdensity(zz), zz, create_graph=True)
+            (hv,) = torch.autograd.grad(g, zz, v)
+        return hv.detach()
 
     def matvec(v):
         out = lin.product(v.to(z0.dtype))
         if model.regularisers:
-            with torch.enable_grad():
-                zz = z0.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(-reg_logdensity(zz), zz, create_graph=True)
-                (hv,) = torch.autograd.grad(g, zz, v)
-            out = out + hv.detach()
+            out = out + reg_hessian_vp(v)
+        bar.update(1)
         return out
+
+    def columns():
+        eye = torch.eye(n, dtype=z0.dtype, device=z0.device)
+        jac = _jacobian_columns(lin.single, eye, bar)  # [n, *data]
+        jac = jac.reshape(n, -1).to(torch.float64)  # the Gram matrix sums ~1e5 products: accumulate in float64
+        h = (jac @ jac.T).to(z0.dtype)
+        if model.regularisers:
+            h = h + torch.stack([reg_hessian_vp(eye[:, i]) for i in range(n)], dim=1)
+        return h
 
     gen = None
     if seed is not None:
         gen = torch.Generator(device=z0.device).manual_seed(int(seed))
-    lam, vec = gauss_newton_eig(matvec, z0.numel(), rank, oversample=oversample, dtype=z0.dtype, device=z0.device,
-                                generator=gen)
+    with bar:
+        lam, vec = gauss_newton_eig(matvec, n, rank, oversample=oversample, dtype=z0.dtype, device=z0.device,
+                                    generator=gen, columns=columns if lin.single is not None else None)
     gauss = LowRankGaussian(z0.detach(), vec.detach(), lam.detach())
     gauss, at_mode = _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, newton_steps)
     zs = gauss.sample(num_samples, generator=gen)
@@ -290,6 +320,15 @@ class _GaussNewton:
         return Linearisation(whitened_chunk, self.z0, mode=self.mode)
 
     @property
+    def single(self) -> Linearisation | None:
+        """The one recorded linearisation of all shots (single process, no chunks), else None: the exact operator
+        is then assembled from its batched Jacobian columns (:func:`_jacobian_columns`).
+        """
+        if self.sharded or self._kept is None or len(self._kept) != 1 or self.model.chunk_size is not None:
+            return None
+        return self._kept[0]
+
+    @property
     def passes(self) -> int:
         """Solver passes of this rank so far."""
         return self._passes + sum(lin.passes for lin in (self._kept or []))
@@ -307,3 +346,32 @@ class _GaussNewton:
         if not self.chunks:  # a rank without shots contributes zero
             out = torch.zeros_like(self.z0)
         return distributed.all_reduce_sum(out) if self.sharded else out
+
+
+def _jacobian_columns(lin: Linearisation, vs: torch.Tensor, bar, chunk: int = 16) -> torch.Tensor:
+    """``J v`` for each row ``v`` of ``vs [m, n]``: ``[m, *data]``, ``chunk`` products per batched double backward.
+
+    One batched pass (``is_grads_batched``, vmap over the recorded backward) costs about 3 single products on the demo
+    (measured: 8 products in 0.85 s against 0.27 s each) and gives the same numbers. Operators whose recorded
+    backward has no batching rule, and finite-difference linearisations, get one product per column.
+    """
+    out = []
+    batched = lin.mode == "reverse"
+    for i in range(0, vs.shape[0], chunk):
+        block = vs[i:i + chunk]
+        if batched:
+            try:
+                # Linearisation records g(u) = J^T u once; J v = d(g . v)/du for the whole block in one pass
+                (jv,) = torch.autograd.grad(lin._g, lin._u, block.to(lin._g.dtype), retain_graph=True,
+                                            is_grads_batched=True)
+                lin.passes += 1
+                out.append(jv.detach())
+                bar.update(block.shape[0])
+                continue
+            except RuntimeError as err:  # no batching rule for an operation of the recorded backward
+                log.debug("batched Jacobian products unavailable (%s); one product per column", err)
+                batched = False
+        for v in block:
+            out.append(lin.jvp(v)[None])
+            bar.update(1)
+    return torch.cat(out)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import pyro
 import torch
 from pyro.infer.mcmc import NUTS
+from tqdm import tqdm
 
 from .._files import atomic_path
 from ..validation import check_int
@@ -19,7 +20,6 @@ from ._common import (
     init_values,
     log,
     make_potential,
-    progress,
     prototype_trace,
     resolve_data,
     samples_from_unconstrained,
@@ -76,6 +76,8 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     checkpoint : path, optional
         File for per-chain checkpoints (resume).
     progress_bar : bool
+        One progress bar per chain (tqdm on standard error, only on a terminal): transitions done, rate, ETA, the
+        phase (warm-up or sampling), the step size, the gradients of the last transition and the divergences so far.
     posterior_predictive : bool
         Also store noise-free predicted data for the last 100 draws of each chain.
 
@@ -171,7 +173,10 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
         draws, stats = [], {k: [] for k in ("diverging", "n_steps", "tree_depth", "step_size", "acceptance_rate",
                                             "lp")}
         tc = time.perf_counter()
-        for t in progress(range(warmup_steps + num_samples), progress_bar, f"NUTS chain {chain}"):
+        # a chain takes minutes on small grids: without a bar nothing is printed until it ends (issue 15)
+        bar = tqdm(range(warmup_steps + num_samples), desc=f"NUTS chain {chain + 1}/{num_chains}", unit="draw",
+                   leave=False, disable=None if progress_bar else True)
+        for t in bar:
             n_div, c_before = len(kernel._divergences), counter[0]
             mean_before = kernel._mean_accept_prob
             step_size = kernel.step_size
@@ -188,6 +193,11 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
                 stats["lp"].append(-float(kernel._potential_energy_last))
             if t == warmup_steps - 1:
                 warm_grads = counter[0]
+            if not bar.disable:
+                bar.set_postfix_str(f"{'warm-up' if t < warmup_steps else 'sampling'}, step size "
+                                    f"{kernel.step_size:.3g}, {counter[0] - c_before} gradients, "
+                                    f"{len(kernel._divergences)} divergences", refresh=False)
+        bar.close()
         kernel.cleanup()
         n_grad_total = counter[0]
         w = torch.stack(draws)

@@ -10,10 +10,11 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
+from tqdm import tqdm
 
 from .._files import atomic_path
 from ..validation import check_int, check_scalar
-from ._common import check_model, describe_forward, init_strategy, init_values, log, progress, resolve_data
+from ._common import check_model, describe_forward, init_strategy, init_values, log, resolve_data
 from ._posterior import Posterior
 
 __all__ = ["svi"]
@@ -78,6 +79,8 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
     subsample_size : int, optional
         Shots per ELBO evaluation.
     seed : int
+    progress_bar : bool
+        A progress bar (tqdm on standard error, only on a terminal) with the rate and ETA.
     checkpoint : path, optional
         File that receives the whole optimisation state (guide parameters, optimiser moments, loss history, random
         number generator) every ``checkpoint_every`` steps and at the end, atomically. If it exists when ``svi`` is
@@ -154,7 +157,10 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                                 "converged": converged}, tmp)
 
         kw = {} if subsample_size is None else {"subsample_size": subsample_size}
-        for step in progress(range(start, num_steps), progress_bar, f"SVI ({guide})"):
+        # tqdm: rate and ETA; only on a terminal (disable=None), not in logs or captured output
+        bar = tqdm(range(start, num_steps), desc=f"SVI ({guide})", unit="step", initial=start, total=num_steps,
+                   leave=False, disable=None if progress_bar else True)
+        for step in bar:
             if converged:
                 break
             loss = run.step(data, **kw)
@@ -170,6 +176,7 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                 save()
             if converged:
                 break
+        bar.close()
         save()
         seconds = time.perf_counter() - t0
         log.info("SVI (%s): %d steps, %.1f s, converged=%s, loss %.6g", guide, len(losses), seconds, converged,
