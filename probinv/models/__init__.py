@@ -8,6 +8,12 @@ methods of :class:`NoiseModel` is a noise model.
 from ._approximation_error import CorrectedForward as CorrectedForward
 from ._approximation_error import approximation_error as approximation_error
 from ._forward import AcousticForward as AcousticForward
+from ._forward_elastic import PSVForward as PSVForward
+from ._forward_elastic import SHForward as SHForward
+from ._forward_frequency import FrequencyForward as FrequencyForward
+from ._forward_frequency import ViscoAcousticForward as ViscoAcousticForward
+from ._forward_frequency import ViscoElasticSHForward as ViscoElasticSHForward
+from ._forward_frequency import wavelet_spectrum as wavelet_spectrum
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
 from ._model import build_model as build_model
@@ -23,7 +29,8 @@ from ._regularisers import smoothness as smoothness
 from ._regularisers import total_variation as total_variation
 
 __all__ = sorted([
-    "AcousticForward", "CorrectedForward", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
+    "AcousticForward", "CorrectedForward", "FrequencyForward", "PSVForward", "SHForward", "ViscoAcousticForward",
+    "ViscoElasticSHForward", "wavelet_spectrum", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
     "NoiseModel", "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model",
     "prior_kind", "smoothness", "total_variation",
 ])
