@@ -16,6 +16,10 @@ from ._forward_frequency import ViscoElasticSHForward as ViscoElasticSHForward
 from ._forward_frequency import wavelet_spectrum as wavelet_spectrum
 from ._joint_model import JointSeismicModel as JointSeismicModel
 from ._joint_model import build_joint_model as build_joint_model
+from ._likelihoods import Attenuation as Attenuation
+from ._likelihoods import Envelope as Envelope
+from ._likelihoods import GlobalCorrelation as GlobalCorrelation
+from ._likelihoods import TravelTime as TravelTime
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
 from ._model import build_model as build_model
@@ -33,7 +37,7 @@ from ._regularisers import total_variation as total_variation
 __all__ = sorted([
     "AcousticForward", "CorrectedForward", "FrequencyForward", "PSVForward", "SHForward", "ViscoAcousticForward",
     "ViscoElasticSHForward", "wavelet_spectrum", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
-    "JointSeismicModel", "build_joint_model",
+    "JointSeismicModel", "build_joint_model", "Attenuation", "Envelope", "GlobalCorrelation", "TravelTime",
     "NoiseModel", "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model",
     "prior_kind", "smoothness", "total_variation",
 ])
