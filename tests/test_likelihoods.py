@@ -10,8 +10,8 @@ import torch
 
 from probinv.fields import WhitenedField
 from probinv.inference import laplace, nuts
-from probinv.misfits import envelope, global_correlation
-from probinv.models import Attenuation, Envelope, GlobalCorrelation, TravelTime, build_model
+from probinv.misfits import envelope, global_correlation, l2_trace
+from probinv.models import Attenuation, Envelope, GlobalCorrelation, TraceL2, TravelTime, build_model
 
 D = torch.float64
 DT, NT, F0, T0 = 4e-3, 200, 10.0, 0.3
@@ -41,7 +41,8 @@ def _spectra(shape, seed):
     return torch.randn(shape + (2,), dtype=D, generator=g) + 2.0
 
 
-@pytest.mark.parametrize("kind", ["traveltime", "attenuation", "globalcorr", "globalcorr_freq", "envelope"])
+@pytest.mark.parametrize("kind", ["traveltime", "attenuation", "globalcorr", "globalcorr_freq", "envelope",
+                                  "tracel2"])
 def test_log_prob_gradient_and_whitening(kind):
     g = _gen(0)
     if kind == "traveltime":
@@ -61,13 +62,22 @@ def test_log_prob_gradient_and_whitening(kind):
             obs, pred = _spectra((2, 3, 5), 1), _spectra((2, 3, 5), 2)
             lik = GlobalCorrelation(0.05, trace_dims=2, observed=obs)
         const = 0.0
-    else:
+    elif kind == "envelope":
         obs, pred = _ricker_at(torch.zeros(2, 3, dtype=D)), 1.3 * _ricker_at(0.01 * torch.ones(2, 3, dtype=D))
         lik = Envelope(0.5, observed=obs)
         const = 0.0
+    else:
+        obs, pred = _ricker_at(torch.zeros(2, 3, dtype=D)), 1.3 * _ricker_at(0.01 * torch.ones(2, 3, dtype=D))
+        lik = TraceL2(2.0, observed=obs)
+        # IRLS whitening: |w|^2 / 2 = J / (2 T), so the identity below holds with -J/T = -|w|^2
+        assert float(lik.log_prob(pred, obs, {})) == pytest.approx(-float(l2_trace(pred, obs)) / 2.0, rel=1e-12)
+        assert float(lik.log_prob(pred, obs, {})) == pytest.approx(-float(lik.whiten(pred, {}).square().sum()),
+                                                                   rel=1e-9)
+        const = None
     lp = lik.log_prob(pred, obs, {})
     # Gauss-Newton identity: log p = -|whiten(pred)|^2 / 2 + normalising constant, exactly
-    assert float(lp) == pytest.approx(-0.5 * float(lik.whiten(pred, {}).square().sum()) + const, rel=1e-9)
+    if const is not None:
+        assert float(lp) == pytest.approx(-0.5 * float(lik.whiten(pred, {}).square().sum()) + const, rel=1e-9)
     # the tempered ones are exp(-J/T) with the misfits of probinv.misfits
     if kind == "globalcorr":
         assert float(lp) == pytest.approx(-float(global_correlation(pred, obs)) / 0.05, rel=1e-12)

@@ -19,6 +19,7 @@ from ._joint_model import build_joint_model as build_joint_model
 from ._likelihoods import Attenuation as Attenuation
 from ._likelihoods import Envelope as Envelope
 from ._likelihoods import GlobalCorrelation as GlobalCorrelation
+from ._likelihoods import TraceL2 as TraceL2
 from ._likelihoods import TravelTime as TravelTime
 from ._model import Flat as Flat
 from ._model import SeismicModel as SeismicModel
@@ -37,7 +38,7 @@ from ._regularisers import total_variation as total_variation
 __all__ = sorted([
     "AcousticForward", "CorrectedForward", "FrequencyForward", "PSVForward", "SHForward", "ViscoAcousticForward",
     "ViscoElasticSHForward", "wavelet_spectrum", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
-    "JointSeismicModel", "build_joint_model", "Attenuation", "Envelope", "GlobalCorrelation", "TravelTime",
+    "JointSeismicModel", "build_joint_model", "Attenuation", "Envelope", "GlobalCorrelation", "TraceL2", "TravelTime",
     "NoiseModel", "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model",
     "prior_kind", "smoothness", "total_variation",
 ])

@@ -47,7 +47,7 @@ from pyro.distributions import constraints
 from ..misfits import analytic_envelope, traveltime_shift
 from ..validation import check_int, check_positive, check_scalar
 
-__all__ = ["Attenuation", "Envelope", "GlobalCorrelation", "TravelTime"]
+__all__ = ["Attenuation", "Envelope", "GlobalCorrelation", "TraceL2", "TravelTime"]
 
 
 class _Misfit(dist.TorchDistribution):
@@ -349,3 +349,52 @@ class Envelope(_Defaults):
         """``(E[pred] - E[observed]) / sqrt(T)``."""
         obs = _require_observed("Envelope", self.observed).to(dtype=pred.dtype, device=pred.device)
         return (analytic_envelope(pred) - analytic_envelope(obs)) / math.sqrt(self.temperature)
+
+
+@dataclass(frozen=True, eq=False)
+class TraceL2(_Defaults):
+    r"""Tempered likelihood :math:`\exp(-J/T)` of paper 2's FWI misfit, :math:`J = \sum_{ij}\|s_{ij} - o_{ij}\|_2`
+    (eq. 46: the sum over traces of the trace L2 norm, :func:`probinv.misfits.l2_trace`).
+
+    With a flat prior, MAP is paper 2's deterministic FWI (``T = 1``: Adam is invariant to the scale of the loss).
+    ``T`` (data units) is a modelling choice, not a noise model: ``sample`` raises.
+
+    Parameters
+    ----------
+    temperature : float
+        ``T`` in data units.
+    trace_dims : int
+        Trailing axes forming one trace (1 for time series, 2 for stacked spectra).
+    observed : Tensor, optional
+        Needed by :meth:`whiten` only.
+
+    :meth:`whiten` returns ``(s - o) / sqrt(T ||s - o||)`` per trace, the iteratively reweighted least-squares form
+    whose half squared norm equals ``J / (2 T)``: its Gauss-Newton Hessian is that of the reweighted problem at the
+    current residual (the curvature of the norm itself is left out).
+    """
+
+    temperature: float = 1.0
+    trace_dims: int = 1
+    observed: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperature", check_scalar("temperature", self.temperature))
+        check_int("trace_dims", self.trace_dims)
+        _check_observed(self.observed)
+
+    def _norms(self, pred, obs):
+        r = pred - obs
+        flat = r.reshape(tuple(r.shape[:r.ndim - self.trace_dims]) + (-1,))
+        return flat, torch.linalg.vector_norm(flat, dim=-1)
+
+    def distribution(self, pred, params, shots, n_data_dims):
+        if n_data_dims != 2 + self.trace_dims:
+            raise ValueError(f"TraceL2(trace_dims={self.trace_dims}) needs data with {2 + self.trace_dims} axes, "
+                             f"got {n_data_dims}")
+        return _Misfit(pred, n_data_dims - 1, lambda p, v: -self._norms(p, v)[1].sum(-1) / self.temperature)
+
+    def whiten(self, pred, params):
+        """``(s - o) / sqrt(T ||s - o||)`` per trace (see the class docstring)."""
+        obs = _require_observed("TraceL2", self.observed).to(dtype=pred.dtype, device=pred.device)
+        flat, norm = self._norms(pred, obs)
+        return flat / torch.sqrt(self.temperature * norm.detach().clamp_min(torch.finfo(pred.dtype).tiny))[..., None]
