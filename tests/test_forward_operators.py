@@ -188,3 +188,33 @@ def test_forward_operator_input_checks():
     op = ViscoAcousticForward(DX, freqs, src, rec, omega_ref=100.0)
     with pytest.raises(ValueError, match="q must be positive"):
         op({"vp": torch.full((NZ, NX), 1500.0, dtype=D), "q": torch.zeros(NZ, NX, dtype=D)})
+
+
+def test_build_forward_and_likelihood_factories():
+    from probinv.models import LIKELIHOODS, PHYSICS, build_forward, build_likelihood, physics_fields
+    from probinv.survey import Acquisition, PhysicsOptions
+
+    src, rec = _survey()
+    acq = Acquisition(src, rec, 1e-3, 60, 20.0)
+    opts = PhysicsOptions(pml_width=6, free_surface=True)
+    vs = torch.full((NZ, NX), 1000.0, dtype=D)
+    vp = torch.full((NZ, NX), 2000.0, dtype=D)
+    amp = ricker(20.0, 60, 1e-3, dtype=D).expand(3, 1, 60)
+    for physics in PHYSICS:
+        fwd = build_forward(physics, acq, DX, opts, frequencies=[20.0, 30.0], dtype=D)
+        assert set(fwd.fields) == set(physics_fields(physics)[0]), physics
+        assert json.loads(json.dumps(fwd.describe()))["n_shots"] == 3
+    # the SH operator of the factory is the solver with the survey's Ricker and the constant density
+    fwd = build_forward("sh", acq, DX, opts, dtype=D)
+    torch.testing.assert_close(fwd({"vs": vs}), sh(vs, torch.full_like(vs, 2000.0), DX, 1e-3, amp, src, rec,
+                                                   pml_width=6, free_surface=True), rtol=0, atol=0)
+    fwd = build_forward("psv", acq, DX, opts, dtype=D, receiver_component="pressure")
+    assert fwd({"vp": vp, "vs": vs}).shape == (3, rec.shape[1], 60)
+    with pytest.raises(ValueError, match="frequencies"):
+        build_forward("viscoacoustic", acq, DX, opts)
+    with pytest.raises(ValueError, match="physics must be one of"):
+        build_forward("elastic", acq, DX, opts)
+    assert type(build_likelihood("travel_time", sigma=0.01, dt=1e-3)).__name__ == "TravelTime"
+    assert len(LIKELIHOODS) == 7
+    with pytest.raises(ValueError, match="needs temperature"):
+        build_likelihood("envelope")

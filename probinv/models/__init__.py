@@ -7,6 +7,11 @@ methods of :class:`NoiseModel` is a noise model.
 """
 from ._approximation_error import CorrectedForward as CorrectedForward
 from ._approximation_error import approximation_error as approximation_error
+from ._factory import LIKELIHOODS as LIKELIHOODS
+from ._factory import PHYSICS as PHYSICS
+from ._factory import build_forward as build_forward
+from ._factory import build_likelihood as build_likelihood
+from ._factory import physics_fields as physics_fields
 from ._forward import AcousticForward as AcousticForward
 from ._forward_elastic import PSVForward as PSVForward
 from ._forward_elastic import SHForward as SHForward
@@ -39,6 +44,7 @@ __all__ = sorted([
     "AcousticForward", "CorrectedForward", "FrequencyForward", "PSVForward", "SHForward", "ViscoAcousticForward",
     "ViscoElasticSHForward", "wavelet_spectrum", "CorrelatedGaussian", "Flat", "Gaussian", "GaussianLatentSigma",
     "JointSeismicModel", "build_joint_model", "Attenuation", "Envelope", "GlobalCorrelation", "TraceL2", "TravelTime",
+    "LIKELIHOODS", "PHYSICS", "build_forward", "build_likelihood", "physics_fields",
     "NoiseModel", "SeismicModel", "Smoothness", "StudentT", "TotalVariation", "approximation_error", "build_model",
     "prior_kind", "smoothness", "total_variation",
 ])
