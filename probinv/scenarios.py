@@ -494,6 +494,17 @@ PAPER2_TIME = {"acoustic": (1500, 0.006, 3.0), "sh": (4000, 0.004, 0.5), "psv": 
 PAPER2_VS_WATER = 400.0
 
 
+def _shared_data_above() -> Path | None:
+    """The nearest ``shared/data`` folder holding marmousi2.npz above this package (a development checkout's
+    layout), or None.
+    """
+    here = Path(__file__).resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / "shared" / "data" / "marmousi2.npz").is_file():
+            return folder / "shared" / "data"
+    return None
+
+
 def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | None = None, n_shots: int = 16,
                     blur: float = 5.0, dtype=None, device=None) -> Scenario:
     """Paper 2's time-domain Table 1 rows: Marmousi2 (vp, vs, rho) at 44 x 100, 80 m, free surface, Table 9 settings.
@@ -503,12 +514,12 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     4000, dt 4 ms, 0.5 Hz; P-SV nt 1500, dt 4 ms, 3 Hz); the Ricker peaks at ``1.5 / freq`` (0.5 s at 3 Hz).
     ``n_shots`` sources on row 0 (16, evenly spaced over the columns), receivers on every cell of row 0, free surface,
     PML 20 on the other sides. Start: Gaussian blur (``blur`` cells, 5 by default) of every true field. Water cells
-    (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice. Needs ``marmousi2.npz`` as
-    :func:`marmousi2`.
+    (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice. Needs ``marmousi2.npz`` in ``data_dir``,
+    ``$PROBINV_DATA`` or the nearest ``shared/data`` folder above the package.
     """
     if physics not in PAPER2_TIME:
         raise ValueError(f"physics must be one of {sorted(PAPER2_TIME)}, got {physics!r}")
-    d = _data_dir(data_dir)
+    d = _data_dir(data_dir) or _shared_data_above()
     path = d / "marmousi2.npz" if d else None
     if path is None or not path.is_file():
         raise FileNotFoundError(f"paper2_marmousi needs marmousi2.npz; none found at {str(path)!r}: pass data_dir or "
