@@ -202,8 +202,13 @@ def markdown(res):
     lines = ["# Joint vp-Q posterior (visco-acoustic, frequency domain)", "",
              f"Command: `{res['command']}`  ", f"Machine: {res['machine']}; wall time {res['seconds']:.0f} s", "",
              f"Grid {res['config']['nz']} x {res['config']['nx']}, {len(res['config']['freqs'])} frequencies, "
-             f"{res['config']['n_shots']} shots, {res['config']['modes']} modes per field, rho = {res['rho']}", "",
-             "| quantity | vp | Q |", "|---|---|---|"]
+             f"{res['config']['n_shots']} shots, {res['config']['modes']} modes per field, rho = {res['rho']}", ""]
+    lines += _single_lines(s) if s else ["(single-truth run skipped: --calibration-only)"]
+    return _calibration_lines(res, lines)
+
+
+def _single_lines(s):
+    lines = ["| quantity | vp | Q |", "|---|---|---|"]
     for meth in ("laplace", "nuts"):
         lines.append(f"| {meth} median std | {s[f'{meth}_median_std_vp']:.3g} m/s | {s[f'{meth}_median_std_q']:.3g} |")
         lines.append(f"| {meth} median std / mean | {s[f'{meth}_median_rel_std_vp']:.3f} | "
@@ -214,8 +219,12 @@ def markdown(res):
                  f"{s['laplace_over_nuts_std_median_q']:.3f} |")
     lines += ["", f"NUTS r-hat max (latent) {s['rhat_max']:.4f}, (fields) {s['rhat_max_fields']:.4f}; "
               f"median |corr(vp, ln Q)| NUTS {s['nuts_median_abs_corr']:.3f}, "
-              f"Laplace {s['laplace_median_abs_corr']:.3f}",
-              "", "## Calibration (fraction of pixels inside the interval, mean +- s.e. over truths)", "",
+              f"Laplace {s['laplace_median_abs_corr']:.3f}"]
+    return lines
+
+
+def _calibration_lines(res, lines):
+    lines += ["", "## Calibration (fraction of pixels inside the interval, mean +- s.e. over truths)", "",
               "| method | field | 50 % | 90 % | truths |", "|---|---|---|---|---|"]
     cal = res["calibration"]
     for meth in ("laplace", "nuts"):
@@ -237,6 +246,7 @@ def main(argv=None):
     ap.add_argument("--modes", type=int, default=None, help="Karhunen-Loeve modes per field")
     ap.add_argument("--samples", type=int, default=None, help="NUTS draws per chain (single truth)")
     ap.add_argument("--warmup", type=int, default=None, help="NUTS warm-up steps per chain (single truth)")
+    ap.add_argument("--calibration-only", action="store_true", help="skip the single-truth MAP / Laplace / NUTS run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
@@ -251,7 +261,7 @@ def main(argv=None):
     n_truths = cfg["truths"] if args.truths is None else args.truths
     n_nuts = min(n_truths, cfg["nuts_truths"] if args.nuts_truths is None else args.nuts_truths)
     t0 = time.perf_counter()
-    single_res, maps = single(cfg, args.rho, args.noise)
+    single_res, maps = (None, None) if args.calibration_only else single(cfg, args.rho, args.noise)
     print(json.dumps(single_res, indent=1), flush=True)
     cal, runs = calibration(cfg, args.rho, args.noise, n_truths, n_nuts)
     res = {"command": "python benchmarks/vpq_posterior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -262,7 +272,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     write_text_atomic(os.path.join(args.out, "vpq_posterior.json"), json.dumps(res, indent=1, default=float))
     write_text_atomic(os.path.join(args.out, "vpq_posterior.md"), markdown(res))
-    figure(maps, os.path.join(args.out, "vpq_posterior.png"))
+    if maps is not None:
+        figure(maps, os.path.join(args.out, "vpq_posterior.png"))
     print(markdown(res))
     return res
 
