@@ -482,3 +482,101 @@ def paper1_models(n: int, *, seed: int | None = None, generator: torch.Generator
     return sample_grf((64 * int(refine), 64 * int(refine)), 160.0 / int(refine), n=n, covariance="von_karman",
                       hurst=0.5, a_z=1600.0, a_x=1600.0, mean=3000.0, std=150.0, generator=generator, dtype=dtype,
                       device=device)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# paper 2's Table 1 set-ups (issue 16)
+# ----------------------------------------------------------------------------------------------------------------------
+#: Time-domain settings of paper 2's Table 9: (nt, dt in s, Ricker peak frequency in Hz).
+PAPER2_TIME = {"acoustic": (1500, 0.006, 3.0), "sh": (4000, 0.004, 0.5), "psv": (1500, 0.004, 3.0)}
+#: Smallest S speed (m/s) given to the water cells of Marmousi2 for the SH and P-SV rows (probinv's choice: the SH
+#: solver needs vs > 0, and the P-SV inversion of vs needs a positive start).
+PAPER2_VS_WATER = 400.0
+
+
+def _shared_data_above() -> Path | None:
+    """The nearest ``shared/data`` folder holding marmousi2.npz above this package (a development checkout's
+    layout), or None.
+    """
+    here = Path(__file__).resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / "shared" / "data" / "marmousi2.npz").is_file():
+            return folder / "shared" / "data"
+    return None
+
+
+def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | None = None, n_shots: int = 16,
+                    blur: float = 5.0, dtype=None, device=None) -> Scenario:
+    """Paper 2's time-domain Table 1 rows: Marmousi2 (vp, vs, rho) at 44 x 100, 80 m, free surface, Table 9 settings.
+
+    Columns 0-399 of the 20 m model, padded from 174 to 176 rows (edge rows repeated) and block-averaged 4 x 4 to
+    44 x 100 at 80 m. ``physics`` picks the time axis and wavelet of Table 9 (acoustic nt 1500, dt 6 ms, 3 Hz; SH nt
+    4000, dt 4 ms, 0.5 Hz; P-SV nt 1500, dt 4 ms, 3 Hz); the Ricker peaks at ``1.5 / freq`` (0.5 s at 3 Hz).
+    ``n_shots`` sources on row 0 (16, evenly spaced over the columns), receivers on every cell of row 0, free surface,
+    PML 20 on the other sides. Start: Gaussian blur (``blur`` cells, 5 by default) of every true field. Water cells
+    (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice. Needs ``marmousi2.npz`` in ``data_dir``,
+    ``$PROBINV_DATA`` or the nearest ``shared/data`` folder above the package.
+    """
+    if physics not in PAPER2_TIME:
+        raise ValueError(f"physics must be one of {sorted(PAPER2_TIME)}, got {physics!r}")
+    d = _data_dir(data_dir) or _shared_data_above()
+    path = d / "marmousi2.npz" if d else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"paper2_marmousi needs marmousi2.npz; none found at {str(path)!r}: pass data_dir or "
+                                f"set PROBINV_DATA")
+    raw = np.load(path)
+    true = {}
+    for name in ("vp", "vs", "rho"):
+        a = raw[name].astype(np.float64)[:, :400]
+        a = np.concatenate([a, np.repeat(a[-1:], 176 - a.shape[0], axis=0)], axis=0)
+        a = a.reshape(44, 4, 100, 4).mean((1, 3))
+        true[name] = torch.as_tensor(a, dtype=dtype or torch.get_default_dtype(), device=device)
+    true["vs"] = true["vs"].clamp_min(PAPER2_VS_WATER)
+    nt, dt, freq = PAPER2_TIME[physics]
+    xs = torch.round(torch.linspace(0, 99, n_shots)).long()
+    src = torch.stack([torch.zeros_like(xs), xs], -1)[:, None, :]
+    rx = torch.arange(100)
+    rec = torch.stack([torch.zeros_like(rx), rx], -1)[None].expand(n_shots, -1, -1).contiguous()
+    acq = Acquisition(src.to(device), rec.to(device), dt, nt, freq)
+    initial = {k: smooth(v, blur) for k, v in true.items()}
+    return Scenario(f"paper2_marmousi_{physics}", paper2_marmousi.__doc__.split("\n\n")[0].strip(), 80.0, true,
+                    initial, acq, free_surface=True, pml_width=20, metadata={"physics": physics, "blur": blur})
+
+
+def q_anomaly(wave: str = "acoustic", *, nz: int = 30, nx: int = 50, n_shots: int = 10, v_blur: float = 1.0,
+              q_blur: float = 6.0, dtype=None, device=None) -> Scenario:
+    """Paper 2's frequency-domain Table 1 rows (Table 10): a Q-anomaly model, 30 x 50 cells, 24 frequencies.
+
+    Paper 2's "Q anomaly model" is not published; this one is probinv's: a velocity increasing linearly with depth
+    (vp 2000 -> 3000 m/s, or vs 1100 -> 1700 m/s for ``wave="sh"``) with a 10 % faster lens, and Q = 100 in the
+    background with two Gaussian low-Q anomalies (Q = 20 and Q = 40, radius ~4 cells) at mid depth. Grid spacing
+    100 m (visco-acoustic) or 60 m (visco-elastic SH); frequencies 0.25-6 Hz in steps of 0.25 Hz
+    (``metadata["frequencies"]``); ``n_shots`` sources and receivers on every cell of row 0; free surface. Start:
+    the velocity slightly blurred (``v_blur`` cells), Q heavily blurred (``q_blur`` cells).
+    """
+    if wave not in ("acoustic", "sh"):
+        raise ValueError(f"wave must be 'acoustic' or 'sh', got {wave!r}")
+    dx = 100.0 if wave == "acoustic" else 60.0
+    z, x = _grid(nz, nx, 1.0, dtype, device)
+    v0, v1 = (2000.0, 3000.0) if wave == "acoustic" else (1100.0, 1700.0)
+    v = v0 + (v1 - v0) * z / (nz - 1)
+    lens = torch.exp(-(((z - 0.7 * nz) / 3.0) ** 2 + ((x - 0.5 * nx) / 8.0) ** 2))
+    v = v * (1 + 0.1 * lens)
+    a1 = torch.exp(-(((z - 0.45 * nz) ** 2 + (x - 0.3 * nx) ** 2) / (2 * 4.0 ** 2)))
+    a2 = torch.exp(-(((z - 0.45 * nz) ** 2 + (x - 0.7 * nx) ** 2) / (2 * 4.0 ** 2)))
+    logq = math.log(100.0) + math.log(20.0 / 100.0) * a1 + math.log(40.0 / 100.0) * a2
+    q = torch.exp(logq)
+    name = "vp" if wave == "acoustic" else "vs"
+    xs = torch.round(torch.linspace(2, nx - 3, n_shots)).long()
+    src = torch.stack([torch.zeros_like(xs), xs], -1)[:, None, :]
+    rx = torch.arange(nx)
+    rec = torch.stack([torch.zeros_like(rx), rx], -1)[None].expand(n_shots, -1, -1).contiguous()
+    freqs = [0.25 * k for k in range(1, 25)]
+    acq = Acquisition(src.to(device), rec.to(device), 0.004, 2000, 3.0)
+    return Scenario(f"q_anomaly_{wave}", q_anomaly.__doc__.split("\n\n")[0].strip(), dx, {name: v, "q": q},
+                    {name: smooth(v, v_blur), "q": smooth(q, q_blur)}, acq, free_surface=True, pml_width=20,
+                    metadata={"wave": wave, "frequencies": freqs})
+
+
+SCENARIOS["paper2_marmousi"] = paper2_marmousi
+SCENARIOS["q_anomaly"] = q_anomaly

@@ -55,6 +55,8 @@ from ._covariance import matern_spectrum as matern_spectrum
 from ._covariance import sample_grf as sample_grf
 from ._covariance import von_karman_covariance as von_karman_covariance
 from ._covariance import von_karman_spectrum as von_karman_spectrum
+from ._joint import JointVpQPrior as JointVpQPrior
+from ._joint import LogQField as LogQField
 from ._karhunen_loeve import MAX_EIGH_POINTS as MAX_EIGH_POINTS
 from ._karhunen_loeve import grid_covariance_eigh as grid_covariance_eigh
 from ._priors import DEFAULT_RETAINED_VARIANCE as DEFAULT_RETAINED_VARIANCE
@@ -65,6 +67,8 @@ from ._priors import linear_depth_trend as linear_depth_trend
 __all__ = [
     "BoxField",
     "DEFAULT_RETAINED_VARIANCE",
+    "JointVpQPrior",
+    "LogQField",
     "MAX_EIGH_POINTS",
     "WhitenedField",
     "grid_covariance_eigh",

@@ -1,0 +1,79 @@
+"""Paper 2's Table 1 benchmark: its set-ups, the quick run (resumable) and the notebook on the quick results."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from probinv.metrics import ms_ssim
+from probinv.scenarios import get_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def paper2():
+    mod = _load("paper2")
+    if mod.DATA is None:
+        pytest.fail("marmousi2.npz not found: set PROBINV_DATA to the folder holding it")
+    return mod
+
+
+def test_marmousi_setup_reproduces_the_reference_start(paper2):
+    s = get_scenario("paper2_marmousi", data_dir=paper2.DATA, dtype=torch.float64)
+    assert tuple(s.true["vp"].shape) == (44, 100) and s.dx == 80.0 and s.free_surface
+    assert s.acquisition.n_shots == 16 and s.acquisition.n_receivers == 100
+    assert (s.acquisition.nt, s.acquisition.dt, s.acquisition.freq) == (1500, 0.006, 3.0)
+    t = s.true["vp"]
+    # the issue's deepwave reference measured MS-SSIM (win 3) 0.705 for this blurred start (3 digits given)
+    score = float(ms_ssim(s.initial["vp"], t, data_range=float(t.max() - t.min()), win_size=3))
+    assert score == pytest.approx(0.705, abs=0.0006)
+    assert float(s.true["vs"].min()) == 400.0  # water cells get PAPER2_VS_WATER for the SH / P-SV rows
+    q = get_scenario("q_anomaly", wave="sh")
+    assert tuple(q.true["q"].shape) == (30, 50) and q.dx == 60.0
+    assert len(q.metadata["frequencies"]) == 24 and q.metadata["frequencies"][-1] == 6.0
+    assert 19.5 < float(q.true["q"].min()) < 22.0 and float(q.true["q"].max()) == pytest.approx(100.0, rel=1e-3)
+
+
+def test_paper2_quick_runs_resumes_and_feeds_the_notebook(paper2, tmp_path, monkeypatch):
+    rows = "acoustic_l2,viscoacoustic_q_attenuation"
+    res = paper2.main(["--quick", "--rows", rows, "--out", str(tmp_path)])
+    for row in rows.split(","):
+        r = res["rows"][row]
+        n = r["scored"]
+        assert r["iterations"] == 2 and len(r["history"]) == 2
+        arrays = np.load(tmp_path / f"paper2_{row}.npz")
+        # the recorded initial score is the metric of the saved arrays (an independent recomputation)
+        t = torch.as_tensor(arrays[f"true_{n}"])
+        init = float(ms_ssim(torch.as_tensor(arrays[f"initial_{n}"]), t, data_range=float(t.max() - t.min()),
+                             win_size=3))
+        assert r["initial"][n]["ms_ssim"] == pytest.approx(init, abs=1e-12)
+        assert np.all(arrays[f"std_{n}"] > 0)
+    # resumable: a second call with the same settings skips the finished rows and returns them unchanged
+    again = paper2.main(["--quick", "--rows", rows, "--out", str(tmp_path)])
+    assert again["rows"]["acoustic_l2"]["seconds_map"] == res["rows"]["acoustic_l2"]["seconds_map"]
+    assert "acoustic_l2" in (tmp_path / "paper2.md").read_text()
+    # the notebook on these results
+    monkeypatch.setenv("PROBINV_PAPER2_RESULTS", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(ROOT / "notebooks" / "paper2_table1.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "reduced size" in out and "viscoacoustic_q_attenuation" in out
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    saved = json.loads((tmp_path / "paper2.json").read_text())
+    assert sorted(saved["rows"]) == sorted(rows.split(","))
