@@ -1,6 +1,7 @@
 r"""Laplace (Gaussian) approximation at the MAP point with a low-rank Gauss-Newton Hessian in whitened coordinates."""
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -80,7 +81,10 @@ def _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, new
         t = 1.0
         for _ in range(6):
             z1 = z0 - t * hinv_g
-            u1, g1 = objective_and_grad(z1)
+            try:
+                u1, g1 = objective_and_grad(z1)
+            except ValueError:  # the trial point left the operator's domain (e.g. a negative velocity): shorten
+                u1 = math.inf
             if u1 < u0:
                 break
             t *= 0.5
