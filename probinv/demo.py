@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import fields
+from . import fields, io
 from ._files import write_text_atomic
 from .config import parse_config, resolve, to_toml
 from .workflow import run
@@ -108,7 +108,8 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
     """
     small = _env_small() if small is None else bool(small)
     t_start = time.perf_counter()
-    out = Path(out_dir)
+    # fail before minutes of work when the folder cannot be written (a file in the way, read-only parent)
+    out = io.check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = "nuts" if nuts else "laplace"
     cfg = parse_config(demo_config(small, method=method))

@@ -10,9 +10,11 @@ import pytest
 import torch
 from tqdm import tqdm
 
+from probinv.demo import run_demo
 from probinv.fields import WhitenedField
 from probinv.inference import nuts, svi
 from probinv.inference._common import progress
+from probinv.io import InputError
 from probinv.models import Gaussian, build_model
 
 DT = torch.float64
@@ -58,3 +60,11 @@ def test_progress_bar_is_plain_tqdm_and_hidden_off_a_terminal(monkeypatch):
     assert type(bar) is tqdm  # not tqdm.auto's notebook widget
     assert bar.disable  # disable=None: no bar when standard error is not a terminal
     assert list(bar) == [0, 1, 2]
+
+
+def test_demo_refuses_an_output_folder_that_is_a_file_before_running(tmp_path):
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="out"):
+        run_demo(blocker, small=True)
+    assert blocker.read_text() == "not a folder"  # nothing was written
