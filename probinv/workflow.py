@@ -121,7 +121,8 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
     """The velocity prior of a ``[prior]`` configuration section, centred on the starting model.
 
     ``type = "whitened"``: :class:`probinv.fields.WhitenedField` (Matern / von Karman Gaussian random field with
-    mean ``initial``, standard deviation ``std`` m/s, ``n_modes`` Karhunen-Loeve modes, squashed into ``bounds``);
+    mean ``initial``, standard deviation ``std`` m/s, ``n_modes`` Karhunen-Loeve modes or else those holding
+    ``retained_variance`` of the prior variance, squashed into ``bounds``);
     ``type = "box"``: :class:`probinv.fields.BoxField` (flat within ``bounds`` per pixel).
 
     Parameters
@@ -142,10 +143,16 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
     length = prior_cfg.get("correlation_length") or (max(nz, nx) * dx / 6)
     cov = prior_cfg.get("covariance", "matern")
     smooth_kw = {"nu": prior_cfg.get("nu", 1.5)} if cov == "matern" else {"hurst": prior_cfg.get("hurst", 0.5)}
-    n_modes = min(int(prior_cfg.get("n_modes") or nz * nx), nz * nx)
+    # n_modes when given (capped at the pixel count), otherwise the modes holding retained_variance of the prior
+    # variance (WhitenedField's default fraction when neither is set); the discarded rest is reported by the posterior
+    if prior_cfg.get("n_modes") is not None:
+        count = {"n_modes": min(int(prior_cfg["n_modes"]), nz * nx)}
+    else:
+        frac = prior_cfg.get("retained_variance")
+        count = {"retained_variance": None if frac is None else float(frac)}
     return fields.WhitenedField((nz, nx), dx, covariance=cov, a_z=length, a_x=length, mean=initial,
-                                std=float(prior_cfg.get("std", 150.0)), n_modes=n_modes, bounds=tuple(bounds),
-                                dtype=initial.dtype, device=initial.device, **smooth_kw)
+                                std=float(prior_cfg.get("std", 150.0)), bounds=tuple(bounds),
+                                dtype=initial.dtype, device=initial.device, **count, **smooth_kw)
 
 
 def build_model(setup: Setup, observed: torch.Tensor, sigma: float, prior, *, forward=None):
