@@ -92,6 +92,8 @@ def _cmd_invert(args) -> int:
     figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
     print(f"probinv invert: {method} posterior in {post_file.resolve()}"
           + (f"; figures: {', '.join(figures)}" if figures else ""))
+    if res.verdict is not None:  # whether to trust it: the checks that failed say what to change
+        print(f"\n{res.verdict}")
     return 0
 
 

@@ -40,7 +40,7 @@ import pyro
 import torch
 import xarray as xr
 
-from . import fields, inference, io, models, plotting
+from . import diagnostics, fields, inference, io, models, plotting
 from ._files import atomic_path
 from .config import METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
 
@@ -355,13 +355,19 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
                  initial: torch.Tensor | None = None, map_field: torch.Tensor | None = None,
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
-                 level: float = 0.9, source_x: float | None = None) -> dict[str, Path]:
+                 level: float = 0.9, source_x: float | None = None, model=None,
+                 verdict: diagnostics.Verdict | None = None) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
     ``level`` credible-interval width), ``gathers.png`` (observed vs predicted, first shot), ``misfit.png`` (loss
-    history), ``summary.csv`` and ``summary.txt`` (ArviZ summary of selected pixels), and ``trace.png`` /
-    ``rank.png`` when the posterior has several draws per chain. Returns ``{what: path}``.
+    history), ``summary.csv`` and ``summary.txt`` (ArviZ summary of selected pixels, then the posterior's
+    :func:`probinv.diagnostics.verdict`), and, when the posterior has several draws, ``trace.png`` / ``rank.png``
+    (MCMC methods, more than 3 draws per chain) or ``draws.png`` (independent draws:
+    :func:`probinv.diagnostics.plot_draws`). Returns ``{what: path}``.
+
+    ``model`` (the SeismicModel) lets the verdict compute residuals and prior comparisons; ``verdict`` is one
+    already computed (:meth:`Posterior.verdict`), otherwise it is computed here with ``true`` as the truth.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,14 +412,21 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
         table["true"] = [float(true[iz, ix]) for iz, ix in pixels]
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp)
+    if verdict is None:
+        verdict = posterior.verdict(model=model, truth={name: true} if true is not None else None)
     with atomic_path(out / "summary.txt") as tmp:
         tmp.write_text(
-            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n")
+            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n"
+            f"\n{verdict}\n")
     files["summary"] = out / "summary.txt"
-    if several and posterior.num_draws > 3:
-        for kind in ("trace", "rank"):
-            files[kind] = plotting.save_figure(plotting.plot_arviz(idata, kind, var_name=name, pixels=pixels[:3]),
-                                               out / f"{kind}.png")
+    if several and posterior.method in diagnostics.MCMC_METHODS:
+        if posterior.num_draws > 3:
+            for kind in ("trace", "rank"):
+                files[kind] = plotting.save_figure(
+                    plotting.plot_arviz(idata, kind, var_name=name, pixels=pixels[:3]), out / f"{kind}.png")
+    elif several:  # independent draws (laplace, svi, svgd): marginal histograms, no chains to trace
+        files["draws"] = plotting.save_figure(
+            diagnostics.plot_draws(posterior, name, pixels[:3], truth=true), out / "draws.png")
     return files
 
 
@@ -578,6 +591,8 @@ class RunResult:
     observed: Observed
     inversion: InversionResult
     files: dict[str, Path]
+    #: :meth:`Posterior.verdict` of the final posterior (with the model, and the truth of simulated data)
+    verdict: diagnostics.Verdict | None = None
 
     @property
     def setup(self) -> Setup:
@@ -657,16 +672,19 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     write_posterior(post, out / "posterior.nc", data_units=obs.units)
     write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
+    true_vp = setup.true["vp"] if obs.simulation is not None else None
+    verdict = post.verdict(model=model, truth={"vp": true_vp} if true_vp is not None else None)
     if figures:
         map_vp = res.map.mean("vp")
         with torch.no_grad():
             predicted = setup.forward({"vp": map_vp})
-        files.update(write_report(out, post, dx=setup.dx, true=setup.true["vp"] if obs.simulation is not None else None,
+        files.update(write_report(out, post, dx=setup.dx, true=true_vp,
                                   initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
                                   predicted=predicted, dt=acq.dt, loss=res.loss,
                                   receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
-                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx))
-    return RunResult(obs, res, files)
+                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model,
+                                  verdict=verdict))
+    return RunResult(obs, res, files, verdict)
 
 
 def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, dict[str, Path]]:

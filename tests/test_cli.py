@@ -118,8 +118,14 @@ def test_invert_laplace_then_report(tmp_path, capsys):
     post = Posterior.from_netcdf(post_file)
     assert post.method == "laplace" and post.samples["vp"].shape == (1, 20, 10, 12)
     assert float(post.std("vp").max()) > 0
-    for f in ("models.png", "uncertainty.png", "gathers.png", "misfit.png", "summary.txt"):
+    for f in ("models.png", "uncertainty.png", "gathers.png", "misfit.png", "summary.txt", "draws.png"):
         assert (tmp_path / "lap" / f).stat().st_size > 0
+    assert not (tmp_path / "lap" / "trace.png").exists()  # independent draws: no chains to trace
+    # the verdict is printed after the run and appended to summary.txt, with the truth's coverage (simulated data)
+    printed = capsys.readouterr().out
+    summary = (tmp_path / "lap" / "summary.txt").read_text()
+    block = summary[summary.index("verdict: "):].strip()
+    assert block in printed and "map_convergence" in block and "coverage" in block
     with xr.open_dataset(post_file, group="posterior") as ds:  # plain xarray reads the posterior group
         assert ds["vp"].dims == ("chain", "draw", "z", "x") and ds["x"].attrs["units"] == "m"
         assert ds["vp"].attrs["units"] == "m/s" and ds["vp"].attrs["long_name"] == "P-wave velocity"
