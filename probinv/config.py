@@ -91,6 +91,9 @@ __all__ = [
 
 METHODS = ("map", "laplace", "svi", "svgd", "nuts")
 
+#: Where NUTS runs (``[inference].backend``): PyTorch/Pyro, or NumPyro/JAX (the ``jax`` extra).
+BACKENDS = ("torch", "jax")
+
 #: Default prior bounds as factors of the starting model's minimum and maximum velocity (see :func:`default_bounds`).
 DEFAULT_BOUND_FACTORS = (0.6, 1.4)
 #: Fraction of the largest stable velocity (of the time step) that caps the default upper bound.
@@ -261,6 +264,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               _between(1, 12)),
         "n_particles": Key((int,), 16, "SVGD particles", _positive),
         "seed": Key((int,), 0, "random seed of the inference"),
+        "backend": Key((str,), "torch", "where NUTS runs: torch (Pyro) | jax (NumPyro, the jax extra; NUTS only)",
+                       _one_of(*BACKENDS)),
     },
     "output": {
         "directory": Key((str,), "probinv-out", "output folder (relative to the configuration file)"),
@@ -414,6 +419,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
                 elif not p.is_file():
                     problems.append(f"[{sec}].{k} = {v!r}: no such file ({str(p)!r}; relative paths are resolved "
                                     f"against the configuration file's folder)")
+    if values["inference"]["backend"] == "jax" and values["inference"]["method"] in ("svi", "svgd"):
+        problems.append(f"[inference].backend = 'jax' runs NUTS only, got method = "
+                        f"{values['inference']['method']!r}: use backend = 'torch' or method = 'nuts'")
     if values["prior"]["n_modes"] is not None and values["prior"]["retained_variance"] is not None:
         problems.append("[prior].n_modes and [prior].retained_variance are both set: keep one of them")
     if values["time"]["nt"] is not None and values["time"]["t_max"] is not None:

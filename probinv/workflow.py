@@ -42,7 +42,8 @@ import xarray as xr
 
 from . import diagnostics, fields, inference, io, models, plotting
 from ._files import atomic_path
-from .config import METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
+from .config import BACKENDS, METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
+from .validation import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
                   rank: int | None = None, jvp_mode: str = "auto", checkpoint_dir: str | Path | None = None,
                   checkpoint_every: int = 25,
                   resume: bool = False, progress: bool = True, stop_after: int | None = None,
-                  log_fn: Callable[[str], None] | None = None) -> InversionResult:
+                  log_fn: Callable[[str], None] | None = None, backend: str = "torch") -> InversionResult:
     """MAP (= FWI), then the posterior ``method``, with block checkpoints and resume.
 
     Parameters
@@ -299,10 +300,15 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         Continue from the checkpoints in ``checkpoint_dir``.
     stop_after : int, optional
         Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
+    backend : {"torch", "jax"}
+        Where NUTS runs: PyTorch/Pyro (:func:`probinv.inference.nuts`) or NumPyro/JAX (:func:`probinv.jax.nuts`,
+        needs the ``jax`` extra); MAP and Laplace always run on PyTorch. ``"jax"`` serves only ``method="nuts"``
+        (and ``"map"`` / ``"laplace"``, which it does not change).
     """
     say = log_fn or log.info
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
+    _check_backend(backend, method)
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckdir is not None:
         ckdir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +340,12 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     ck_method = ckdir / f"checkpoint_{method}.pt" if ckdir is not None and method in ("nuts", "svi") else None
     if ck_method is not None and not resume and ck_method.exists():
         ck_method.unlink()  # a fresh run never continues an older run's sampler state
-    if method == "nuts":
+    if method == "nuts" and backend == "jax":
+        from probinv import jax as pjax  # noqa: PLC0415 (optional: the jax extra provides jax, numpyro)
+
+        post = pjax.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
+                         laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
+    elif method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                               laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,
                               progress_bar=progress)
@@ -349,6 +360,14 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     if ckdir is not None and method != "laplace":  # _laplace_stage wrote stage_laplace.nc
         post.to_netcdf(ckdir / f"stage_{method}.nc")
     return InversionResult(map=map_post, posterior=post, loss=losses, seconds=seconds)
+
+
+def _check_backend(backend: str, method: str) -> None:
+    """``backend`` is one of ``BACKENDS`` and serves ``method`` (the JAX backend has NUTS only)."""
+    check_choice("backend", backend, BACKENDS)
+    if backend == "jax" and method in ("svi", "svgd"):
+        raise ValueError(f"backend='jax' runs NUTS only (MAP and Laplace stay on PyTorch), got method={method!r}: "
+                         f"use backend='torch' for {method}, or method='nuts'")
 
 
 def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tensor | None = None,
@@ -608,7 +627,7 @@ class RunResult:
 def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = None, steps: int | None = None,
         resume: bool = False, figures: bool = True, save_inputs: bool = False, stop_after: int | None = None,
         dtype: torch.dtype | None = None, progress: bool = True,
-        log_fn: Callable[[str], None] | None = None) -> RunResult:
+        log_fn: Callable[[str], None] | None = None, backend: str | None = None) -> RunResult:
     """``probinv invert`` (and ``probinv demo``): observed data, MAP, the posterior method, result files, report.
 
     Parameters
@@ -629,9 +648,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     stop_after : int, optional
         Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
     dtype : torch.dtype, optional
-        Floating dtype of the computation (default: torch's default dtype).
+        Floating dtype of the computation (default: torch's default dtype; float64 for NUTS with ``backend="jax"``).
     progress, log_fn
         Progress messages, and where they go (default: the ``probinv.workflow`` logger at INFO level).
+    backend : {"torch", "jax"}, optional
+        Overrides ``[inference].backend`` (see :func:`run_inversion`).
 
     Returns
     -------
@@ -641,7 +662,15 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     """
     say = log_fn or log.info
     inf = dict(cfg.inference)
-    inf.update({k: v for k, v in (("method", method), ("steps", steps)) if v})
+    inf.update({k: v for k, v in (("method", method), ("steps", steps), ("backend", backend)) if v})
+    try:  # before the work; a configuration problem (the command exits with status 2), whichever value overrode it
+        _check_backend(inf["backend"], inf["method"])
+    except ValueError as exc:
+        raise ConfigError([f"[inference]: {exc}"], cfg.source) from None
+    if inf["backend"] == "jax" and inf["method"] == "nuts" and dtype is None:
+        # the JAX backend runs in float64 (probinv.jax enables jax_enable_x64); its NUTS fails on a float32 model
+        # (NumPyro's cond branches get mixed float32/float64 outputs), so the whole run computes in float64
+        dtype = torch.float64
     out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
     obs = load_observed(cfg, setup)  # checks the data file before the output folder is created
@@ -661,7 +690,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
                         num_chains=inf["num_chains"], max_tree_depth=inf["max_tree_depth"],
                         n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
                         checkpoint_every=cfg.output.checkpoint_every, resume=resume, stop_after=stop_after,
-                        progress=progress, log_fn=say)
+                        progress=progress, log_fn=say, backend=inf["backend"])
     post, acq = res.posterior, setup.acquisition
     post.observed_data = obs.data
     post.dt = acq.dt

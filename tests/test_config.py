@@ -79,6 +79,10 @@ def test_unknown_keys_and_sections_name_the_fix():
      "[prior].retained_variance = 1.5 must be in (0, 1]"),
     ({"model": {"scenario": "anomaly"}, "prior": {"retained_variance": 0}},
      "[prior].retained_variance = 0 must be in (0, 1]"),
+    ({"model": {"scenario": "anomaly"}, "inference": {"backend": "tf"}},
+     "[inference].backend = 'tf' must be one of ['torch', 'jax']"),
+    ({"model": {"scenario": "anomaly"}, "inference": {"backend": "jax", "method": "svgd"}},
+     "[inference].backend = 'jax' runs NUTS only, got method = 'svgd'"),
 ])
 def test_bad_values(raw, expected):
     probs = _problems(raw)
