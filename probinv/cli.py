@@ -90,6 +90,8 @@ def _cmd_invert(args) -> int:
     res = _commands().run(cfg, args.out, method=args.method, steps=args.steps, resume=args.resume,
                           figures=not args.no_figures, stop_after=args.stop_after, progress=not args.quiet,
                           backend=args.backend)
+    if not _commands("distributed").is_main():  # under torchrun: rank 0 wrote the files and reports them
+        return 0
     method, post_file = res.posterior.method, res.files["posterior"]
     figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
     print(f"probinv invert: {method} posterior in {post_file.resolve()}"

@@ -40,7 +40,7 @@ import pyro
 import torch
 import xarray as xr
 
-from . import diagnostics, fields, inference, io, models, plotting
+from . import diagnostics, distributed, fields, inference, io, models, plotting
 from ._files import atomic_path
 from .config import BACKENDS, METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
 from .validation import check_choice
@@ -345,6 +345,11 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
 
         post = pjax.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                          laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
+    elif method == "nuts" and distributed.world_size() > 1:  # under torchrun: the chains spread over the ranks
+        post = inference.nuts_parallel(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
+                                       laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth,
+                                       checkpoint=ck_method, progress_bar=progress)
+        post.add_discarded_variance(model)  # as inference.nuts does
     elif method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                               laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,
@@ -660,7 +665,12 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         Writes ``posterior.nc`` (the posterior, with the observed data, the configuration and the forward operator's
         description as attributes) and ``map.nc``, plus the report's files.
     """
-    say = log_fn or log.info
+    # under torchrun (WORLD_SIZE > 1) every rank runs this function: the likelihood is sharded over the ranks' shots,
+    # NUTS chains are spread over them, and only rank 0 writes the results and the report
+    distributed.init_from_env()
+    main = distributed.is_main()
+    say = (log_fn or log.info) if main else log.debug
+    progress = progress and main
     inf = dict(cfg.inference)
     inf.update({k: v for k, v in (("method", method), ("steps", steps), ("backend", backend)) if v})
     try:  # before the work; a configuration problem (the command exits with status 2), whichever value overrode it
@@ -679,16 +689,18 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     files: dict[str, Path] = {}
     if obs.simulation is not None:
         say(f"simulated observed data; noise sigma = {obs.sigma:.4g}")
-    if save_inputs:
+    if save_inputs and main:
         files.update(write_inputs(out, obs, config=provenance, clean=False, figures=False))
     prior = build_prior(cfg.prior, setup.initial["vp"], setup.dx, dt=setup.acquisition.dt,
                         accuracy=setup.physics.accuracy, bounds=setup.bounds)
     model = build_model(setup, obs.data, obs.sigma, prior)
     say(f"method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
+    # each rank keeps its own checkpoints (its RNG and sampler states): --resume needs the same number of ranks
+    ckdir = out / "checkpoints" / f"rank{distributed.rank()}" if distributed.is_active() else out / "checkpoints"
     res = run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"], lr=inf["lr"],
                         rank=inf["rank"], num_samples=inf["num_samples"], warmup=inf["warmup"],
                         num_chains=inf["num_chains"], max_tree_depth=inf["max_tree_depth"],
-                        n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
+                        n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=ckdir,
                         checkpoint_every=cfg.output.checkpoint_every, resume=resume, stop_after=stop_after,
                         progress=progress, log_fn=say, backend=inf["backend"])
     post, acq = res.posterior, setup.acquisition
@@ -698,12 +710,13 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         # the inference layer records its model's operator too; this keeps files complete with any version of it
         p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
         p.attrs.setdefault("forward", _forward_attr(setup))
-    write_posterior(post, out / "posterior.nc", data_units=obs.units)
-    write_posterior(res.map, out / "map.nc", data_units=obs.units)
+    if main:
+        write_posterior(post, out / "posterior.nc", data_units=obs.units)
+        write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
     true_vp = setup.true["vp"] if obs.simulation is not None else None
     verdict = post.verdict(model=model, truth={"vp": true_vp} if true_vp is not None else None)
-    if figures:
+    if figures and main:
         map_vp = res.map.mean("vp")
         with torch.no_grad():
             predicted = setup.forward({"vp": map_vp})
@@ -713,6 +726,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
                                   receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
                                   source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model,
                                   verdict=verdict))
+    distributed.barrier()  # the other ranks return once rank 0's files are complete
     return RunResult(obs, res, files, verdict)
 
 
