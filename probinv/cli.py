@@ -5,7 +5,8 @@
     probinv demo [--out DIR] [--small] [--nuts]      built-in Bayesian FWI demo -> probinv-demo/
     probinv scenarios [--verbose]                    list the named synthetic set-ups
     probinv simulate CONFIG [--out DIR]              observed data (NetCDF) + figures from a TOML configuration
-    probinv invert CONFIG [--method M] [--resume]    MAP / Laplace / SVI / SVGD / NUTS -> posterior.nc + figures
+    probinv invert CONFIG [--method M] [--backend B] [--resume]
+                                                     MAP / Laplace / SVI / SVGD / NUTS -> posterior.nc + figures
     probinv report RESULT.nc [--out DIR]             summary, diagnostics and figures of a posterior file
 
 Exit status: 0 on success, 2 for an invalid command line, configuration, input file or output folder (one message
@@ -87,11 +88,16 @@ def _cmd_simulate(args) -> int:
 def _cmd_invert(args) -> int:
     cfg = _load(args)
     res = _commands().run(cfg, args.out, method=args.method, steps=args.steps, resume=args.resume,
-                          figures=not args.no_figures, stop_after=args.stop_after, progress=not args.quiet)
+                          figures=not args.no_figures, stop_after=args.stop_after, progress=not args.quiet,
+                          backend=args.backend)
+    if not _commands("distributed").is_main():  # under torchrun: rank 0 wrote the files and reports them
+        return 0
     method, post_file = res.posterior.method, res.files["posterior"]
     figures = [p.name for k, p in res.files.items() if k not in ("posterior", "map")]
     print(f"probinv invert: {method} posterior in {post_file.resolve()}"
           + (f"; figures: {', '.join(figures)}" if figures else ""))
+    if res.verdict is not None:  # whether to trust it: the checks that failed say what to change
+        print(f"\n{res.verdict}")
     return 0
 
 
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--method", choices=["map", "laplace", "svi", "svgd", "nuts"],
                    help="overrides [inference].method")
     i.add_argument("--steps", type=int, help="overrides [inference].steps")
+    i.add_argument("--backend", choices=["torch", "jax"],
+                   help="where NUTS runs (jax: NumPyro, needs the jax extra); overrides [inference].backend")
     i.add_argument("--resume", action="store_true", help="continue from the checkpoints in the output folder")
     i.add_argument("--out", help="output folder (default: [output].directory)")
     i.add_argument("--no-figures", action="store_true", help="write posterior.nc only (figures later: probinv report)")

@@ -36,7 +36,7 @@ Example
     type = "whitened"                   # Matern prior on the velocity, whitened latent variables
     correlation_length = 80.0           # m
     std = 150.0                         # m/s
-    n_modes = 40
+    retained_variance = 0.99            # modes kept: those holding 99 % of the prior variance (or n_modes = 40)
     bounds = [1500.0, 3000.0]           # m/s
 
     [inference]
@@ -63,6 +63,7 @@ from typing import Any
 import torch
 
 from . import io
+from .fields import DEFAULT_RETAINED_VARIANCE
 from .models import AcousticForward
 from .physics._fd import max_stable_dt_second_order, second_derivative_symbol_max
 from .scenarios import SCENARIOS, get_scenario, smooth, surface_acquisition
@@ -89,6 +90,9 @@ __all__ = [
 ]
 
 METHODS = ("map", "laplace", "svi", "svgd", "nuts")
+
+#: Where NUTS runs (``[inference].backend``): PyTorch/Pyro, or NumPyro/JAX (the ``jax`` extra).
+BACKENDS = ("torch", "jax")
 
 #: Default prior bounds as factors of the starting model's minimum and maximum velocity (see :func:`default_bounds`).
 DEFAULT_BOUND_FACTORS = (0.6, 1.4)
@@ -123,6 +127,10 @@ class Key:
 
 def _positive(v):
     return None if v > 0 else "must be > 0"
+
+
+def _fraction(v):
+    return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
 def _nonneg(v):
@@ -233,7 +241,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "correlation_length": Key(_NUM, None, "correlation length in m (default: a sixth of the model's width)",
                                   _positive),
         "std": Key(_NUM, 150.0, "prior standard deviation in m/s", _std_check),
-        "n_modes": Key((int,), 40, "number of Karhunen-Loeve modes kept", _positive),
+        "n_modes": Key((int,), None, "number of Karhunen-Loeve modes kept (exclusive with retained_variance)",
+                       _positive),
+        "retained_variance": Key(_NUM, None, "fraction in (0, 1] of the prior variance the kept modes hold "
+                                 f"(default {DEFAULT_RETAINED_VARIANCE} when n_modes is not set)", _fraction),
         "bounds": Key((list,), None, "[lo, hi] velocity bounds in m/s (default: "
                       f"{DEFAULT_BOUND_FACTORS[0]} x min, {DEFAULT_BOUND_FACTORS[1]} x max of the start, the upper one "
                       f"capped at {STABLE_FRACTION:.0%} of the largest velocity [time].dt keeps stable)",
@@ -253,6 +264,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               _between(1, 12)),
         "n_particles": Key((int,), 16, "SVGD particles", _positive),
         "seed": Key((int,), 0, "random seed of the inference"),
+        "backend": Key((str,), "torch", "where NUTS runs: torch (Pyro) | jax (NumPyro, the jax extra; NUTS only)",
+                       _one_of(*BACKENDS)),
     },
     "output": {
         "directory": Key((str,), "probinv-out", "output folder (relative to the configuration file)"),
@@ -406,6 +419,11 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
                 elif not p.is_file():
                     problems.append(f"[{sec}].{k} = {v!r}: no such file ({str(p)!r}; relative paths are resolved "
                                     f"against the configuration file's folder)")
+    if values["inference"]["backend"] == "jax" and values["inference"]["method"] in ("svi", "svgd"):
+        problems.append(f"[inference].backend = 'jax' runs NUTS only, got method = "
+                        f"{values['inference']['method']!r}: use backend = 'torch' or method = 'nuts'")
+    if values["prior"]["n_modes"] is not None and values["prior"]["retained_variance"] is not None:
+        problems.append("[prior].n_modes and [prior].retained_variance are both set: keep one of them")
     if values["time"]["nt"] is not None and values["time"]["t_max"] is not None:
         problems.append("[time].nt and [time].t_max are both set: keep one of them")
     if problems:

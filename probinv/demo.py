@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import fields
+from . import io
 from ._files import write_text_atomic
 from .config import parse_config, resolve, to_toml
 from .workflow import run
@@ -54,17 +54,6 @@ STEPS = {True: 25, False: 40}
 RETAINED_VARIANCE = 0.99
 
 
-def _demo_modes(small: bool, length: float) -> int:
-    """The number of Karhunen-Loeve modes holding ``RETAINED_VARIANCE`` of the demo prior's variance on its grid.
-
-    The configuration schema takes ``n_modes``; the count comes from the retained variance (48 reduced, 67 full).
-    """
-    shape = (16, 24) if small else (24, 36)  # scenarios.demo's grids at 20 m
-    w = fields.WhitenedField(shape, 20.0, covariance="matern", nu=1.5, a_z=length, a_x=length,
-                             retained_variance=RETAINED_VARIANCE)
-    return int(w.latent_dim)
-
-
 def demo_config(small: bool = False, *, method: str = "laplace") -> dict:
     """The demo's configuration as a nested dict (the schema of :mod:`probinv.config`).
 
@@ -78,7 +67,8 @@ def demo_config(small: bool = False, *, method: str = "laplace") -> dict:
         "physics": {"accuracy": 4, "pml_width": 10},
         "noise": {"relative": 0.02, "seed": 0},
         "prior": {"type": "whitened", "covariance": "matern", "nu": 1.5,
-                  "correlation_length": length, "std": 200.0, "n_modes": _demo_modes(small, length)},
+                  "correlation_length": length, "std": 200.0,
+                  "retained_variance": RETAINED_VARIANCE},
         "inference": {"method": method, "optimizer": "lbfgs", "steps": STEPS[small], "lr": 1.0,
                       "num_samples": 100 if small else 400, "warmup": 30 if small else 100, "num_chains": 2,
                       "seed": 0},
@@ -108,7 +98,8 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
     """
     small = _env_small() if small is None else bool(small)
     t_start = time.perf_counter()
-    out = Path(out_dir)
+    # fail before minutes of work when the folder cannot be written (a file in the way, read-only parent)
+    out = io.check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = "nuts" if nuts else "laplace"
     cfg = parse_config(demo_config(small, method=method))

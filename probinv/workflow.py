@@ -40,9 +40,10 @@ import pyro
 import torch
 import xarray as xr
 
-from . import fields, inference, io, models, plotting
+from . import diagnostics, distributed, fields, inference, io, models, plotting
 from ._files import atomic_path
-from .config import METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
+from .config import BACKENDS, METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
+from .validation import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
     """The velocity prior of a ``[prior]`` configuration section, centred on the starting model.
 
     ``type = "whitened"``: :class:`probinv.fields.WhitenedField` (Matern / von Karman Gaussian random field with
-    mean ``initial``, standard deviation ``std`` m/s, ``n_modes`` Karhunen-Loeve modes, squashed into ``bounds``);
+    mean ``initial``, standard deviation ``std`` m/s, ``n_modes`` Karhunen-Loeve modes or else those holding
+    ``retained_variance`` of the prior variance, squashed into ``bounds``);
     ``type = "box"``: :class:`probinv.fields.BoxField` (flat within ``bounds`` per pixel).
 
     Parameters
@@ -142,10 +144,16 @@ def build_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, 
     length = prior_cfg.get("correlation_length") or (max(nz, nx) * dx / 6)
     cov = prior_cfg.get("covariance", "matern")
     smooth_kw = {"nu": prior_cfg.get("nu", 1.5)} if cov == "matern" else {"hurst": prior_cfg.get("hurst", 0.5)}
-    n_modes = min(int(prior_cfg.get("n_modes") or nz * nx), nz * nx)
+    # n_modes when given (capped at the pixel count), otherwise the modes holding retained_variance of the prior
+    # variance (WhitenedField's default fraction when neither is set); the discarded rest is reported by the posterior
+    if prior_cfg.get("n_modes") is not None:
+        count = {"n_modes": min(int(prior_cfg["n_modes"]), nz * nx)}
+    else:
+        frac = prior_cfg.get("retained_variance")
+        count = {"retained_variance": None if frac is None else float(frac)}
     return fields.WhitenedField((nz, nx), dx, covariance=cov, a_z=length, a_x=length, mean=initial,
-                                std=float(prior_cfg.get("std", 150.0)), n_modes=n_modes, bounds=tuple(bounds),
-                                dtype=initial.dtype, device=initial.device, **smooth_kw)
+                                std=float(prior_cfg.get("std", 150.0)), bounds=tuple(bounds),
+                                dtype=initial.dtype, device=initial.device, **count, **smooth_kw)
 
 
 def build_model(setup: Setup, observed: torch.Tensor, sigma: float, prior, *, forward=None):
@@ -263,7 +271,7 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
                   rank: int | None = None, jvp_mode: str = "auto", checkpoint_dir: str | Path | None = None,
                   checkpoint_every: int = 25,
                   resume: bool = False, progress: bool = True, stop_after: int | None = None,
-                  log_fn: Callable[[str], None] | None = None) -> InversionResult:
+                  log_fn: Callable[[str], None] | None = None, backend: str = "torch") -> InversionResult:
     """MAP (= FWI), then the posterior ``method``, with block checkpoints and resume.
 
     Parameters
@@ -292,10 +300,15 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         Continue from the checkpoints in ``checkpoint_dir``.
     stop_after : int, optional
         Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
+    backend : {"torch", "jax"}
+        Where NUTS runs: PyTorch/Pyro (:func:`probinv.inference.nuts`) or NumPyro/JAX (:func:`probinv.jax.nuts`,
+        needs the ``jax`` extra); MAP and Laplace always run on PyTorch. ``"jax"`` serves only ``method="nuts"``
+        (and ``"map"`` / ``"laplace"``, which it does not change).
     """
     say = log_fn or log.info
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
+    _check_backend(backend, method)
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckdir is not None:
         ckdir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +340,17 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     ck_method = ckdir / f"checkpoint_{method}.pt" if ckdir is not None and method in ("nuts", "svi") else None
     if ck_method is not None and not resume and ck_method.exists():
         ck_method.unlink()  # a fresh run never continues an older run's sampler state
-    if method == "nuts":
+    if method == "nuts" and backend == "jax":
+        from probinv import jax as pjax  # noqa: PLC0415 (optional: the jax extra provides jax, numpyro)
+
+        post = pjax.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
+                         laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method)
+    elif method == "nuts" and distributed.world_size() > 1:  # under torchrun: the chains spread over the ranks
+        post = inference.nuts_parallel(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
+                                       laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth,
+                                       checkpoint=ck_method, progress_bar=progress)
+        post.add_discarded_variance(model)  # as inference.nuts does
+    elif method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                               laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,
                               progress_bar=progress)
@@ -344,17 +367,31 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
     return InversionResult(map=map_post, posterior=post, loss=losses, seconds=seconds)
 
 
+def _check_backend(backend: str, method: str) -> None:
+    """``backend`` is one of ``BACKENDS`` and serves ``method`` (the JAX backend has NUTS only)."""
+    check_choice("backend", backend, BACKENDS)
+    if backend == "jax" and method in ("svi", "svgd"):
+        raise ValueError(f"backend='jax' runs NUTS only (MAP and Laplace stay on PyTorch), got method={method!r}: "
+                         f"use backend='torch' for {method}, or method='nuts'")
+
+
 def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tensor | None = None,
                  initial: torch.Tensor | None = None, map_field: torch.Tensor | None = None,
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
-                 level: float = 0.9, source_x: float | None = None) -> dict[str, Path]:
+                 level: float = 0.9, source_x: float | None = None, model=None,
+                 verdict: diagnostics.Verdict | None = None) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
     ``level`` credible-interval width), ``gathers.png`` (observed vs predicted, first shot), ``misfit.png`` (loss
-    history), ``summary.csv`` and ``summary.txt`` (ArviZ summary of selected pixels), and ``trace.png`` /
-    ``rank.png`` when the posterior has several draws per chain. Returns ``{what: path}``.
+    history), ``summary.csv`` and ``summary.txt`` (ArviZ summary of selected pixels, then the posterior's
+    :func:`probinv.diagnostics.verdict`), and, when the posterior has several draws, ``trace.png`` / ``rank.png``
+    (MCMC methods, more than 3 draws per chain) or ``draws.png`` (independent draws:
+    :func:`probinv.diagnostics.plot_draws`). Returns ``{what: path}``.
+
+    ``model`` (the SeismicModel) lets the verdict compute residuals and prior comparisons; ``verdict`` is one
+    already computed (:meth:`Posterior.verdict`), otherwise it is computed here with ``true`` as the truth.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,14 +436,21 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
         table["true"] = [float(true[iz, ix]) for iz, ix in pixels]
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp)
+    if verdict is None:
+        verdict = posterior.verdict(model=model, truth={name: true} if true is not None else None)
     with atomic_path(out / "summary.txt") as tmp:
         tmp.write_text(
-            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n")
+            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n"
+            f"\n{verdict}\n")
     files["summary"] = out / "summary.txt"
-    if several and posterior.num_draws > 3:
-        for kind in ("trace", "rank"):
-            files[kind] = plotting.save_figure(plotting.plot_arviz(idata, kind, var_name=name, pixels=pixels[:3]),
-                                               out / f"{kind}.png")
+    if several and posterior.method in diagnostics.MCMC_METHODS:
+        if posterior.num_draws > 3:
+            for kind in ("trace", "rank"):
+                files[kind] = plotting.save_figure(
+                    plotting.plot_arviz(idata, kind, var_name=name, pixels=pixels[:3]), out / f"{kind}.png")
+    elif several:  # independent draws (laplace, svi, svgd): marginal histograms, no chains to trace
+        files["draws"] = plotting.save_figure(
+            diagnostics.plot_draws(posterior, name, pixels[:3], truth=true), out / "draws.png")
     return files
 
 
@@ -571,6 +615,8 @@ class RunResult:
     observed: Observed
     inversion: InversionResult
     files: dict[str, Path]
+    #: :meth:`Posterior.verdict` of the final posterior (with the model, and the truth of simulated data)
+    verdict: diagnostics.Verdict | None = None
 
     @property
     def setup(self) -> Setup:
@@ -586,7 +632,7 @@ class RunResult:
 def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = None, steps: int | None = None,
         resume: bool = False, figures: bool = True, save_inputs: bool = False, stop_after: int | None = None,
         dtype: torch.dtype | None = None, progress: bool = True,
-        log_fn: Callable[[str], None] | None = None) -> RunResult:
+        log_fn: Callable[[str], None] | None = None, backend: str | None = None) -> RunResult:
     """``probinv invert`` (and ``probinv demo``): observed data, MAP, the posterior method, result files, report.
 
     Parameters
@@ -607,9 +653,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     stop_after : int, optional
         Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
     dtype : torch.dtype, optional
-        Floating dtype of the computation (default: torch's default dtype).
+        Floating dtype of the computation (default: torch's default dtype; float64 for NUTS with ``backend="jax"``).
     progress, log_fn
         Progress messages, and where they go (default: the ``probinv.workflow`` logger at INFO level).
+    backend : {"torch", "jax"}, optional
+        Overrides ``[inference].backend`` (see :func:`run_inversion`).
 
     Returns
     -------
@@ -617,9 +665,22 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         Writes ``posterior.nc`` (the posterior, with the observed data, the configuration and the forward operator's
         description as attributes) and ``map.nc``, plus the report's files.
     """
-    say = log_fn or log.info
+    # under torchrun (WORLD_SIZE > 1) every rank runs this function: the likelihood is sharded over the ranks' shots,
+    # NUTS chains are spread over them, and only rank 0 writes the results and the report
+    distributed.init_from_env()
+    main = distributed.is_main()
+    say = (log_fn or log.info) if main else log.debug
+    progress = progress and main
     inf = dict(cfg.inference)
-    inf.update({k: v for k, v in (("method", method), ("steps", steps)) if v})
+    inf.update({k: v for k, v in (("method", method), ("steps", steps), ("backend", backend)) if v})
+    try:  # before the work; a configuration problem (the command exits with status 2), whichever value overrode it
+        _check_backend(inf["backend"], inf["method"])
+    except ValueError as exc:
+        raise ConfigError([f"[inference]: {exc}"], cfg.source) from None
+    if inf["backend"] == "jax" and inf["method"] == "nuts" and dtype is None:
+        # the JAX backend runs in float64 (probinv.jax enables jax_enable_x64); its NUTS fails on a float32 model
+        # (NumPyro's cond branches get mixed float32/float64 outputs), so the whole run computes in float64
+        dtype = torch.float64
     out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
     obs = load_observed(cfg, setup)  # checks the data file before the output folder is created
@@ -628,18 +689,20 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     files: dict[str, Path] = {}
     if obs.simulation is not None:
         say(f"simulated observed data; noise sigma = {obs.sigma:.4g}")
-    if save_inputs:
+    if save_inputs and main:
         files.update(write_inputs(out, obs, config=provenance, clean=False, figures=False))
     prior = build_prior(cfg.prior, setup.initial["vp"], setup.dx, dt=setup.acquisition.dt,
                         accuracy=setup.physics.accuracy, bounds=setup.bounds)
     model = build_model(setup, obs.data, obs.sigma, prior)
     say(f"method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
+    # each rank keeps its own checkpoints (its RNG and sampler states): --resume needs the same number of ranks
+    ckdir = out / "checkpoints" / f"rank{distributed.rank()}" if distributed.is_active() else out / "checkpoints"
     res = run_inversion(model, method=inf["method"], optimizer=inf["optimizer"], steps=inf["steps"], lr=inf["lr"],
                         rank=inf["rank"], num_samples=inf["num_samples"], warmup=inf["warmup"],
                         num_chains=inf["num_chains"], max_tree_depth=inf["max_tree_depth"],
-                        n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=out / "checkpoints",
+                        n_particles=inf["n_particles"], seed=inf["seed"], checkpoint_dir=ckdir,
                         checkpoint_every=cfg.output.checkpoint_every, resume=resume, stop_after=stop_after,
-                        progress=progress, log_fn=say)
+                        progress=progress, log_fn=say, backend=inf["backend"])
     post, acq = res.posterior, setup.acquisition
     post.observed_data = obs.data
     post.dt = acq.dt
@@ -647,19 +710,24 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         # the inference layer records its model's operator too; this keeps files complete with any version of it
         p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
         p.attrs.setdefault("forward", _forward_attr(setup))
-    write_posterior(post, out / "posterior.nc", data_units=obs.units)
-    write_posterior(res.map, out / "map.nc", data_units=obs.units)
+    if main:
+        write_posterior(post, out / "posterior.nc", data_units=obs.units)
+        write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
-    if figures:
+    true_vp = setup.true["vp"] if obs.simulation is not None else None
+    verdict = post.verdict(model=model, truth={"vp": true_vp} if true_vp is not None else None)
+    if figures and main:
         map_vp = res.map.mean("vp")
         with torch.no_grad():
             predicted = setup.forward({"vp": map_vp})
-        files.update(write_report(out, post, dx=setup.dx, true=setup.true["vp"] if obs.simulation is not None else None,
+        files.update(write_report(out, post, dx=setup.dx, true=true_vp,
                                   initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
                                   predicted=predicted, dt=acq.dt, loss=res.loss,
                                   receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
-                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx))
-    return RunResult(obs, res, files)
+                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model,
+                                  verdict=verdict))
+    distributed.barrier()  # the other ranks return once rank 0's files are complete
+    return RunResult(obs, res, files, verdict)
 
 
 def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, dict[str, Path]]:

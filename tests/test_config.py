@@ -7,7 +7,9 @@ import torch
 
 from probinv import io
 from probinv.config import ConfigError, load_config, parse_config, resolve
+from probinv.fields import WhitenedField
 from probinv.physics._fd import max_stable_dt_second_order
+from probinv.workflow import build_prior
 
 
 def _write(tmp_path, text, name="c.toml"):
@@ -71,6 +73,16 @@ def test_unknown_keys_and_sections_name_the_fix():
     ({"model": {}}, "[model] needs either scenario"),
     ({"model": {"scenario": "anomaly"}, "time": {"nt": 10, "t_max": 0.1}}, "[time].nt and [time].t_max are both set"),
     ({"model": {"scenario": "anomaly"}, "wavelet": {"freq": 15000.0}}, "beyond seismic frequencies"),
+    ({"model": {"scenario": "anomaly"}, "prior": {"n_modes": 10, "retained_variance": 0.9}},
+     "[prior].n_modes and [prior].retained_variance are both set"),
+    ({"model": {"scenario": "anomaly"}, "prior": {"retained_variance": 1.5}},
+     "[prior].retained_variance = 1.5 must be in (0, 1]"),
+    ({"model": {"scenario": "anomaly"}, "prior": {"retained_variance": 0}},
+     "[prior].retained_variance = 0 must be in (0, 1]"),
+    ({"model": {"scenario": "anomaly"}, "inference": {"backend": "tf"}},
+     "[inference].backend = 'tf' must be one of ['torch', 'jax']"),
+    ({"model": {"scenario": "anomaly"}, "inference": {"backend": "jax", "method": "svgd"}},
+     "[inference].backend = 'jax' runs NUTS only, got method = 'svgd'"),
 ])
 def test_bad_values(raw, expected):
     probs = _problems(raw)
@@ -125,3 +137,23 @@ def test_model_file_and_bad_toml(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("prior, expected", [({}, 0.99), ({"retained_variance": 0.9}, 0.9), ({"n_modes": 7}, None)])
+def test_prior_modes_from_retained_variance_or_n_modes(prior, expected):
+    cfg = parse_config({"model": {"scenario": "anomaly", "scenario_options": {"nz": 12, "nx": 16, "dx": 10.0}},
+                        "time": {"dt": 0.001, "nt": 50}, "prior": prior})
+    s = resolve(cfg, dtype=torch.float64)
+    w = build_prior(cfg.prior, s.initial["vp"], s.dx, dt=s.acquisition.dt, bounds=s.bounds)
+    if expected is None:
+        assert w.latent_dim == 7
+        return
+    # independent count: the smallest K whose leading eigenvalues hold the fraction of the full prior's variance
+    length = 16 * 10.0 / 6  # build_prior's default correlation length: a sixth of the model's width
+    full = WhitenedField((12, 16), s.dx, covariance="matern", nu=1.5, a_z=length, a_x=length, retained_variance=1.0,
+                         dtype=torch.float64)
+    lam = torch.sort(full.scales ** 2, descending=True).values
+    cum = torch.cumsum(lam, 0) / lam.sum()
+    k = int((cum < expected - 1e-12).sum()) + 1
+    assert w.latent_dim == k < 12 * 16
+    assert w.retained_fraction >= expected

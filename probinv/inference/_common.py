@@ -15,7 +15,7 @@ from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..models import SeismicModel
 from ..models._model import _box_bounds
@@ -166,7 +166,8 @@ def samples_from_unconstrained(model: SeismicModel, layout: Layout, u: torch.Ten
 
 
 def progress(iterable, enabled: bool, desc: str, total=None):
-    """``iterable`` wrapped in a tqdm bar when ``enabled``."""
+    """``iterable`` wrapped in a tqdm bar when ``enabled``; the bar shows only on a terminal (``disable=None``)."""
     if not enabled:
         return iterable
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+    # plain tqdm (not tqdm.auto: no ipywidgets warning in notebooks); disable=None hides it when stderr is not a tty
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=None)

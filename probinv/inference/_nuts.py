@@ -224,6 +224,8 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
              "max_tree_depth": max_tree_depth, "forward": forward}
     post = Posterior(samples, field_names=model.field_names, method="nuts", dx=model.dx, sample_stats=stats,
                      observed_data=data, gaussian=gauss, attrs=attrs, dt=getattr(model.forward, "dt", None))
+    # truncated whitened priors: the discarded modes' variance belongs in the reported uncertainty
+    post.add_discarded_variance(model)
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     log.info("NUTS: %d chains in %.1f s", num_chains, time.perf_counter() - t0)

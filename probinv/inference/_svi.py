@@ -190,6 +190,8 @@ def svi(model, data: torch.Tensor | None = None, *, guide: str = "multivariate",
                             "n_gradients": len(losses) * num_particles, "converged": converged,
                             "seconds": seconds, "lr": lr, "lr_final": lr_final,
                             "forward": forward})
+    # truncated whitened priors: the discarded modes' variance belongs in the reported uncertainty
+    post.add_discarded_variance(model)
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post
