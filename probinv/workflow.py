@@ -349,7 +349,6 @@ def run_inversion(model, *, method: str = "map", optimizer: str = "adam", steps:
         post = inference.nuts_parallel(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                                        laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth,
                                        checkpoint=ck_method, progress_bar=progress)
-        post.add_discarded_variance(model)  # as inference.nuts does
     elif method == "nuts":
         post = inference.nuts(model, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                               laplace_posterior=lap, seed=seed, max_tree_depth=max_tree_depth, checkpoint=ck_method,

@@ -83,6 +83,7 @@ def nuts_parallel(model, data: torch.Tensor | None = None, *, num_chains: int = 
     gauss = None if laplace_posterior is None or precondition != "laplace" else laplace_posterior.gaussian
     post = Posterior(samples, field_names=model.field_names, method="nuts", dx=model.dx, sample_stats=stats,
                      observed_data=data, gaussian=gauss, attrs=attrs, dt=getattr(model.forward, "dt", None))
+    post.add_discarded_variance(model)  # as inference.nuts does
     if posterior_predictive:
         post.add_posterior_predictive(model, max_draws=100)
     return post
