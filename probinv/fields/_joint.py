@@ -140,8 +140,8 @@ class JointVpQPrior:
             raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
         if rho != 0.0:
             if vp.shape != q.shape or vp.latent_dim != q.latent_dim:
-                raise ValueError(f"rho != 0 needs priors on the same grid with the same Karhunen-Loeve modes, got shapes "
-                                 f"{vp.shape}, {q.shape} and latent_dim {vp.latent_dim}, {q.latent_dim}")
+                raise ValueError(f"rho != 0 needs priors on the same grid with the same Karhunen-Loeve modes, got "
+                                 f"shapes {vp.shape}, {q.shape} and latent_dim {vp.latent_dim}, {q.latent_dim}")
             if not torch.allclose(vp.modes.to(torch.float64), q.modes.to(torch.float64), atol=1e-6):
                 raise ValueError("rho != 0 needs the same Karhunen-Loeve modes in vp and q (same covariance "
                                  "family, correlation lengths and dx)")
