@@ -28,7 +28,8 @@ def _load(name):
 def paper2():
     mod = _load("paper2")
     if mod.DATA is None:
-        pytest.fail("marmousi2.npz not found: set PROBINV_DATA to the folder holding it")
+        # the benchmark models are not shipped with the package (../shared/data on the project's machines and CI)
+        pytest.skip("marmousi2.npz not found: set PROBINV_DATA to the folder holding it")
     return mod
 
 
