@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from .io import FIELD_UNITS  # noqa: E402
+
 __all__ = ["MCMC_METHODS", "VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage",
            "ess", "laplace_log_evidence", "plot_draws", "rhat", "summary", "to_arviz_dataset", "verdict"]
 
@@ -575,8 +577,9 @@ def plot_draws(posterior, name: str = "vp", pixels: Sequence[tuple[int, int]] | 
     fig, axes = plt.subplots(len(pixels), ncol, figsize=(4.5 * ncol + 1, 2.4 * len(pixels)), squeeze=False)
     raw = _np(posterior.samples[name])
     pooled = _np(posterior.field_draws(name))
+    unit = FIELD_UNITS.get(name, ("",))[0]
     for row, (iz, ix) in enumerate(pixels):
-        label = f"{name}[{iz},{ix}]"
+        label = f"{name}[{iz},{ix}]" + (f" ({unit})" if unit and unit != "1" else "")
         if mcmc:
             x = raw[:, :, iz, ix]
             ranks = np.argsort(np.argsort(x.reshape(-1))).reshape(x.shape)
@@ -601,6 +604,7 @@ def plot_draws(posterior, name: str = "vp", pixels: Sequence[tuple[int, int]] | 
             if truth is not None:
                 ax.axvline(float(_np(truth)[iz, ix]), color="k", ls=":", label="true")
             ax.set_xlabel(label)
+            ax.set_ylabel("density" + (f" (1/({unit}))" if unit and unit != "1" else ""))
         if row == 0:
             for ax in axes[0]:
                 ax.legend(fontsize=7)
