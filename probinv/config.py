@@ -236,7 +236,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "type": Key((str,), "whitened", "whitened (smooth Gaussian random field) | box (flat within bounds)",
                     _one_of("whitened", "box")),
         "covariance": Key((str,), "matern", "covariance of the whitened prior", _one_of("matern", "von_karman")),
-        "nu": Key(_NUM, 1.5, "Matern smoothness", _positive),
+        "nu": Key(_NUM, 0.5, "Matern smoothness (default 0.5: the exponential covariance, von Karman with Hurst 0.5, "
+                  "rough enough for layer boundaries and faults; 1.5 gives smooth fields that are over-confident "
+                  "about sharp structure, see benchmarks/calibration_misspecified.py)", _positive),
         "hurst": Key(_NUM, 0.5, "von Karman Hurst exponent", _between(0.0, 1.0)),
         "correlation_length": Key(_NUM, None, "correlation length in m (default: a sixth of the model's width)",
                                   _positive),

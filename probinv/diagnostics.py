@@ -32,7 +32,8 @@ import xarray as xr  # noqa: E402
 from .io import FIELD_UNITS  # noqa: E402
 
 __all__ = ["MCMC_METHODS", "VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage",
-           "ess", "laplace_log_evidence", "plot_draws", "rhat", "summary", "to_arviz_dataset", "verdict"]
+           "ess", "laplace_log_evidence", "plot_draws", "predictive_check", "rhat", "summary", "to_arviz_dataset",
+           "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -529,6 +530,49 @@ def laplace_log_evidence(posterior, model) -> float:
         loglik = float(model.log_likelihood(fields, data, params).sum())
         reg = float(sum(r(fields) for r in model.regularisers)) if model.regularisers else 0.0
     return loglik - 0.5 * float(g.loc.pow(2).sum()) - 0.5 * float(torch.log1p(g.eigvals).sum()) + reg
+
+
+def predictive_check(observed, predictive, *, level: float = 0.9) -> dict:
+    r"""Posterior predictive check of the data: where the observed data fall among replicated data.
+
+    ``predictive`` are replicated data sets ``d_rep ~ p(d_rep | d)`` (posterior draws pushed through the forward
+    operator and the noise model: :meth:`probinv.inference.Posterior.add_posterior_predictive` with ``noise=True``).
+    For each datum the probability integral transform ``PIT = (r + 1/2) / (n + 1)``, ``r`` the number of the ``n``
+    replicates below the observed value, is uniform on (0, 1) when the model (forward operator, noise, posterior)
+    describes the data; a U-shaped PIT histogram says the predictive spread is too narrow (noise underestimated or an
+    over-confident posterior), a hump says it is too wide.
+
+    Parameters
+    ----------
+    observed : Tensor[*data_shape]
+        The observed data (e.g. ``[n_shots, n_receivers, nt]``).
+    predictive : Tensor[chain, draw, *data_shape] or Tensor[n, *data_shape]
+        Replicated data sets.
+    level : float
+        Central interval of the check.
+
+    Returns
+    -------
+    dict
+        ``coverage``: the fraction of the data whose PIT lies inside the central ``level`` interval (expected
+        ``level`` up to the ``1 / (n + 1)`` granularity); ``pit``: Tensor[*data_shape]; ``n_draws``; ``level``.
+    """
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    obs = torch.as_tensor(observed)
+    rep = torch.as_tensor(predictive).to(obs)
+    if tuple(rep.shape[-obs.ndim:]) != tuple(obs.shape):
+        raise ValueError(f"predictive must be [..., {', '.join(map(str, obs.shape))}] (replicates of the observed "
+                         f"data), got shape {tuple(rep.shape)}")
+    rep = rep.reshape((-1,) + tuple(obs.shape))
+    n = rep.shape[0]
+    if n < 2:
+        raise ValueError(f"predictive needs at least 2 replicated data sets, got {n}")
+    below = (rep < obs).sum(0).to(torch.float64)
+    pit = (below + 0.5) / (n + 1)
+    lo, hi = (1.0 - level) / 2.0, (1.0 + level) / 2.0
+    cov = float(((pit > lo) & (pit < hi)).to(torch.float64).mean())
+    return {"coverage": cov, "pit": pit, "n_draws": int(n), "level": float(level)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

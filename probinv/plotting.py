@@ -30,6 +30,7 @@ __all__ = [
     "plot_model",
     "plot_models",
     "plot_posterior_maps",
+    "plot_predictive_check",
     "save_figure",
 ]
 
@@ -215,6 +216,56 @@ def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, rec
     axes[3].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     where = f" (source at x = {source_x:g} m)" if source_x is not None else ""
     fig.suptitle(f"shot {shot}{where}: {titles[0]} and {titles[1]} data")
+    return fig
+
+
+def plot_predictive_check(observed, predictive, dt: float, *, shot: int = 0, level: float = 0.9,
+                          traces: Sequence[int] | None = None, receiver_x=None, pit=None, coverage=None):
+    """Posterior predictive check: observed traces of one shot inside the replicated data's ``level`` band, and the
+    histogram of the probability integral transform (PIT) of every datum against the uniform it should follow.
+
+    ``observed``: ``[n_shots, n_receivers, nt]`` (or one shot ``[n_receivers, nt]``); ``predictive``: replicated data
+    ``[..., n_shots, n_receivers, nt]`` (posterior draws + noise); ``pit`` / ``coverage``: from
+    :func:`probinv.diagnostics.predictive_check` (shown in the histogram and the title).
+    """
+    o = _np(observed)
+    p = _np(predictive)
+    if p.shape[-o.ndim:] != o.shape:
+        raise ValueError(f"predictive must be [..., {', '.join(map(str, o.shape))}], got shape {p.shape}")
+    p = p.reshape((-1,) + o.shape)
+    if o.ndim == 3:
+        if not 0 <= shot < o.shape[0]:
+            raise ValueError(f"shot must be in [0, {o.shape[0]}), got {shot}")
+        o1, p1 = o[shot], p[:, shot]
+    else:
+        o1, p1 = o, p
+    nrec, nt = o1.shape
+    t = np.arange(nt) * dt
+    traces = list(traces) if traces is not None else sorted({0, nrec // 2, nrec - 1})
+    lo, hi = np.quantile(p1, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [2.2, 1.0]})
+    scale = 0.45 / (max(np.abs(o1).max(), np.abs(hi).max(), np.abs(lo).max()) or 1.0)
+    for k, r in enumerate(traces):
+        axes[0].fill_between(t, k + scale * lo[r], k + scale * hi[r], color="tab:blue", alpha=0.35, lw=0,
+                             label=f"{100 * level:.0f} % predictive band" if k == 0 else None)
+        axes[0].plot(t, k + scale * o1[r], "k", lw=0.8, label="observed" if k == 0 else None)
+    rx = _np(receiver_x) if receiver_x is not None else None
+    axes[0].set_yticks(range(len(traces)),
+                       [f"rec {r}" + (f" (x {rx[r]:g} m)" if rx is not None else "") for r in traces])
+    axes[0].set_xlabel("time (s)")
+    axes[0].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    if pit is not None:
+        v = _np(pit).ravel()
+        axes[1].hist(v, bins=10, range=(0, 1), density=True, color="tab:blue", alpha=0.7)
+        axes[1].axhline(1.0, color="k", ls="--", lw=1, label="calibrated (uniform)")
+        axes[1].set_xlabel("PIT of the observed data")
+        axes[1].set_ylabel("density")
+        axes[1].legend(fontsize=8, loc="lower center")
+    else:
+        axes[1].axis("off")
+    cov = "" if coverage is None else f"; observed data inside the {100 * level:.0f} % band at {100 * coverage:.0f} %"
+    fig.suptitle(f"posterior predictive check (shot {shot}, {p.shape[0]} replicated data sets{cov})")
     return fig
 
 

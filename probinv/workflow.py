@@ -419,6 +419,18 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     if loss:
         files["misfit"] = plotting.save_figure(plotting.plot_misfit({"MAP": loss}, ylabel="negative log posterior"),
                                                out / "misfit.png")
+    ppc_text = ""
+    rep, obs_data = posterior.posterior_predictive, posterior.observed_data
+    dt_pp = dt if dt is not None else getattr(posterior, "dt", None)
+    if rep is not None and obs_data is not None and dt_pp is not None \
+            and posterior.attrs.get("posterior_predictive_noise"):
+        ppc = diagnostics.predictive_check(obs_data, rep, level=level)
+        files["predictive"] = plotting.save_figure(
+            plotting.plot_predictive_check(obs_data, rep, dt_pp, level=level, receiver_x=receiver_x, pit=ppc["pit"],
+                                           coverage=ppc["coverage"]), out / "predictive.png")
+        ppc_text = (f"\nposterior predictive check ({ppc['n_draws']} replicated data sets, predictive.png): the "
+                    f"observed data lie inside the {100 * level:.0f} % predictive interval at "
+                    f"{100 * ppc['coverage']:.1f} % of the samples (calibrated: about {100 * level:.0f} %)\n")
     nz, nx = mean.shape
     pixels = [(nz // 2, nx // 2), (nz // 4, nx // 4), (nz // 4, 3 * nx // 4), (3 * nz // 4, nx // 2)]
     labels = [f"{name}[{iz},{ix}]" for iz, ix in pixels]
@@ -440,7 +452,7 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     with atomic_path(out / "summary.txt") as tmp:
         tmp.write_text(
             f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n"
-            f"\n{verdict}\n")
+            f"\n{verdict}\n{ppc_text}")
     files["summary"] = out / "summary.txt"
     if several and posterior.method in diagnostics.MCMC_METHODS:
         if posterior.num_draws > 3:
@@ -628,6 +640,10 @@ class RunResult:
         return self.inversion.posterior
 
 
+#: Posterior draws whose replicated data (forward + noise) ``probinv invert`` keeps for the predictive check.
+PREDICTIVE_DRAWS = 20
+
+
 def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = None, steps: int | None = None,
         resume: bool = False, figures: bool = True, save_inputs: bool = False, stop_after: int | None = None,
         dtype: torch.dtype | None = None, progress: bool = True,
@@ -705,6 +721,13 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     post, acq = res.posterior, setup.acquisition
     post.observed_data = obs.data
     post.dt = acq.dt
+    if main and post.num_chains * post.num_draws > 1:
+        # replicated data of PREDICTIVE_DRAWS posterior draws (+ noise) for the report's posterior predictive check
+        try:
+            post.add_posterior_predictive(model, max_draws=-(-PREDICTIVE_DRAWS // post.num_chains), noise=True,
+                                          seed=inf["seed"])
+        except NotImplementedError as exc:  # a tempered likelihood cannot simulate data
+            say(f"no posterior predictive check: {exc}")
     for p in (post, res.map):
         # the inference layer records its model's operator too; this keeps files complete with any version of it
         p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)

@@ -311,9 +311,16 @@ class Posterior:
             posterior_predictive={"obs": self.posterior_predictive} if posterior_predictive else None,
             coords=coords, dims=dims, attrs=attrs)
 
-    def add_posterior_predictive(self, model, max_draws: int | None = None) -> torch.Tensor:
-        """Evaluate ``model.predict`` on the field draws (noise-free predicted data), store and return it
-        ``[chain, draw, *data_shape]``. ``max_draws`` keeps the last draws of each chain only.
+    def add_posterior_predictive(self, model, max_draws: int | None = None, *, noise: bool = False,
+                                 seed: int = 0) -> torch.Tensor:
+        """Evaluate ``model.predict`` on the field draws, store and return it ``[chain, draw, *data_shape]``.
+
+        ``max_draws`` keeps the last draws of each chain only. ``noise=False``: the noise-free predicted data;
+        ``noise=True``: replicated data ``d_rep ~ p(d | fields, noise parameters)`` drawn from the model's noise model
+        with each draw's own noise parameters (e.g. a latent sigma), the posterior predictive distribution that
+        posterior predictive checks compare the observed data with (:func:`probinv.diagnostics.predictive_check`);
+        ``seed`` seeds those noise draws (the global RNG is left as it was). Likelihoods that cannot simulate data
+        (the tempered misfits) raise NotImplementedError with ``noise=True``.
         """
         fields = {}
         for name in self.field_names:
@@ -324,7 +331,18 @@ class Posterior:
         c, d = next(iter(fields.values())).shape[:2]
         with torch.no_grad():
             pred = model.predict({k: v.reshape((c * d,) + tuple(v.shape[2:])) for k, v in fields.items()})
+            if noise:
+                others = {k: (v[:, -max_draws:] if max_draws is not None else v).reshape((c * d,) + tuple(v.shape[2:]))
+                          for k, v in self.samples.items() if k not in self.field_names}
+                devices = [pred.device] if pred.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    pred = torch.stack([
+                        model.noise.distribution(pred[i], model.noise.params_from_latents(
+                            {k: v[i] for k, v in others.items()}), None, pred.ndim - 1).sample()
+                        for i in range(c * d)])
         self.posterior_predictive = pred.reshape((c, d) + tuple(pred.shape[1:]))
+        self.attrs["posterior_predictive_noise"] = bool(noise)
         return self.posterior_predictive
 
     def add_log_likelihood(self, model, max_draws: int | None = None, batch: int = 16) -> torch.Tensor:
