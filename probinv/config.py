@@ -740,7 +740,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, 
     for sec in ["prior"] + [f"prior.{n}" for n in field_raw]:
         if values[sec]["n_modes"] is not None and values[sec]["retained_variance"] is not None:
             problems.append(f"[{sec}].n_modes and [{sec}].retained_variance are both set: keep one of them")
-    legacy_prior = {k for k in (raw.get("prior") or {}) if isinstance(raw.get("prior"), Mapping)}
+    # the [prior] keys set to other values than their defaults (to_toml writes every default: a round trip of a
+    # configuration with [prior.vp] or without vp must not read them as a second vp prior)
+    given_prior = raw.get("prior") if isinstance(raw.get("prior"), Mapping) else {}
+    legacy_prior = {k for k in given_prior if k in SCHEMA["prior"] and values["prior"][k] != SCHEMA["prior"][k].default}
     problems += _physics_problems(values, legacy_prior, set(field_raw),
                                   set(raw.get("physics") or {}) if isinstance(raw.get("physics"), Mapping) else set())
     if values["time"]["nt"] is not None and values["time"]["t_max"] is not None:
