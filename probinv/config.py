@@ -47,6 +47,40 @@ Example
     [output]
     directory = "probinv-out"
     checkpoint_every = 25
+
+Physics, fields and likelihoods
+-------------------------------
+``[physics].name`` chooses the physics and so the latent fields (:func:`latent_fields`): ``acoustic`` (vp; the
+default), ``sh`` (vs), ``psv`` (vp, vs; ``receiver_component`` vz | vx | pressure, ``source_type``), and the
+frequency-domain ``viscoacoustic`` (vp, q) and ``viscoelastic_sh`` (vs, q) (``frequencies`` in Hz, or ``fmin`` /
+``fmax`` / ``n_frequencies``). A density field is sampled when ``[prior.rho]`` is given (acoustic, sh, psv);
+otherwise sh and psv use the constant ``[physics].rho`` (kg/m^3). Each field has its prior section with the keys of
+``[prior]`` in its units (``[prior]`` itself stays the vp prior): ``[prior.vs]`` (m/s), ``[prior.rho]`` (kg/m^3) and
+``[prior.q]``, a whitened field of ln Q (``std`` of ln Q, ``bounds`` in Q) whose ``velocity_correlation`` couples it
+to the velocity (the joint vp-Q prior). Fields a scenario or model file lacks are derived (:func:`derive_fields`).
+``[likelihood].name``: ``gaussian`` (sigma from ``[noise]``), ``student_t`` (``df``), ``travel_time`` (``sigma`` in
+s), ``attenuation`` (``sigma`` of log-amplitude ratios), and the tempered ``global_correlation``, ``envelope``,
+``trace_l2`` (``temperature``, a modelling choice, not a noise level).
+
+.. code-block:: toml
+
+    [physics]
+    name = "viscoacoustic"
+    frequencies = [1.0, 1.5, 2.0, 2.5, 3.0]   # Hz
+
+    [prior.vp]
+    std = 100.0                               # m/s
+    n_modes = 12
+
+    [prior.q]
+    std = 0.5                                 # of ln Q
+    bounds = [5.0, 500.0]
+    n_modes = 12
+    velocity_correlation = 0.0                # joint vp-Q prior: the correlation of vp and ln Q
+
+    [likelihood]
+    name = "attenuation"
+    sigma = 0.05                              # natural-log amplitude ratio
 """
 from __future__ import annotations
 
