@@ -1046,8 +1046,15 @@ def _resolve(cfg: Config, dtype: torch.dtype, device) -> Setup:
     free_surface = False
     scenario_frequencies = None
     if m.scenario is not None:
+        options = dict(m.scenario_options)
+        # paper 2's set-ups follow the physics unless their option says otherwise: Table 9's time axis and wavelet
+        # per physics (paper2_marmousi), the visco-acoustic or visco-elastic SH Q-anomaly model (q_anomaly)
+        if m.scenario == "paper2_marmousi" and name in ("acoustic", "sh", "psv"):
+            options.setdefault("physics", name)
+        if m.scenario == "q_anomaly":
+            options.setdefault("wave", "sh" if name in ("sh", "viscoelastic_sh") else "acoustic")
         try:
-            sc = get_scenario(m.scenario, dtype=dtype, device=device, **dict(m.scenario_options))
+            sc = get_scenario(m.scenario, dtype=dtype, device=device, **options)
         except TypeError as exc:
             raise ConfigError([f"[model].scenario_options: {exc}; see the scenario's keyword arguments with "
                                f"`probinv scenarios --verbose`"], cfg.source) from None

@@ -218,6 +218,16 @@ def test_setup_builds_the_physics_operator_and_derives_missing_fields():
     assert derive_fields({"vs": torch.ones(2, 2)}, ("vp",))["vp"][0, 0] == pytest.approx(math.sqrt(3.0))
 
 
+def test_paper2_q_anomaly_follows_the_physics():
+    r = {"model": {"scenario": "q_anomaly", "scenario_options": {"nz": 8, "nx": 10, "n_shots": 2}},
+         "physics": {"name": "viscoelastic_sh", "frequencies": [1.0, 2.0]},
+         "prior": {"vs": {"n_modes": 4}, "q": {"n_modes": 4}}}
+    setup = resolve(parse_config(r))
+    # the visco-elastic SH variant of the scenario: 60 m cells, its own vs (1100 -> 1700 m/s) and Q (<= 100)
+    assert setup.dx == 60.0 and setup.fields == ("vs", "q") and setup.physics.free_surface
+    assert 1000.0 < float(setup.true["vs"].min()) < 1200.0 and float(setup.true["q"].max()) <= 100.0 + 1e-3
+
+
 def test_fields_come_from_the_model_file_variables(tmp_path):
     base = resolve(parse_config(freq_raw()))
     q_true = 30.0 + 10.0 * torch.arange(120.0).reshape(10, 12) / 120.0
