@@ -123,6 +123,7 @@ __all__ = [
     "default_config",
     "derive_fields",
     "field_prior",
+    "jax_backend_problem",
     "latent_fields",
     "load_config",
     "parse_config",
@@ -692,6 +693,9 @@ def _physics_problems(values: Mapping[str, Mapping], legacy_prior: set, field_se
         if ln == "travel_time" and lk["sigma"] is not None and lk["sigma"] >= 1.0:
             problems.append(f"[likelihood].sigma = {lk['sigma']!r} s is the standard deviation of a delay in seconds: "
                             f"far too large (e.g. 0.004 for 4 ms)")
+    jax_problem = jax_backend_problem(name, values["likelihood"]["name"], tuple(field_sections))
+    if values["inference"]["backend"] == "jax" and jax_problem:
+        problems.append(f"[inference].backend = 'jax': {jax_problem}")
     q = values.get("prior.q")
     if q is not None and q["velocity_correlation"] != 0 and "q" in required:
         vname = required[0]
@@ -704,6 +708,17 @@ def _physics_problems(values: Mapping[str, Mapping], legacy_prior: set, field_se
                             f"priors with equal {list(same[1:])}; [prior.{vname}] and [prior.q] differ in "
                             f"{diff or ['type']}")
     return problems
+
+
+def jax_backend_problem(physics: str, likelihood: str, field_priors: tuple = ()) -> str | None:
+    """Why the NumPyro/JAX backend cannot run a configuration (None when it can): it has the acoustic vp physics
+    with a Gaussian likelihood only.
+    """
+    if physics != "acoustic" or likelihood != "gaussian" or set(field_priors) - {"vp"}:
+        return (f"the JAX backend runs the acoustic physics (vp only) with the Gaussian likelihood, not physics "
+                f"{physics!r}, likelihood {likelihood!r}, fields {sorted(set(field_priors) | {'vp'})}: use backend = "
+                f"'torch'")
+    return None
 
 
 def latent_fields(cfg: Config) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ from .config import (
     check_geometry,
     default_bounds,
     field_prior,
+    jax_backend_problem,
     prior_bounds,
     resolve,
 )
@@ -855,6 +856,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         _check_backend(inf["backend"], inf["method"])
     except ValueError as exc:
         raise ConfigError([f"[inference]: {exc}"], cfg.source) from None
+    jax_problem = jax_backend_problem(cfg.physics.name, cfg.likelihood.name,
+                                      tuple(s[len("prior."):] for s in cfg.sections if s.startswith("prior.")))
+    if inf["backend"] == "jax" and inf["method"] == "nuts" and jax_problem:
+        raise ConfigError([f"--backend jax: {jax_problem}"], cfg.source)
     if inf["backend"] == "jax" and inf["method"] == "nuts" and dtype is None:
         # the JAX backend runs in float64 (probinv.jax enables jax_enable_x64); its NUTS fails on a float32 model
         # (NumPyro's cond branches get mixed float32/float64 outputs), so the whole run computes in float64

@@ -135,6 +135,9 @@ def test_each_new_key_is_checked_naming_key_value_and_what_is_valid(sections, ex
                                                                            "correlation_length": 40.0}}},
      "[prior.q].velocity_correlation = 0.5 couples the whitened coordinates of vp and ln Q, which needs the same "
      "Karhunen-Loeve modes"),
+    ({"physics": {"name": "sh"}, "prior": {"vs": {}}, "inference": {"backend": "jax", "method": "nuts"}},
+     "[inference].backend = 'jax': the JAX backend runs the acoustic physics (vp only) with the Gaussian likelihood, "
+     "not physics 'sh'"),
     ({"physics": {"name": "viscoacoustic"}, "prior": {"q": {}}, "data": {"observed": "x.nc"}},
      "[data].observed: observed files hold time gathers, but physics 'viscoacoustic' works on frequency-domain data"),
 ])
