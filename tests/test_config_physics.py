@@ -221,6 +221,15 @@ def test_setup_builds_the_physics_operator_and_derives_missing_fields():
     assert derive_fields({"vs": torch.ones(2, 2)}, ("vp",))["vp"][0, 0] == pytest.approx(math.sqrt(3.0))
 
 
+def test_bounds_that_exclude_the_start_name_the_section():
+    r = freq_raw()
+    r["prior"]["q"]["bounds"] = [1000.0, 2000.0]  # the derived starting Q is ~13-16
+    cfg = parse_config(r)
+    with pytest.raises(ConfigError, match=r"\[prior.q\]: mean must lie strictly inside bounds .* bounds \[1000.0, "
+                                          r"2000.0\]"):
+        workflow.build_field_priors(cfg, resolve(cfg))
+
+
 def test_paper2_q_anomaly_follows_the_physics():
     r = {"model": {"scenario": "q_anomaly", "scenario_options": {"nz": 8, "nx": 10, "n_shots": 2}},
          "physics": {"name": "viscoelastic_sh", "frequencies": [1.0, 2.0]},
