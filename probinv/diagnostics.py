@@ -253,7 +253,10 @@ def chi2_per_datum(model, fields: Mapping, latents: Mapping | None = None, data=
     with torch.no_grad():
         pred = model.predict(dict(fields)).to(data.dtype)
         params = model.noise.params_from_latents(dict(latents or {})) if latents else {}
-        w = model.noise.whiten(data - pred, params)
+        # whiten(pred) - whiten(data): the whitened residual of linear noise models (whiten(data - pred) up to the
+        # sign) and of the misfit likelihoods, whose whiten(pred) is already the transformed residual (travel-time
+        # delays, log amplitude ratios) against their observed data
+        w = model.noise.whiten(pred, params) - model.noise.whiten(data.to(pred), params)
     return float(w.pow(2).mean())
 
 
@@ -295,6 +298,8 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
       ``model``, at the posterior mean, divided by its expectation ``1 - p_eff / N`` at a mode (``p_eff`` the
       Laplace Hessian's effective number of parameters, when known): within [0.5, 1.25], widened to 4 sampling
       standard deviations ``sqrt(2 (N - p_eff)) / N`` on small problems;
+    * ``predictive`` (information, when the posterior carries replicated data drawn with noise): the fraction of the
+      observed data inside the 90 % posterior predictive interval (:func:`predictive_check`);
     * ``prior_truncation``: every whitened prior keeps >= 95 % of its variance, and the discarded part is included;
     * ``sampler`` (NUTS/HMC results, or any result with ``diverging`` statistics): r-hat <= 1.05 (the worst over
       every scalar), bulk and tail ESS >= 100, no divergent transitions (from the raw draws, without the discarded
@@ -384,6 +389,15 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
         else:
             add(Check("residual_chi2", True, chi2, f"chi^2 per datum {chi2:.3g} (about 1: the noise model fits)"))
 
+    # ---- posterior predictive check (information: chi^2 above judges the fit)
+    rep = getattr(posterior, "posterior_predictive", None)
+    if rep is not None and posterior.observed_data is not None and attrs.get("posterior_predictive_noise"):
+        ppc = predictive_check(posterior.observed_data, rep, level=0.9)
+        add(Check("predictive", None, ppc["coverage"],
+                  f"observed data inside the 90 % interval of {ppc['n_draws']} replicated data sets (posterior "
+                  f"draws + noise) at {100 * ppc['coverage']:.1f} % of the samples (about 90 % when the model "
+                  "describes the data; far less: noise or posterior too narrow)"))
+
     # ---- prior truncation
     retained = dict(attrs.get("retained_variance") or {})
     if model is not None:
@@ -453,7 +467,9 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
                         "or estimate the noise (GaussianLatentSigma)")
             add(Check("coverage", ok, cov, msg))
         if model is not None and hasattr(model.priors.get(name), "mean_field"):
-            prior_mean = model.priors[name].mean_field.to(true)
+            prior = model.priors[name]
+            # a log-field prior (LogQField: whitened in ln Q) has its mean in ln Q: compare with its median in Q
+            prior_mean = (prior.q_median if hasattr(prior, "q_median") else prior.mean_field).to(true)
             e_post = float((mean - true).norm() / true.norm())
             e_prior = float((prior_mean - true).norm() / true.norm())
             ok = e_post < e_prior
@@ -466,7 +482,11 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
             prior = model.priors.get(name)
             if getattr(prior, "std", None) is None or not isinstance(prior.std, (int, float)):
                 continue
-            ratio = posterior.std(name) / float(prior.std)
+            if hasattr(prior, "q_median"):  # whitened in ln Q: posterior std of ln Q against the prior's
+                ratio = posterior.draws(name).clamp_min(torch.finfo(posterior.draws(name).dtype).tiny).log().std(0) \
+                    / float(prior.std)
+            else:
+                ratio = posterior.std(name) / float(prior.std)
             r = ratio[sel] if sel is not None else ratio
             out.std_ratio[name] = float(r.median())
             add(Check("informativeness", None, out.std_ratio[name],
@@ -561,6 +581,8 @@ def predictive_check(observed, predictive, *, level: float = 0.9) -> dict:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     obs = torch.as_tensor(observed)
     rep = torch.as_tensor(predictive).to(obs)
+    if obs.is_complex():  # spectra: real and imaginary parts are separate data
+        obs, rep = torch.view_as_real(obs), torch.view_as_real(rep)
     if tuple(rep.shape[-obs.ndim:]) != tuple(obs.shape):
         raise ValueError(f"predictive must be [..., {', '.join(map(str, obs.shape))}] (replicates of the observed "
                          f"data), got shape {tuple(rep.shape)}")

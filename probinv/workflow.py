@@ -42,7 +42,19 @@ import xarray as xr
 
 from . import diagnostics, distributed, fields, inference, io, models, plotting
 from ._files import atomic_path
-from .config import BACKENDS, METHODS, Config, ConfigError, Setup, check_geometry, default_bounds, prior_bounds, resolve
+from .config import (
+    BACKENDS,
+    METHODS,
+    Config,
+    ConfigError,
+    Setup,
+    check_geometry,
+    default_bounds,
+    field_prior,
+    jax_backend_problem,
+    prior_bounds,
+    resolve,
+)
 from .validation import check_choice
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,9 @@ __all__ = [
     "Observed",
     "RunResult",
     "Simulation",
+    "build_config_model",
+    "build_field_priors",
+    "build_likelihood",
     "build_model",
     "build_prior",
     "default_bounds",
@@ -178,6 +193,129 @@ def build_model(setup: Setup, observed: torch.Tensor, sigma: float, prior, *, fo
     """
     fwd = setup.forward if forward is None else forward
     return models.build_model({"vp": prior}, fwd, observed, noise=models.Gaussian(sigma=float(sigma)), dx=setup.dx)
+
+
+def _q_prior(prior_cfg: Mapping[str, Any], initial: torch.Tensor, dx: float, bounds: tuple[float, float]):
+    """The Q prior of a ``[prior.q]`` section: :class:`probinv.fields.LogQField` (whitened field of ln Q, median the
+    starting Q, ``std`` the standard deviation of ln Q) or, ``type = "box"``, flat in Q within ``bounds``.
+    """
+    nz, nx = initial.shape
+    if prior_cfg.get("type", "whitened") == "box":
+        return fields.BoxField((nz, nx), bounds=tuple(bounds), dtype=initial.dtype, device=initial.device)
+    length = prior_cfg.get("correlation_length") or (max(nz, nx) * dx / 6)
+    cov = prior_cfg.get("covariance", "matern")
+    smooth_kw = {"nu": prior_cfg.get("nu", 1.5)} if cov == "matern" else {"hurst": prior_cfg.get("hurst", 0.5)}
+    if prior_cfg.get("n_modes") is not None:
+        n_modes = min(int(prior_cfg["n_modes"]), nz * nx)
+    else:  # LogQField takes a mode count: that of the retained variance (the same modes as a velocity prior's)
+        frac = prior_cfg.get("retained_variance")
+        n_modes = fields.WhitenedField((nz, nx), dx, covariance=cov, a_z=length, a_x=length,
+                                       retained_variance=None if frac is None else float(frac), dtype=initial.dtype,
+                                       **smooth_kw).latent_dim
+    return fields.LogQField((nz, nx), dx, q_median=initial, log_std=float(prior_cfg.get("std", 0.5)),
+                            bounds=tuple(bounds), covariance=cov, a_z=length, a_x=length, n_modes=n_modes,
+                            dtype=initial.dtype, device=initial.device, **smooth_kw)
+
+
+def build_field_priors(cfg: Config, setup: Setup):
+    """The priors of every latent field of a configuration (``setup.fields``), centred on the starting model.
+
+    Velocities and density: :func:`build_prior` of ``[prior.<field>]`` (``[prior]`` for vp); Q: a whitened field of
+    ln Q (:class:`probinv.fields.LogQField`) or a box. Bounds are ``setup.field_bounds``.
+
+    Returns
+    -------
+    dict[str, prior]
+        ``{field: prior}`` (independent priors; :func:`build_config_model` couples vp and Q when
+        ``[prior.q].velocity_correlation`` is not 0).
+
+    Raises
+    ------
+    ConfigError
+        Naming the section of a prior that cannot be built (e.g. explicit bounds that exclude the start).
+    """
+    priors = {}
+    for name in setup.fields:
+        pc = field_prior(cfg, name)
+        section = f"[prior.{name}]" if f"prior.{name}" in cfg.sections or name != "vp" else "[prior]"
+        try:
+            if name == "q":
+                priors[name] = _q_prior(pc, setup.initial[name], setup.dx, setup.field_bounds[name])
+            else:
+                priors[name] = build_prior(pc, setup.initial[name], setup.dx, dt=setup.acquisition.dt,
+                                           accuracy=setup.physics.accuracy, bounds=setup.field_bounds[name])
+        except ValueError as exc:
+            raise ConfigError([f"{section}: {exc} (start of {name}: {float(setup.initial[name].min()):.4g} to "
+                               f"{float(setup.initial[name].max()):.4g}, bounds {list(setup.field_bounds[name])})"],
+                              cfg.source) from None
+    return priors
+
+
+def _joint_prior(cfg: Config, setup: Setup, priors: dict):
+    """The joint velocity-Q prior of ``[prior.q].velocity_correlation`` (None when it is 0 or there is no Q)."""
+    rho = field_prior(cfg, "q").get("velocity_correlation", 0.0) if "q" in priors else 0.0
+    if not rho:
+        return None
+    velocity = setup.fields[0]
+    try:
+        return fields.JointVpQPrior(priors[velocity], priors["q"], float(rho), names=(velocity, "q"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([f"[prior.q].velocity_correlation = {rho!r}: {exc}"], cfg.source) from None
+
+
+def build_likelihood(cfg: Config, setup: Setup, observed: torch.Tensor, sigma: float):
+    """The noise model of ``[likelihood]`` (:func:`probinv.models.build_likelihood`).
+
+    ``gaussian`` and ``student_t`` take ``sigma`` (the data noise: ``[noise]``, data units); ``travel_time`` and
+    ``attenuation`` their ``[likelihood].sigma`` (s; natural-log units); the tempered ones their temperature (no
+    sigma). ``observed`` serves the Gauss-Newton whitening of the misfit likelihoods (Laplace).
+    """
+    lk = cfg.likelihood
+    data_sigma = lk.name in ("gaussian", "student_t")
+    return models.build_likelihood(lk.name, sigma=float(sigma) if data_sigma else lk.sigma, dt=setup.acquisition.dt,
+                                   temperature=lk.temperature, df=lk.df, observed=observed,
+                                   trace_dims=2 if setup.frequency_domain else 1)
+
+
+def build_config_model(cfg: Config, setup: Setup, observed: torch.Tensor, sigma: float):
+    """The Pyro model of a configuration: its physics (``setup.forward``), field priors and likelihood.
+
+    The acoustic vp-only Gaussian configuration gives exactly :func:`build_model` of :func:`build_prior` (every
+    configuration before ``[physics].name`` / ``[prior.<field>]`` / ``[likelihood]`` existed).
+    """
+    if setup.fields == ("vp",) and cfg.likelihood.name == "gaussian":
+        prior = build_prior(cfg.prior if "prior.vp" not in cfg.sections else cfg.sections["prior.vp"],
+                            setup.initial["vp"], setup.dx, dt=setup.acquisition.dt, accuracy=setup.physics.accuracy,
+                            bounds=setup.bounds)
+        return build_model(setup, observed, sigma, prior)
+    priors = build_field_priors(cfg, setup)
+    noise = build_likelihood(cfg, setup, observed, sigma)
+    joint = _joint_prior(cfg, setup, priors)
+    if joint is not None:
+        other = {k: p for k, p in priors.items() if k not in joint.names}
+        return models.build_joint_model(joint, setup.forward, observed, noise=noise, other_priors=other or None,
+                                        dx=setup.dx)
+    return models.build_model(priors, setup.forward, observed, noise=noise, dx=setup.dx)
+
+
+def _likelihood_attrs(cfg: Config, sigma: float, simulated: bool) -> dict:
+    """Attributes of a result file that state the likelihood: a Gaussian's noise sigma (data units), a misfit
+    likelihood's sigma (s or log units), a tempered one's temperature (no sigma: T is a modelling choice).
+    """
+    lk = cfg.likelihood
+    if lk.name in ("gaussian", "student_t"):
+        out = {"noise_sigma": sigma}
+        if lk.name == "student_t":
+            out["likelihood"], out["likelihood_df"] = lk.name, lk.df
+        return out
+    out = {"likelihood": lk.name}
+    if lk.sigma is not None:
+        out["likelihood_sigma"] = lk.sigma
+    if lk.name in ("global_correlation", "envelope", "trace_l2"):
+        out["likelihood_temperature"] = lk.temperature if lk.temperature is not None else 1.0
+    if simulated:  # the noise added to the simulated data (not a parameter of this likelihood)
+        out["simulation_noise_sigma"] = sigma
+    return out
 
 
 @dataclass
@@ -374,12 +512,18 @@ def _check_backend(backend: str, method: str) -> None:
                          f"use backend='torch' for {method}, or method='nuts'")
 
 
+def _units(name: str) -> str:
+    """Units of a field in text: m/s (velocities), kg/m^3, "dimensionless" for Q."""
+    units = io.FIELD_UNITS.get(name, ("1",))[0]
+    return "dimensionless" if units == "1" else units
+
+
 def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tensor | None = None,
                  initial: torch.Tensor | None = None, map_field: torch.Tensor | None = None,
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
                  level: float = 0.9, source_x: float | None = None, model=None,
-                 verdict: diagnostics.Verdict | None = None) -> dict[str, Path]:
+                 verdict: diagnostics.Verdict | None = None, predictive_check: bool = True) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
@@ -391,6 +535,11 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
 
     ``model`` (the SeismicModel) lets the verdict compute residuals and prior comparisons; ``verdict`` is one
     already computed (:meth:`Posterior.verdict`), otherwise it is computed here with ``true`` as the truth.
+
+    When the posterior carries replicated time gathers (``posterior_predictive`` drawn with noise, as ``probinv
+    invert`` stores them) and ``predictive_check``, ``predictive.png`` draws the posterior predictive check
+    (:func:`probinv.diagnostics.predictive_check`: observed traces inside the predictive band, PIT histogram; its
+    number is the verdict's ``predictive`` item).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -404,13 +553,13 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     if map_field is not None:
         panels["MAP (= FWI)"] = map_field
     panels["posterior mean"] = mean
-    files["models"] = plotting.save_figure(plotting.plot_models(panels, dx, ncols=min(len(panels), 4)),
+    files["models"] = plotting.save_figure(plotting.plot_models(panels, dx, name=name, ncols=min(len(panels), 4)),
                                            out / "models.png")
     several = posterior.num_chains * posterior.num_draws > 1
     if several:
         lo, hi = posterior.credible_interval(name, level)
         files["uncertainty"] = plotting.save_figure(
-            plotting.plot_posterior_maps(mean, posterior.std(name), dx, lower=lo, upper=hi, level=level),
+            plotting.plot_posterior_maps(mean, posterior.std(name), dx, lower=lo, upper=hi, level=level, name=name),
             out / "uncertainty.png")
     if observed is not None and predicted is not None and dt is not None:
         files["gathers"] = plotting.save_figure(
@@ -419,18 +568,15 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     if loss:
         files["misfit"] = plotting.save_figure(plotting.plot_misfit({"MAP": loss}, ylabel="negative log posterior"),
                                                out / "misfit.png")
-    ppc_text = ""
     rep, obs_data = posterior.posterior_predictive, posterior.observed_data
     dt_pp = dt if dt is not None else getattr(posterior, "dt", None)
-    if rep is not None and obs_data is not None and dt_pp is not None \
-            and posterior.attrs.get("posterior_predictive_noise"):
+    if predictive_check and rep is not None and obs_data is not None and dt_pp is not None and obs_data.ndim == 3 \
+            and not obs_data.is_complex() and posterior.attrs.get("posterior_predictive_noise"):
+        # time gathers: observed traces inside the predictive band, PIT histogram (the number is in the verdict)
         ppc = diagnostics.predictive_check(obs_data, rep, level=level)
         files["predictive"] = plotting.save_figure(
             plotting.plot_predictive_check(obs_data, rep, dt_pp, level=level, receiver_x=receiver_x, pit=ppc["pit"],
                                            coverage=ppc["coverage"]), out / "predictive.png")
-        ppc_text = (f"\nposterior predictive check ({ppc['n_draws']} replicated data sets, predictive.png): the "
-                    f"observed data lie inside the {100 * level:.0f} % predictive interval at "
-                    f"{100 * ppc['coverage']:.1f} % of the samples (calibrated: about {100 * level:.0f} %)\n")
     nz, nx = mean.shape
     pixels = [(nz // 2, nx // 2), (nz // 4, nx // 4), (nz // 4, 3 * nx // 4), (3 * nz // 4, nx // 2)]
     labels = [f"{name}[{iz},{ix}]" for iz, ix in pixels]
@@ -451,8 +597,9 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
         verdict = posterior.verdict(model=model, truth={name: true} if true is not None else None)
     with atomic_path(out / "summary.txt") as tmp:
         tmp.write_text(
-            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; m/s)\n{table.to_string()}\n"
-            f"\n{verdict}\n{ppc_text}")
+            f"ArviZ summary of {posterior.method} at selected pixels (z, x grid indices; {_units(name)})\n"
+            f"{table.to_string()}\n"
+            f"\n{verdict}\n")
     files["summary"] = out / "summary.txt"
     if several and posterior.method in diagnostics.MCMC_METHODS:
         if posterior.num_draws > 3:
@@ -497,7 +644,7 @@ def load_observed(cfg: Config, setup: Setup) -> Observed:
     """Observed data and noise sigma: from ``[data].observed``, else simulated from the true model with ``[noise]``."""
     if cfg.data.observed is None:
         sim = simulate(setup, relative=cfg.noise.relative, sigma=cfg.noise.sigma, seed=cfg.noise.seed)
-        return Observed(setup, sim.observed, sim.sigma, sim)
+        return Observed(setup, sim.observed, sim.sigma, sim, units=setup.data_units)
     p = cfg.path(cfg.data.observed)
     key = f"[data].observed = {cfg.data.observed!r}"
     try:
@@ -515,13 +662,13 @@ def load_observed(cfg: Config, setup: Setup) -> Observed:
                            f"configuration describes [n_shots, n_receivers, nt] = "
                            f"{[acq.n_shots, acq.n_receivers, acq.nt]}: make [acquisition] and [time] match the file"],
                           cfg.source)
-    nz, nx = setup.true["vp"].shape
+    nz, nx = next(iter(setup.true.values())).shape
     outside = check_geometry(g.source_locations, g.receiver_locations, nz, nx, setup.dx, key)
     if outside:
         raise ConfigError(outside, cfg.source)
     setup = setup.with_geometry(g.source_locations, g.receiver_locations)
     sigma = cfg.noise.sigma if cfg.noise.sigma is not None else cfg.noise.relative * float(g.data.pow(2).mean().sqrt())
-    return Observed(setup, g.data.to(setup.true["vp"].dtype), sigma, None, units=g.units)
+    return Observed(setup, g.data.to(next(iter(setup.true.values())).dtype), sigma, None, units=g.units)
 
 
 def write_posterior(posterior, path: str | Path, *, data_units: str = "Pa") -> Path:
@@ -583,22 +730,45 @@ def write_inputs(out_dir: str | Path, obs: Observed, *, config: str | None = Non
     out = Path(out_dir)
     setup, acq = obs.setup, obs.setup.acquisition
     geometry = {"dt": acq.dt, "source_locations": acq.source_locations, "receiver_locations": acq.receiver_locations,
-                "dx": setup.dx, "units": "Pa", "config": config}
+                "dx": setup.dx, "units": setup.data_units, "config": config}
     files = {"true_model": io.write_model(out / "true_model.nc", setup.true, setup.dx, config=config),
-             "initial_model": io.write_model(out / "initial_model.nc", setup.initial, setup.dx, config=config),
-             "observed": io.write_gather(out / "observed.nc", data=obs.data, **geometry,
-                                         attrs={"noise_sigma": obs.sigma, "forward": _forward_attr(setup)})}
+             "initial_model": io.write_model(out / "initial_model.nc", setup.initial, setup.dx, config=config)}
+    write = _write_spectra if setup.frequency_domain else io.write_gather
+    files["observed"] = write(out / "observed.nc", data=obs.data, **geometry,
+                              attrs={"noise_sigma": obs.sigma, "forward": _forward_attr(setup)})
     if clean and obs.simulation is not None:
-        files["clean"] = io.write_gather(out / "clean.nc", data=obs.simulation.clean, **geometry,
-                                         attrs={"forward": _forward_attr(setup)})
+        files["clean"] = write(out / "clean.nc", data=obs.simulation.clean, **geometry,
+                               attrs={"forward": _forward_attr(setup)})
     if figures:
+        first = setup.fields[0]
         files["model_figure"] = plotting.save_figure(
-            plotting.plot_model(setup.true["vp"], setup.dx, title="true model", sources=acq.source_locations,
-                                receivers=acq.receiver_locations), out / "model.png")
-        files["gather_figure"] = plotting.save_figure(
-            plotting.plot_gather(obs.data[0], acq.dt, title="observed, shot 0",
-                                 receiver_x=acq.receiver_locations[0, :, 1] * setup.dx), out / "gather.png")
+            plotting.plot_model(setup.true[first], setup.dx, title="true model", name=first,
+                                sources=acq.source_locations, receivers=acq.receiver_locations), out / "model.png")
+        if not setup.frequency_domain:
+            files["gather_figure"] = plotting.save_figure(
+                plotting.plot_gather(obs.data[0], acq.dt, title="observed, shot 0",
+                                     receiver_x=acq.receiver_locations[0, :, 1] * setup.dx), out / "gather.png")
     return files
+
+
+def _write_spectra(path: Path, *, data: torch.Tensor, dt: float, source_locations, receiver_locations, dx: float,
+                   units: str, config: str | None, attrs: dict) -> Path:
+    """Frequency-domain data ``[n_shots, n_receivers, n_freqs, 2]`` (real, imaginary parts) as NetCDF, atomically.
+
+    The variable ``data`` has dimensions ``(shot, receiver, frequency, part)``; the frequencies (Hz) are the
+    coordinate ``frequency`` (from the forward operator's description in ``attrs["forward"]``).
+    """
+    freqs = json.loads(attrs["forward"])["frequencies"]
+    ds = xr.Dataset(
+        {"data": (("shot", "receiver", "frequency", "part"), data.detach().cpu().numpy(),
+                  {"units": units, "long_name": "spectra of the records (real and imaginary parts)"}),
+         "source_locations": (("shot", "source", "index"), source_locations.cpu().numpy(), {"units": "1"}),
+         "receiver_locations": (("shot", "receiver", "index"), receiver_locations.cpu().numpy(), {"units": "1"})},
+        coords={"frequency": ("frequency", freqs, {"units": "Hz"}), "part": ["real", "imag"]},
+        attrs={**attrs, "dx": dx, "wavelet_dt": dt, **({"probinv_config": config} if config else {})})
+    with atomic_path(Path(path)) as tmp:
+        ds.to_netcdf(tmp)
+    return Path(path)
 
 
 def _out_dir(cfg: Config, out_dir: str | Path | None) -> Path:
@@ -692,6 +862,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         _check_backend(inf["backend"], inf["method"])
     except ValueError as exc:
         raise ConfigError([f"[inference]: {exc}"], cfg.source) from None
+    jax_problem = jax_backend_problem(cfg.physics.name, cfg.likelihood.name,
+                                      tuple(s[len("prior."):] for s in cfg.sections if s.startswith("prior.")))
+    if inf["backend"] == "jax" and inf["method"] == "nuts" and jax_problem:
+        raise ConfigError([f"--backend jax: {jax_problem}"], cfg.source)
     if inf["backend"] == "jax" and inf["method"] == "nuts" and dtype is None:
         # the JAX backend runs in float64 (probinv.jax enables jax_enable_x64); its NUTS fails on a float32 model
         # (NumPyro's cond branches get mixed float32/float64 outputs), so the whole run computes in float64
@@ -706,9 +880,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         say(f"simulated observed data; noise sigma = {obs.sigma:.4g}")
     if save_inputs and main:
         files.update(write_inputs(out, obs, config=provenance, clean=False, figures=False))
-    prior = build_prior(cfg.prior, setup.initial["vp"], setup.dx, dt=setup.acquisition.dt,
-                        accuracy=setup.physics.accuracy, bounds=setup.bounds)
-    model = build_model(setup, obs.data, obs.sigma, prior)
+    model = build_config_model(cfg, setup, obs.data, obs.sigma)
     say(f"method {inf['method']}, {inf['steps']} MAP steps, output {out}/")
     # each rank keeps its own checkpoints (its RNG and sampler states): --resume needs the same number of ranks
     ckdir = out / "checkpoints" / f"rank{distributed.rank()}" if distributed.is_active() else out / "checkpoints"
@@ -730,26 +902,45 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
             say(f"no posterior predictive check: {exc}")
     for p in (post, res.map):
         # the inference layer records its model's operator too; this keeps files complete with any version of it
-        p.attrs.update(probinv_config=provenance, noise_sigma=obs.sigma)
+        p.attrs.update(probinv_config=provenance, **_likelihood_attrs(cfg, obs.sigma, obs.simulation is not None))
         p.attrs.setdefault("forward", _forward_attr(setup))
     if main:
         write_posterior(post, out / "posterior.nc", data_units=obs.units)
         write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
-    true_vp = setup.true["vp"] if obs.simulation is not None else None
-    verdict = post.verdict(model=model, truth={"vp": true_vp} if true_vp is not None else None)
+    truth = dict(setup.true) if obs.simulation is not None else None
+    verdict = post.verdict(model=model, truth=truth)
     if figures and main:
-        map_vp = res.map.mean("vp")
-        with torch.no_grad():
-            predicted = setup.forward({"vp": map_vp})
-        files.update(write_report(out, post, dx=setup.dx, true=true_vp,
-                                  initial=setup.initial["vp"], map_field=map_vp, observed=obs.data,
-                                  predicted=predicted, dt=acq.dt, loss=res.loss,
-                                  receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
-                                  source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model,
-                                  verdict=verdict))
+        files.update(_write_run_report(out, res, setup, obs, model, verdict, truth))
     distributed.barrier()  # the other ranks return once rank 0's files are complete
     return RunResult(obs, res, files, verdict)
+
+
+def _write_run_report(out: Path, res: InversionResult, setup: Setup, obs: Observed, model, verdict,
+                      truth: dict | None) -> dict[str, Path]:
+    """The report of a run: :func:`write_report` of the first field (the physics' velocity) into ``out`` and of
+    every further field (vs, rho, q) into ``out/<field>/`` (maps, std, summary.txt in the field's units).
+
+    The gathers figure compares time series; the frequency-domain physics have spectra and get none.
+    """
+    post, acq = res.posterior, setup.acquisition
+    names = setup.fields
+    map_fields = {n: res.map.mean(n) for n in names}
+    time_data = not setup.frequency_domain
+    with torch.no_grad():
+        predicted = setup.forward(map_fields) if time_data else None
+    files = {}
+    for i, name in enumerate(names):
+        first = i == 0
+        written = write_report(out if first else out / name, post, dx=setup.dx,
+                               true=truth[name] if truth is not None else None, initial=setup.initial[name],
+                               map_field=map_fields[name], observed=obs.data if first and time_data else None,
+                               predicted=predicted if first else None, dt=acq.dt, loss=res.loss if first else None,
+                               receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
+                               source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model, name=name,
+                               verdict=verdict, predictive_check=first)
+        files.update(written if first else {f"{k}_{name}": v for k, v in written.items()})
+    return files
 
 
 def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, dict[str, Path]]:
@@ -766,12 +957,19 @@ def report(result: str | Path, out_dir: str | Path | None = None) -> tuple[Any, 
         raise FileNotFoundError(f"no such result file: {str(path)!r} ({what})")
     out = io.check_output_dir(Path(out_dir) if out_dir else path.parent / f"{path.stem}_report", "report folder")
     post = _read_posterior(path, what)
-    if "vp" not in post.field_names:
-        raise io.InputError(f"{str(path)!r} has no 'vp' field (fields: {list(post.field_names)}): probinv report "
-                            f"draws velocity posteriors; give {what}")
+    names = [n for n in ("vp", "vs", "rho", "q") if n in post.field_names]
+    if not names:
+        raise io.InputError(f"{str(path)!r} has no vp, vs, rho or q field (fields: {list(post.field_names)}): probinv "
+                            f"report draws the posteriors of these fields; give {what}")
     if post.dx is None:
         raise io.InputError(f"{str(path)!r} carries no grid spacing dx: it was not written by probinv; give {what}")
-    return post, write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"))
+    # the velocity first (into the report folder), every further field into its own sub-folder
+    first = next(n for n in ("vp", "vs") if n in names) if {"vp", "vs"} & set(names) else names[0]
+    files = write_report(out, post, dx=post.dx, loss=post.attrs.get("loss_history"), name=first)
+    for name in names:
+        if name != first:
+            files.update({f"{k}_{name}": v for k, v in write_report(out / name, post, dx=post.dx, name=name).items()})
+    return post, files
 
 
 def _read_posterior(path: Path, what: str):

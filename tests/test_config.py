@@ -149,8 +149,8 @@ def test_prior_modes_from_retained_variance_or_n_modes(prior, expected):
         assert w.latent_dim == 7
         return
     # independent count: the smallest K whose leading eigenvalues hold the fraction of the full prior's variance
-    length = 16 * 10.0 / 6  # build_prior's default correlation length: a sixth of the model's width
-    full = WhitenedField((12, 16), s.dx, covariance="matern", nu=1.5, a_z=length, a_x=length, retained_variance=1.0,
+    length = 16 * 10.0 / 6  # build_prior's defaults: a sixth of the model's width, Matern nu 0.5
+    full = WhitenedField((12, 16), s.dx, covariance="matern", nu=0.5, a_z=length, a_x=length, retained_variance=1.0,
                          dtype=torch.float64)
     lam = torch.sort(full.scales ** 2, descending=True).values
     cum = torch.cumsum(lam, 0) / lam.sum()
