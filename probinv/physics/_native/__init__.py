@@ -35,10 +35,10 @@ from ..._files import atomic_path
 #: reference path (no fused multiply-adds the reference does not do), so both paths round alike.
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-pthread")
 
-_SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h")}
+_SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h"), "elastic": ("elastic.c", "elastic_impl.h")}
 #: Sources built as several objects in parallel (``-DPROBINV_PART=1..n``, one floating type each), then linked:
 #: halves the first-use build time (~10 s with -O3 -march=native) on a machine with two free cores.
-_PARTS = {"acoustic": 2}
+_PARTS = {"acoustic": 2, "elastic": 2}
 _HERE = Path(__file__).resolve().parent
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
