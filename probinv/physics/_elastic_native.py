@@ -14,6 +14,7 @@ import ctypes
 from typing import NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import _native
 
@@ -172,10 +173,8 @@ class _NativeElasticPropagation(torch.autograd.Function):
         return data
 
     @staticmethod
+    @once_differentiable  # second derivatives would need the adjoint of the adjoint: refuse them loudly
     def backward(ctx, g_data):
-        if torch.is_grad_enabled():
-            raise RuntimeError("the compiled elastic kernels are differentiable once (create_graph=True would need "
-                               "the adjoint of the adjoint); use backend='torch' for higher derivatives")
         co, amp, saves = ctx.saved_tensors
         plan, k = ctx.plan, ctx.k
         nt = amp.shape[-1]
