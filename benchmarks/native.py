@@ -270,7 +270,8 @@ def _markdown(result) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # the whole module docstring: problems, usage and how to run the README's measurement on a quiet machine
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", nargs="+",
                     default=["small16", "small24", "small32", "square100", "square200", "square400", "marmousi2",
                              "psv100", "psv200", "sh100", "sh200"],
