@@ -63,7 +63,10 @@ Where the code lives
 This module holds the public functions (their steps and transposed steps are closures over the padded coefficients).
 Beside it: ``_elastic_ops`` (staggered derivatives, free-surface images, CPML strips, averages and their transposes),
 ``_elastic_grad`` (the autograd node per block of steps, checkpointing) and ``_elastic_setup`` (argument checks shared
-by SH and P-SV, indices, CPML profiles).
+by SH and P-SV, indices, CPML profiles). On the CPU (float32/float64) the time loop runs by default on a compiled C
+kernel (``backend="native"``; ``_elastic_native`` and ``_native/elastic.c``: the same operators, step by step, with the
+hand-written transposes in C, threads over the (model, shot) pairs); the PyTorch implementation (``backend="torch"``)
+is the reference the tests compare it with (data and gradients equal to 1e-12 relative in float64) and the GPU path.
 
 References
 ----------
