@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from probinv.physics import _elastic_native, psv, ricker, sh
+from probinv.physics import _elastic_native, _native, psv, ricker, sh
 
 F64 = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:only .* grid points per minimum wavelength:UserWarning")
@@ -184,3 +184,21 @@ def test_second_derivatives_are_refused():
     # as on the torch path: the hand-written adjoint is differentiable once, a second derivative raises
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
+
+
+def test_no_compiler_falls_back_to_torch_with_one_warning(monkeypatch, tmp_path):
+    # forget the loaded libraries and the warning, build into an empty cache, and find no compiler
+    monkeypatch.setattr(_native, "_loaded", {})
+    monkeypatch.setattr(_native, "_warned", False)
+    monkeypatch.setenv("PROBINV_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("PROBINV_NATIVE", raising=False)
+    monkeypatch.setattr(_native, "_compiler", lambda: None)
+    (vp, vs, rho), dx, dt, amp, src, rec = _problem(nt=20)
+    with pytest.warns(RuntimeWarning) as caught:
+        d_sh = sh(vs, rho, dx, dt, amp, src, rec, pml_width=4)
+        d_psv = psv(vp, vs, rho, dx, dt, amp, src, rec, pml_width=4, backend="native")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "no C compiler found" in messages[0]
+    assert torch.equal(d_sh, sh(vs, rho, dx, dt, amp, src, rec, pml_width=4, backend="torch"))
+    assert torch.equal(d_psv, psv(vp, vs, rho, dx, dt, amp, src, rec, pml_width=4, backend="torch"))
+    assert not list(tmp_path.iterdir())
