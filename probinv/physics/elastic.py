@@ -63,7 +63,10 @@ Where the code lives
 This module holds the public functions (their steps and transposed steps are closures over the padded coefficients).
 Beside it: ``_elastic_ops`` (staggered derivatives, free-surface images, CPML strips, averages and their transposes),
 ``_elastic_grad`` (the autograd node per block of steps, checkpointing) and ``_elastic_setup`` (argument checks shared
-by SH and P-SV, indices, CPML profiles).
+by SH and P-SV, indices, CPML profiles). On the CPU (float32/float64) the time loop runs by default on a compiled C
+kernel (``backend="native"``; ``_elastic_native`` and ``_native/elastic.c``: the same operators, step by step, with the
+hand-written transposes in C, threads over the (model, shot) pairs); the PyTorch implementation (``backend="torch"``)
+is the reference the tests compare it with (data and gradients equal to 1e-12 relative in float64) and the GPU path.
 
 References
 ----------
@@ -80,7 +83,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..validation import check_field
+from ..validation import check_choice, check_field
+from . import _elastic_native
 from ._elastic_grad import _run, _Spec
 from ._elastic_ops import (
     _average_next,
@@ -119,12 +123,25 @@ def _strip_batch(out: torch.Tensor, batched: bool) -> torch.Tensor:
     return out if batched else out[0]
 
 
+def _use_native(backend: str, ref: torch.Tensor, return_wavefield: bool) -> bool:
+    """Whether this call runs on the compiled kernel (``backend`` checked, ``ref`` a model field)."""
+    check_choice("backend", backend, ("auto", "native", "torch"))
+    if backend == "native" and isinstance(ref, torch.Tensor) and (ref.device.type != "cpu"
+                                                                   or ref.dtype not in (torch.float32, torch.float64)):
+        raise ValueError(f"backend='native' runs CPU float32/float64 tensors only, got the model on {ref.device} "
+                         f"with {ref.dtype}; use backend='torch' or 'auto'")
+    # return_wavefield (and the testing switch _REFERENCE) need the per-step autograd of the reference path
+    return (backend != "torch" and not return_wavefield and not _REFERENCE and isinstance(ref, torch.Tensor)
+            and _elastic_native.available(ref))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # SH
 # ----------------------------------------------------------------------------------------------------------------
 def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitudes: torch.Tensor,
        source_locations: torch.Tensor, receiver_locations: torch.Tensor, *, pml_width=20, free_surface: bool = False,
-       accuracy: int = 4, checkpoint_every: int | None = None, return_wavefield: bool = False):
+       accuracy: int = 4, checkpoint_every: int | None = None, return_wavefield: bool = False,
+       backend: str = "auto"):
     r"""SH (anti-plane shear) waves: :math:`\rho\,u_{tt} - \nabla\cdot(\mu \nabla u) = s`, :math:`\mu = \rho v_s^2`.
 
     Solved as the equivalent staggered velocity-stress system
@@ -158,6 +175,12 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
         Recompute the forward in blocks of this many steps during backward (gradient checkpointing).
     return_wavefield : bool
         Also return the displacement at every time step on the model grid.
+    backend : {"auto", "native", "torch"}
+        Which implementation of the time loop runs. ``"native"``: the compiled C kernel (:mod:`probinv.physics._native`,
+        threads over the (model, shot) pairs, ``torch.get_num_threads()`` of them, CPU float32/float64 only);
+        ``"torch"``: the PyTorch reference path (any device). ``"auto"`` (default): native where it can run, torch
+        otherwise. ``return_wavefield=True`` always runs the reference path. If the kernel cannot be compiled,
+        ``"auto"`` and ``"native"`` fall back to torch with one warning per process.
 
     Returns
     -------
@@ -169,6 +192,7 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     """
     check_field("vs", vs)
     check_field("rho", rho)
+    native = _use_native(backend, vs, return_wavefield)
     vmax = float(vs.detach().max())
     setup = _common_checks({"vs": vs, "rho": rho}, dx, dt, source_amplitudes, source_locations,
                            receiver_locations, pml_width, free_surface, accuracy, checkpoint_every,
@@ -192,6 +216,10 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
     src_scale = torch.gather(buoy_dt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2,
                              setup.src_idx.expand(bsz, -1, -1))
     amps = source_amplitudes.unsqueeze(0) * (src_scale / dx ** 2).unsqueeze(-1)  # [B, S, n_src, nt]
+    if native:
+        recs = _elastic_native.propagate("sh", (mu_x, mu_z, buoy_dt), amps, prof, setup, free_surface, dt, inv_dx,
+                                         checkpoint_every)
+        return _strip_batch(recs, setup.batched)
     shape = (bsz, n_shots, nzp, nxp)
     fs = free_surface
     t, lf = w.top, w.left
@@ -273,7 +301,8 @@ def sh(vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float, source_amplitu
 def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: float,
         source_amplitudes: torch.Tensor, source_locations: torch.Tensor, receiver_locations: torch.Tensor, *,
         source_type: str = "explosive", receiver_component: str = "vz", pml_width=20, free_surface: bool = False,
-        accuracy: int = 4, checkpoint_every: int | None = None, return_wavefield: bool = False):
+        accuracy: int = 4, checkpoint_every: int | None = None, return_wavefield: bool = False,
+        backend: str = "auto"):
     r"""P-SV waves with the staggered-grid velocity-stress scheme (Virieux 1986; Levander 1988).
 
     .. math::
@@ -315,6 +344,12 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         As in :func:`sh`. ``free_surface=True`` puts a stress-free surface through row 0 (module docstring).
     return_wavefield : bool
         Also return the recorded component on the model grid (at its own nodes) at every sample.
+    backend : {"auto", "native", "torch"}
+        Which implementation of the time loop runs. ``"native"``: the compiled C kernel (:mod:`probinv.physics._native`,
+        threads over the (model, shot) pairs, ``torch.get_num_threads()`` of them, CPU float32/float64 only);
+        ``"torch"``: the PyTorch reference path (any device). ``"auto"`` (default): native where it can run, torch
+        otherwise. ``return_wavefield=True`` always runs the reference path. If the kernel cannot be compiled,
+        ``"auto"`` and ``"native"`` fall back to torch with one warning per process.
 
     Returns
     -------
@@ -330,6 +365,7 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
     check_field("vp", vp)
     check_field("vs", vs, allow_zero=True)
     check_field("rho", rho)
+    native = _use_native(backend, vp, return_wavefield)
     if vp.shape == vs.shape:
         bad = (vs > 0) & (vp <= vs)
         if bool(bad.any()):
@@ -380,6 +416,11 @@ def psv(vp: torch.Tensor, vs: torch.Tensor, rho: torch.Tensor, dx: float, dt: fl
         bdt = bz_dt if source_type == "force_z" else bx_dt
         scale = torch.gather(bdt.reshape(bsz, 1, -1).expand(-1, n_shots, -1), 2, setup.src_idx.expand(bsz, -1, -1))
         amps = amps * scale.unsqueeze(-1)
+    if native:
+        recs = _elastic_native.propagate("psv", (bx_dt, bz_dt, lam2mu_xx, lam_xx, lam, lam2mu, mu_xz), amps, prof,
+                                         setup, free_surface, dt, inv_dx, checkpoint_every, source_type,
+                                         receiver_component)
+        return _strip_batch(recs, setup.batched)
     shape = (bsz, n_shots, nzp, nxp)
     t, lf = w.top, w.left
     nz, nx = vp.shape[-2:]
