@@ -143,6 +143,35 @@ def test_numpyro_nuts_recovers_the_exact_posterior(lin_lap):
     assert post.attrs["backend"] == "jax" and post.attrs["n_gradients"] > post.attrs["n_gradients_sampling"] > 0
 
 
+def test_numpyro_nuts_on_a_float32_model_recovers_the_exact_posterior(lin_lap):
+    """A float32 model (prior, forward, data in single precision; its own float32 Laplace): NumPyro's NUTS state is
+    float64 under jax_enable_x64, which once made the tree building fail on mixed float32/float64 branches. Same
+    tolerances as the float64 test (float32 rounding, ~1e-7 relative, is far below the Monte-Carlo error)."""
+    lin, _ = lin_lap
+    prior32 = WhitenedField((6, 6), 20.0, covariance="matern", nu=1.5, a_z=60.0, a_x=60.0, mean=2500.0, std=100.0,
+                            n_modes=6, dtype=torch.float32)
+    G32 = lin.G.float()
+    tm32 = build_model({"vp": prior32}, lambda f, shots=None: torch.einsum(
+        "srp,...p->...sr", G32 if shots is None else G32[shots], f["vp"].reshape(f["vp"].shape[:-2] + (-1,))),
+        lin.d.float(), noise=Gaussian(lin.sigma))
+    G = jnp.asarray(G32.numpy())
+
+    def fwd(fields, shots=None):
+        v = fields["vp"]
+        return jnp.einsum("srp,...p->...sr", G if shots is None else G[shots], v.reshape(v.shape[:-2] + (-1,)))
+
+    fwd.n_shots = 4
+    lap32 = laplace(tm32, map_kwargs={"num_steps": 100})
+    assert lap32.gaussian.loc.dtype == torch.float32
+    post = pj.nuts(pj.from_torch_model(tm32, forward=fwd), num_samples=300, warmup_steps=100, num_chains=2,
+                   laplace_posterior=lap32, seed=1)
+    assert post.samples["vp_z"].dtype == torch.float32 and post.samples["vp"].dtype == torch.float32
+    err = ((post.mean("vp_z").double() - lin.mu) / lin.sd).abs()
+    assert float(err.mean()) < 0.15
+    assert float((post.std("vp_z").double() / lin.sd - 1).abs().max()) < 0.10
+    assert int(post.sample_stats["diverging"].sum()) == 0
+
+
 @pytest.mark.slow
 def test_numpyro_nuts_checkpoint_resume_equals_uninterrupted(lin_lap, tmp_path):
     """Per-chain checkpoints: a run "interrupted" after its first chain resumes to the same draws (~20 s)."""

@@ -152,7 +152,10 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         return u0 + w.at[widx].set(ww - ((ww @ vecs) * dfac) @ vecs.T)
 
     def potential(w):
-        return info.potential_fn(unravel(to_u(w)))
+        # NumPyro's NUTS state (step size, mass matrix, momenta) is float64 under jax_enable_x64: the chains move in
+        # float64 coordinates and the model computes in its own dtype, so a float32 model does not mix float32 and
+        # float64 in the branches of the tree building (a TypeError in lax.cond otherwise)
+        return info.potential_fn(unravel(to_u(w.astype(u0.dtype)))).astype(jnp.float64)
 
     kernel = NUTS(potential_fn=potential, max_tree_depth=max_tree_depth, target_accept_prob=target_accept_prob,
                   adapt_step_size=True, adapt_mass_matrix=adapt_mass_matrix, dense_mass=False)
@@ -184,11 +187,11 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         return ws[:, warmup_steps:], extra, int(nsteps[:, :warmup_steps].sum()), time.perf_counter() - tc
 
     keys = jnp.stack([jax.random.PRNGKey(seed + c) for c in range(num_chains)])
-    w0 = np.zeros((num_chains, u0.shape[0]), dtype=np.asarray(u0).dtype)
+    w0 = np.zeros((num_chains, u0.shape[0]), dtype=np.float64)
     if gauss is not None:  # over-dispersed starts: a draw of the Laplace approximation per chain
         for c in range(num_chains):
             w0[c, widx] = np.asarray(jax.random.normal(jax.random.PRNGKey(10_000 + seed + c), (len(widx),),
-                                                       dtype))
+                                                       jnp.float64))
     w0 = jnp.asarray(w0)
     chains = []
     if checkpoint is None:
@@ -197,7 +200,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         n_warm, seconds = warm, secs
     else:
         config = np.array(repr((num_samples, warmup_steps, seed, str(precondition), int(u0.shape[0]),
-                                f"{float(potential(jnp.zeros_like(u0))):.10g}")))
+                                f"{float(potential(jnp.zeros(u0.shape, jnp.float64))):.10g}")))
         n_warm, seconds = 0, 0.0
         for c in range(num_chains):
             path = f"{os.fspath(checkpoint)}.chain{c}.npz"
@@ -218,7 +221,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
             seconds += float(ch.pop("seconds"))
             chains.append(ch)
     w = jnp.asarray(np.stack([c["w"] for c in chains]))
-    u = jax.vmap(jax.vmap(to_u))(w)
+    u = jax.vmap(jax.vmap(to_u))(w.astype(u0.dtype))
     constrained = jax.vmap(jax.vmap(lambda uu: info.postprocess_fn(unravel(uu))))(u)
     samples = {k: _torch(v) for k, v in constrained.items() if k != "obs"}
     n_steps = np.stack([c["num_steps"] for c in chains]).astype(np.int64)
