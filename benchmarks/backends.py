@@ -26,7 +26,7 @@ NUTS (the 16 x 16, 2-shot acoustic problem of ``benchmarks/inference.py``, seed 
 
 Usage::
 
-    python benchmarks/backends.py                 # ~15 min on 2 busy cores
+    python benchmarks/backends.py                 # 16 min on 2 cores at load 6-9 (FNO NUTS: 6.5 min)
     python benchmarks/backends.py --quick         # small sizes (~3 min)
 
 Results: ``benchmarks/results/backends.json`` and ``backends.md`` (atomic writes).

@@ -36,7 +36,8 @@ enable_x64()
 __all__ = ["acoustic"]
 
 #: Time steps per iteration of the compiled loops: the loop's per-iteration overhead dominates small grids (16 x 16
-#: gradient 7.9 -> 5.1 ms with 4, 64 x 64 unchanged within noise; benchmarks/backends.py's set-ups, load ~7)
+#: gradient 7.9 -> 5.1 ms with 4, 64 x 64 unchanged within noise; benchmarks/backends.py's set-ups, load ~7). Not in the
+#: checkpointed loops (large problems, where it only lengthens the compilation)
 _UNROLL = 4
 
 
@@ -268,7 +269,7 @@ def _forward(cfg: _Cfg, v2dt2, amp_t, coef, src, rec, store: str):
     nb = amp_t.shape[0] // k  # the caller pads nt to a multiple of k
 
     def block(state, amp_block):
-        s_end, (data, _) = jax.lax.scan(body, state, amp_block, unroll=_UNROLL)
+        s_end, (data, _) = jax.lax.scan(body, state, amp_block)
         return s_end, (data, state)
 
     _, (data, starts) = jax.lax.scan(block, state, amp_t.reshape((nb, k) + amp_t.shape[1:]))
@@ -305,8 +306,8 @@ def _loop_bwd(cfg, res, g_data):
 
         def block_t(carry, inputs):
             start, amp_block, g_block = inputs
-            _, qs = jax.lax.scan(step, start, amp_block, unroll=_UNROLL)  # the block's q^n, from its start
-            return jax.lax.scan(tstep, carry, (qs, g_block), reverse=True, unroll=_UNROLL)
+            _, qs = jax.lax.scan(step, start, amp_block)  # the block's q^n, from its start
+            return jax.lax.scan(tstep, carry, (qs, g_block), reverse=True)
 
         blocks = lambda x: x.reshape((nb, k) + x.shape[1:])  # noqa: E731
         (_, g_v), g_amp = jax.lax.scan(block_t, carry, (saved, blocks(amp_t), blocks(g_data)), reverse=True)
