@@ -1,4 +1,4 @@
-"""The JAX acoustic solver against the PyTorch one: receiver data and velocity gradients equal to rounding error.
+"""The JAX acoustic solver against the PyTorch one: data and gradients (velocity, source amplitudes) equal to rounding.
 
 Both solvers run the same discrete operator (same stencils, CPML, free-surface mirror, source scaling, time sampling),
 so their results differ only by floating-point rounding: relative 1e-10 in float64 (measured ~2e-15 for the data),
@@ -42,19 +42,22 @@ def test_data_and_gradient_equal_pytorch(dtype, tol, free_surface):
     kw = dict(pml_width=6, free_surface=free_surface, accuracy=4)
     # checkpoint blocks of 7 steps (7 does not divide nt): the gradient is unchanged by where the blocks fall
     ck = dict(checkpoint_every=7) if free_surface else {}
-    vt = v.clone().requires_grad_(True)
-    d_t = acoustic(vt, DX, DT, amp, src, rec, **kw)
-    (g_t,) = torch.autograd.grad((d_t * wts).sum(), vt)
+    vt, at = v.clone().requires_grad_(True), amp.clone().requires_grad_(True)
+    d_t = acoustic(vt, DX, DT, at, src, rec, **kw)
+    g_t, ga_t = torch.autograd.grad((d_t * wts).sum(), (vt, at))
 
-    def loss(vv):
-        d = pj.acoustic(vv, DX, DT, amp.numpy(), src, rec, **kw, **ck)
+    def loss(vv, aa):
+        d = pj.acoustic(vv, DX, DT, aa, src, rec, **kw, **ck)
         return (d * jnp.asarray(wts.numpy())).sum(), d
 
-    (_, d_j), g_j = jax.value_and_grad(loss, has_aux=True)(jnp.asarray(v.numpy()))  # one compilation
+    # the velocity and the source amplitudes, one compilation (the reverse pass is hand-written: both are its outputs)
+    (_, d_j), (g_j, ga_j) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(jnp.asarray(v.numpy()),
+                                                                                  jnp.asarray(amp.numpy()))
     assert d_j.dtype == jnp.dtype(str(dtype).split(".")[1]) and d_j.shape == tuple(d_t.shape)
     assert float(np.abs(np.asarray(d_j)).max()) > 0 and float(g_t.abs().max()) > 0
     assert _rel(d_j, d_t.detach().numpy()) < tol
     assert _rel(g_j, g_t.numpy()) < tol
+    assert _rel(ga_j, ga_t.numpy()) < tol
 
 
 @pytest.mark.filterwarnings("ignore:only .* grid points per minimum wavelength")  # coarse on purpose: fast

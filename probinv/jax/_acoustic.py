@@ -3,9 +3,10 @@ r"""The acoustic solver of :func:`probinv.physics.acoustic` in JAX: the same dis
 Same equation, conventions (DESIGN.md sections 2-3), stencils, CPML, free surface, source normalisation and time
 sampling as the PyTorch solver; this module re-implements its plain full-grid step
 (``probinv.physics._acoustic_kernels._step``) operation for operation, so that the two agree to rounding error
-(``tests/test_jax_acoustic.py``). The time loop is one ``lax.scan``; ``checkpoint_every=k`` wraps each block of ``k``
-steps in ``jax.checkpoint`` (reverse mode then stores one state per block and recomputes the block: memory ~
-``nt / k`` states + ``k`` steps' residuals). Shots and a batch of models are ``vmap``-ed.
+(``tests/test_jax_acoustic.py``). The time loop is one ``lax.scan``; its reverse pass is hand-written
+(``jax.custom_vjp``: the exact transpose of the step, as the PyTorch solver's fused backward) and stores ``q^n`` of
+every step, or with ``checkpoint_every=k`` one state per block of ``k`` steps, recomputing each block's ``q^n`` in
+reverse (memory ~ ``nt / k`` states + ``k`` wavefields). Shots and a batch of models are ``vmap``-ed.
 
 Everything that depends on the model (the CPML strength from ``max(v)`` when ``pml_vmax`` is not given, the dominant
 frequency of the sources) is computed with ``jnp`` under ``stop_gradient``, so the function can be traced inside
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,11 @@ from ._config import enable_x64
 enable_x64()
 
 __all__ = ["acoustic"]
+
+#: Time steps per iteration of the compiled loops: the loop's per-iteration overhead dominates small grids (16 x 16
+#: gradient 7.9 -> 5.1 ms with 4, 64 x 64 unchanged within noise; benchmarks/backends.py's set-ups, load ~7). Not in the
+#: checkpointed loops (large problems, where it only lengthens the compilation)
+_UNROLL = 4
 
 
 def _to_array(name: str, x):
@@ -154,7 +161,161 @@ def _dominant_frequency(amp, dt: float):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# the time loop of one model (all its shots at once)
+# the time loop of one model (all its shots at once), with a hand-written reverse pass
+#
+# jax.grad through the scan is correct but slow: the transposed scan of JAX's generic reverse mode cost ~10 forward
+# runs on 64 x 64 (1.9 s vs 0.18 s; the PyTorch solver's fused backward ~2 forward runs). ``_loop`` is therefore a
+# ``jax.custom_vjp`` whose reverse pass runs the exact transpose of the step (``_step_transpose`` of the PyTorch
+# solver, operation for operation), needing only ``q^n = L p^n + s^n`` of every step: stored by the forward pass
+# (``k_block=None``), or recomputed block by block from one saved state per block of ``k_block`` steps.
+
+
+class _Cfg(NamedTuple):
+    """Static (hashable) description of the discrete operator."""
+
+    w1: tuple  # first-derivative weights (1/m)
+    w2: tuple  # second-derivative weights (1/m^2)
+    corr1: tuple | None  # free-surface mirror corrections (matrices as tuples of rows), or None
+    corr2: tuple | None
+    k_block: int | None  # steps per checkpoint block; None: store q of every step
+
+
+def _mat(c, dtype):
+    return None if c is None else jnp.asarray(np.array(c), dtype=dtype)
+
+
+def _stencil_t(u, weights: tuple, axis: int, corr=None):
+    """Transpose of :func:`_stencil` (zero values outside): the reversed weights and the transposed correction."""
+    return _stencil(u, tuple(reversed(weights)), axis, None if corr is None else corr.T)
+
+
+def _step_fn(cfg: _Cfg, v2dt2, coef, src, rows):
+    ax, bx, az, bz = coef
+    corr1, corr2 = _mat(cfg.corr1, v2dt2.dtype), _mat(cfg.corr2, v2dt2.dtype)
+    w1, w2 = cfg.w1, cfg.w2
+
+    def step(state, amp_n):
+        """One leapfrog step (``probinv.physics._acoustic_kernels._step``); returns the state and ``q^n``."""
+        p, pprev, psx, psz, zx, zz = state
+        dxp = _stencil(p, w1, -1)
+        dzp = _stencil(p, w1, -2, corr1)
+        psx = bx * psx + ax * dxp
+        psz = bz * psz + az * dzp
+        wx = _stencil(p, w2, -1) + _stencil(psx, w1, -1)
+        wz = _stencil(p, w2, -2, corr2) + _stencil(psz, w1, -2)
+        zx = bx * zx + ax * wx
+        zz = bz * zz + az * wz
+        q = wx + zx + wz + zz
+        if src.shape[-1]:
+            q = q.reshape(q.shape[0], -1).at[rows, src].add(amp_n).reshape(q.shape)
+        pnew = 2 * p - pprev + v2dt2 * q
+        return (pnew, p, psx, psz, zx, zz), q
+
+    return step
+
+
+def _transpose_fn(cfg: _Cfg, v2dt2, coef, src, rec, rows):
+    ax, bx, az, bz = coef
+    corr1, corr2 = _mat(cfg.corr1, v2dt2.dtype), _mat(cfg.corr2, v2dt2.dtype)
+    w1, w2 = cfg.w1, cfg.w2
+
+    def tstep(carry, inputs):
+        """Adjoint of one step (``probinv.physics._acoustic_kernels._step_transpose``) and of the receiver gather
+        before it; accumulates the adjoint of ``v^2 dt^2``; returns the adjoint of the source values.
+        """
+        bar, g_v = carry
+        q_n, g_data_n = inputs
+        p1, p0, psxb, pszb, zxb, zzb = bar
+        qb = v2dt2 * p1
+        g_v = g_v + (p1 * q_n).sum(0)
+        g_amp = qb.reshape(qb.shape[0], -1)[rows, src] if src.shape[-1] else jnp.zeros(src.shape, qb.dtype)
+        zxb = zxb + qb
+        zzb = zzb + qb
+        wxb = qb + ax * zxb
+        wzb = qb + az * zzb
+        psxb = psxb + _stencil_t(wxb, w1, -1)
+        pszb = pszb + _stencil_t(wzb, w1, -2)
+        dxpb = ax * psxb
+        dzpb = az * pszb
+        pb = (2 * p1 + p0 + _stencil_t(wxb, w2, -1) + _stencil_t(wzb, w2, -2, corr2)
+              + _stencil_t(dxpb, w1, -1) + _stencil_t(dzpb, w1, -2, corr1))
+        if rec.shape[-1]:  # data^n = p^n at the receivers, gathered before step n
+            pb = pb.reshape(pb.shape[0], -1).at[rows, rec].add(g_data_n).reshape(pb.shape)
+        return ((pb, -p1, bx * psxb, bz * pszb, bx * zxb, bz * zzb), g_v), g_amp
+
+    return tstep
+
+
+def _forward(cfg: _Cfg, v2dt2, amp_t, coef, src, rec, store: str):
+    """Run the loop. ``amp_t [nt, shots, ns]`` (already / dx^2). Returns data ``[nt, shots, nr]`` and the saved
+    fields: ``store="q"`` every ``q^n`` ``[nt, shots, H, W]``; ``"blocks"`` the state at the start of every block;
+    ``"none"`` nothing.
+    """
+    shots = amp_t.shape[1]
+    rows = jnp.arange(shots)[:, None]
+    step = _step_fn(cfg, v2dt2, coef, src, rows)
+
+    def body(state, amp_n):
+        data_n = state[0].reshape(shots, -1)[rows, rec]  # p^n: sample n is t = n dt
+        state, q = step(state, amp_n)
+        return state, (data_n, q if store == "q" else None)
+
+    zero = jnp.zeros((shots,) + v2dt2.shape, dtype=v2dt2.dtype)
+    state = (zero,) * 6
+    if store != "blocks":
+        _, (data, qs) = jax.lax.scan(body, state, amp_t, unroll=_UNROLL)
+        return data, qs
+    k = cfg.k_block
+    nb = amp_t.shape[0] // k  # the caller pads nt to a multiple of k
+
+    def block(state, amp_block):
+        s_end, (data, _) = jax.lax.scan(body, state, amp_block)
+        return s_end, (data, state)
+
+    _, (data, starts) = jax.lax.scan(block, state, amp_t.reshape((nb, k) + amp_t.shape[1:]))
+    return data.reshape((nb * k,) + data.shape[2:]), starts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _loop(cfg: _Cfg, v2dt2, amp_t, coef, src, rec):
+    """Receiver data ``[nt, shots, nr]`` of the time loop; ``v2dt2 [H, W]``, ``amp_t [nt, shots, ns]`` (/ dx^2),
+    ``coef = (ax, bx, az, bz)`` (not differentiated: they depend on the model only through ``stop_gradient``),
+    ``src``/``rec`` flat indices ``[shots, n]`` into the padded grid.
+    """
+    return _forward(cfg, v2dt2, amp_t, coef, src, rec, "none")[0]
+
+
+def _loop_fwd(cfg, v2dt2, amp_t, coef, src, rec):
+    data, saved = _forward(cfg, v2dt2, amp_t, coef, src, rec, "q" if cfg.k_block is None else "blocks")
+    return data, (v2dt2, amp_t, coef, src, rec, saved)
+
+
+def _loop_bwd(cfg, res, g_data):
+    v2dt2, amp_t, coef, src, rec, saved = res
+    shots = amp_t.shape[1]
+    rows = jnp.arange(shots)[:, None]
+    tstep = _transpose_fn(cfg, v2dt2, coef, src, rec, rows)
+    zero = jnp.zeros((shots,) + v2dt2.shape, dtype=v2dt2.dtype)
+    carry = ((zero,) * 6, jnp.zeros_like(v2dt2))
+    if cfg.k_block is None:
+        (_, g_v), g_amp = jax.lax.scan(tstep, carry, (saved, g_data), reverse=True, unroll=_UNROLL)
+    else:
+        k = cfg.k_block
+        nb = amp_t.shape[0] // k
+        step = _step_fn(cfg, v2dt2, coef, src, rows)
+
+        def block_t(carry, inputs):
+            start, amp_block, g_block = inputs
+            _, qs = jax.lax.scan(step, start, amp_block)  # the block's q^n, from its start
+            return jax.lax.scan(tstep, carry, (qs, g_block), reverse=True)
+
+        blocks = lambda x: x.reshape((nb, k) + x.shape[1:])  # noqa: E731
+        (_, g_v), g_amp = jax.lax.scan(block_t, carry, (saved, blocks(amp_t), blocks(g_data)), reverse=True)
+        g_amp = g_amp.reshape((nb * k,) + g_amp.shape[2:])
+    return g_v, g_amp, jax.tree_util.tree_map(jnp.zeros_like, coef), None, None
+
+
+_loop.defvjp(_loop_fwd, _loop_bwd)
 
 
 def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accuracy, free_surface, k_block):
@@ -168,7 +329,7 @@ def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accura
     w1 = tuple(x / dx for x in ([-a for a in reversed(c1)] + [0.0] + list(c1)))
     corr2 = corr1 = None
     if free_surface:
-        corr2, corr1 = (None if c is None else jnp.asarray(c, dtype=dtype)
+        corr2, corr1 = (None if c is None else tuple(map(tuple, c.tolist()))
                         for c in (_mirror_correction(w2), _mirror_correction(w1)))
     t, bt, lf, rt = widths
     vp = jnp.pad(v, ((t, bt), (lf, rt)), mode="edge")
@@ -179,45 +340,21 @@ def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accura
     else:
         vmax = _round_vmax(jnp.asarray(pml_vmax).astype(jnp.float64))
     freq = _dominant_frequency(amp, dt)
-    ax, bx = (c.astype(dtype).reshape(1, 1, w) for c in _cpml_profile(w, (lf, rt), dx, dt, vmax, freq))
-    az, bz = (c.astype(dtype).reshape(1, h, 1) for c in _cpml_profile(h, (t, bt), dx, dt, vmax, freq))
+    ax, bx = (jax.lax.stop_gradient(c).astype(dtype).reshape(1, 1, w)
+              for c in _cpml_profile(w, (lf, rt), dx, dt, vmax, freq))
+    az, bz = (jax.lax.stop_gradient(c).astype(dtype).reshape(1, h, 1)
+              for c in _cpml_profile(h, (t, bt), dx, dt, vmax, freq))
     amp = amp * (1.0 / dx ** 2)
-    shots, nt = amp.shape[0], amp.shape[-1]
-    rows = jnp.arange(shots)[:, None]
-
-    def step(state, amp_n):
-        p, pprev, psx, psz, zx, zz = state
-        data_n = p.reshape(shots, -1)[rows, rec]  # p^n: sample n is t = n dt
-        dxp = _stencil(p, w1, -1)
-        dzp = _stencil(p, w1, -2, corr1)
-        psx = bx * psx + ax * dxp
-        psz = bz * psz + az * dzp
-        wx = _stencil(p, w2, -1) + _stencil(psx, w1, -1)
-        wz = _stencil(p, w2, -2, corr2) + _stencil(psz, w1, -2)
-        zx = bx * zx + ax * wx
-        zz = bz * zz + az * wz
-        q = wx + zx + wz + zz
-        if src.shape[-1]:
-            q = q.reshape(shots, -1).at[rows, src].add(amp_n).reshape(q.shape)
-        pnew = 2 * p - pprev + v2dt2 * q
-        return (pnew, p, psx, psz, zx, zz), data_n
-
-    zero = jnp.zeros((shots, h, w), dtype=dtype)
-    state = (zero,) * 6
+    nt = amp.shape[-1]
     amp_t = jnp.moveaxis(amp, -1, 0)  # [nt, shots, ns]
-    if k_block is None or k_block >= nt:
-        _, data = jax.lax.scan(step, state, amp_t)
-    else:
-        n_blocks = -(-nt // k_block)
+    if k_block is not None and k_block >= nt:
+        k_block = None
+    if k_block is not None:
         # zero source samples after the last step: the extra steps come after every recorded sample
-        amp_t = jnp.concatenate([amp_t, jnp.zeros((n_blocks * k_block - nt,) + amp_t.shape[1:], dtype)], 0)
-
-        @jax.checkpoint
-        def block(state, amp_block):
-            return jax.lax.scan(step, state, amp_block)
-
-        _, data = jax.lax.scan(block, state, amp_t.reshape((n_blocks, k_block) + amp_t.shape[1:]))
-        data = data.reshape((n_blocks * k_block,) + data.shape[2:])[:nt]
+        nb = -(-nt // k_block)
+        amp_t = jnp.concatenate([amp_t, jnp.zeros((nb * k_block - nt,) + amp_t.shape[1:], dtype)], 0)
+    cfg = _Cfg(w1=w1, w2=w2, corr1=corr1, corr2=corr2, k_block=k_block)
+    data = _loop(cfg, v2dt2, amp_t, (ax, bx, az, bz), src, rec)[:nt]
     return jnp.moveaxis(data, 0, -1)
 
 
@@ -272,9 +409,9 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
         Velocity (m/s) setting the CPML strength; default each model's maximum rounded up to two significant
         digits (as the PyTorch solver). Give a fixed value for sampling.
     checkpoint_every : int, optional
-        Steps per ``jax.checkpoint`` block: reverse mode keeps one state per block and recomputes the block. Default
-        ``ceil(sqrt(nt))`` (JAX's reverse mode stores every residual of every step otherwise: several wavefields per
-        step). Does not change values (to rounding).
+        Steps per checkpoint block: the reverse pass keeps one state per block and recomputes the block (memory
+        ~ ``nt / k`` states + ``k`` wavefields instead of ``nt`` wavefields). Default None: ``q^n`` of every step is
+        stored, as the PyTorch solver does by default. Does not change values (to rounding).
 
     Returns
     -------
@@ -308,7 +445,7 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
                          f"{batch}")
     if amp.shape[-1] < 1:
         raise ValueError(f"source_amplitudes must have at least one time sample, got shape {tuple(amp.shape)}")
-    n_shots, nt = amp.shape[-3], amp.shape[-1]
+    n_shots = amp.shape[-3]
     src = _locations("source_locations", source_locations, (nz, nx), batch)
     rec = _locations("receiver_locations", receiver_locations, (nz, nx), batch)
     for name, loc in (("source_locations", src), ("receiver_locations", rec)):
@@ -335,7 +472,7 @@ def acoustic(v, dx: float, dt: float, source_amplitudes, source_locations, recei
     def flat(loc):
         return jnp.asarray((loc[..., 0] + widths.top) * w_pad + loc[..., 1] + widths.left, dtype=jnp.int32)
 
-    k = checkpoint_every if checkpoint_every is not None else max(1, math.ceil(math.sqrt(nt)))
+    k = checkpoint_every
     static = dict(dx=dx, dt=dt, widths=tuple(widths), accuracy=accuracy, free_surface=free_surface, k_block=k,
                   has_vmax=pml_vmax is not None)
     vmax = jnp.asarray(pml_vmax if pml_vmax is not None else 0.0)

@@ -130,9 +130,18 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
                 values[k] = jnp.asarray(v[0, 0].detach().cpu().numpy())
     dtype = next(iter(model.priors.values())).modes.dtype
     init_strategy = init_to_value(values=values) if values else numpyro.infer.init_to_median
-    info = initialize_model(jax.random.PRNGKey(seed), model, model_kwargs={"data": data, "full": True},
-                            init_strategy=init_strategy)
-    u0_tree = info.param_info.z
+    # initialise inside one jit: run eagerly, NumPyro's initialisation evaluates the model op by op (one XLA
+    # compilation per primitive: ~15 s of the 16 x 16 acoustic problem's set-up); its potential and postprocess
+    # functions are built from the model and the supports only, so they hold no tracer
+    box = {}
+
+    def _init(key):
+        box["info"] = initialize_model(key, model, model_kwargs={"data": data, "full": True},
+                                       init_strategy=init_strategy, validate_grad=False)
+        return box["info"].param_info.z
+
+    u0_tree = jax.jit(_init)(jax.random.PRNGKey(seed))
+    info = box["info"]
     u0, unravel = ravel_pytree(u0_tree)
     # positions of the whitened sites in the flat unconstrained vector
     offsets, i = {}, 0
@@ -152,13 +161,21 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         return u0 + w.at[widx].set(ww - ((ww @ vecs) * dfac) @ vecs.T)
 
     def potential(w):
-        return info.potential_fn(unravel(to_u(w)))
+        # NumPyro's NUTS state (step size, mass matrix, momenta) is float64 under jax_enable_x64: the chains move in
+        # float64 coordinates and the model computes in its own dtype, so a float32 model does not mix float32 and
+        # float64 in the branches of the tree building (a TypeError in lax.cond otherwise)
+        return info.potential_fn(unravel(to_u(w.astype(u0.dtype)))).astype(jnp.float64)
 
     kernel = NUTS(potential_fn=potential, max_tree_depth=max_tree_depth, target_accept_prob=target_accept_prob,
                   adapt_step_size=True, adapt_mass_matrix=adapt_mass_matrix, dense_mass=False)
     n_iter = warmup_steps + num_samples
 
-    def one_chain(state):
+    def one_chain(key_w):
+        key, w = key_w
+        # the kernel's initialisation inside the compiled program too (eager, NumPyro evaluates the initial
+        # potential and gradient op by op: ~9 s per chain on the 16 x 16 acoustic problem)
+        state = kernel.init(key, warmup_steps, init_params=w)
+
         def body(st, _):
             st = kernel.sample(st, (), {})
             return st, (st.z, st.num_steps, st.diverging, st.adapt_state.step_size, st.accept_prob,
@@ -168,15 +185,12 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
 
     # the whole run of every chain is one compiled program (numpyro's MCMC compiles warm-up and sampling
     # separately, and again for every chain of the "sequential" method: seconds per compilation)
-    runners = {"sequential": jax.jit(lambda st: jax.lax.map(one_chain, st)),
+    runners = {"sequential": jax.jit(lambda kw: jax.lax.map(one_chain, kw)),
                "vectorized": jax.jit(jax.vmap(one_chain)), "parallel": jax.pmap(one_chain)}
 
     def run(keys, w0, method):
         tc = time.perf_counter()
-        # one state per chain, stacked (a batch of keys would make the kernel vmap its own sample function)
-        states = [kernel.init(keys[c], warmup_steps, init_params=w0[c]) for c in range(len(keys))]
-        state = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states)
-        out = [np.asarray(x) for x in runners[method](state)]
+        out = [np.asarray(x) for x in runners[method]((keys, w0))]
         ws, nsteps, div, step, acc, pe = out
         extra = {"num_steps": nsteps[:, warmup_steps:], "diverging": div[:, warmup_steps:],
                  "adapt_state.step_size": step[:, warmup_steps:], "accept_prob": acc[:, warmup_steps:],
@@ -184,11 +198,11 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         return ws[:, warmup_steps:], extra, int(nsteps[:, :warmup_steps].sum()), time.perf_counter() - tc
 
     keys = jnp.stack([jax.random.PRNGKey(seed + c) for c in range(num_chains)])
-    w0 = np.zeros((num_chains, u0.shape[0]), dtype=np.asarray(u0).dtype)
+    w0 = np.zeros((num_chains, u0.shape[0]), dtype=np.float64)
     if gauss is not None:  # over-dispersed starts: a draw of the Laplace approximation per chain
         for c in range(num_chains):
             w0[c, widx] = np.asarray(jax.random.normal(jax.random.PRNGKey(10_000 + seed + c), (len(widx),),
-                                                       dtype))
+                                                       jnp.float64))
     w0 = jnp.asarray(w0)
     chains = []
     if checkpoint is None:
@@ -197,7 +211,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         n_warm, seconds = warm, secs
     else:
         config = np.array(repr((num_samples, warmup_steps, seed, str(precondition), int(u0.shape[0]),
-                                f"{float(potential(jnp.zeros_like(u0))):.10g}")))
+                                f"{float(potential(jnp.zeros(u0.shape, jnp.float64))):.10g}")))
         n_warm, seconds = 0, 0.0
         for c in range(num_chains):
             path = f"{os.fspath(checkpoint)}.chain{c}.npz"
@@ -218,8 +232,8 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
             seconds += float(ch.pop("seconds"))
             chains.append(ch)
     w = jnp.asarray(np.stack([c["w"] for c in chains]))
-    u = jax.vmap(jax.vmap(to_u))(w)
-    constrained = jax.vmap(jax.vmap(lambda uu: info.postprocess_fn(unravel(uu))))(u)
+    u = jax.vmap(jax.vmap(to_u))(w.astype(u0.dtype))
+    constrained = jax.jit(jax.vmap(jax.vmap(lambda uu: info.postprocess_fn(unravel(uu)))))(u)
     samples = {k: _torch(v) for k, v in constrained.items() if k != "obs"}
     n_steps = np.stack([c["num_steps"] for c in chains]).astype(np.int64)
     stats = {"diverging": _torch(np.stack([c["diverging"] for c in chains])),
