@@ -838,7 +838,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     stop_after : int, optional
         Stop (as if killed) just after this many MAP checkpoints; for tests of resume.
     dtype : torch.dtype, optional
-        Floating dtype of the computation (default: torch's default dtype; float64 for NUTS with ``backend="jax"``).
+        Floating dtype of the computation (default: torch's default dtype).
     progress, log_fn
         Progress messages, and where they go (default: the ``probinv.workflow`` logger at INFO level).
     backend : {"torch", "jax"}, optional
@@ -866,10 +866,6 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
                                       tuple(s[len("prior."):] for s in cfg.sections if s.startswith("prior.")))
     if inf["backend"] == "jax" and inf["method"] == "nuts" and jax_problem:
         raise ConfigError([f"--backend jax: {jax_problem}"], cfg.source)
-    if inf["backend"] == "jax" and inf["method"] == "nuts" and dtype is None:
-        # the JAX backend runs in float64 (probinv.jax enables jax_enable_x64); its NUTS fails on a float32 model
-        # (NumPyro's cond branches get mixed float32/float64 outputs), so the whole run computes in float64
-        dtype = torch.float64
     out = io.check_output_dir(_out_dir(cfg, out_dir))  # before the work: nothing written, no traceback
     setup = resolve(cfg, dtype=dtype)
     obs = load_observed(cfg, setup)  # checks the data file before the output folder is created
