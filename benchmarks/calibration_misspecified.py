@@ -22,6 +22,9 @@ Usage::
     python benchmarks/calibration_misspecified.py --quick        # 3 truths, Laplace only (a few minutes)
     python benchmarks/calibration_misspecified.py                # 20 truths, every method
     python benchmarks/calibration_misspecified.py --max-minutes 15
+    python benchmarks/calibration_misspecified.py --methods svi                  # Laplace and SVI on 20 truths
+    python benchmarks/calibration_misspecified.py --indices 0-4 --out part1      # a share of the truths (resumable)
+    python benchmarks/calibration_misspecified.py --merge part1.json part2.json  # one table of several shares
 
 Results: ``benchmarks/results/calibration_misspecified.json`` and ``.md`` (atomic writes).
 """
@@ -102,7 +105,7 @@ def config_for(name: str, spec, seed: int, tmp: str, before: bool) -> dict:
     return {**base, "model": {"file": path, "initial_smoothing": 3.0}, "acquisition": {"n_shots": 2}}
 
 
-def run_one(name, spec, seed, quick: bool) -> dict:
+def run_one(name, spec, seed, quick: bool, methods=("nuts", "svi")) -> dict:
     res = {"truth": name}
     with tempfile.TemporaryDirectory() as tmp:
         for label in ("before", "after"):
@@ -129,7 +132,7 @@ def run_one(name, spec, seed, quick: bool) -> dict:
                 res["std_ratio"] = float((lap.std("vp") / 150.0).median())
             if quick:
                 continue
-            for meth in ("nuts", "svi"):
+            for meth in methods:
                 if meth == "nuts":
                     post = inference.nuts(model, num_samples=150, warmup_steps=100, num_chains=2,
                                           laplace_posterior=lap, seed=seed, max_tree_depth=6)
@@ -185,24 +188,56 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 truths, Laplace before / after only")
     ap.add_argument("--truths", type=int, help="number of truths (default 20; 3 with --quick)")
+    ap.add_argument("--methods", default="nuts,svi",
+                    help="samplers run after Laplace on every truth (comma-separated subset of nuts,svi; '' none)")
+    ap.add_argument("--indices", default=None,
+                    help="run only these truth indices (e.g. 0-9 or 1,3,5): split the truths over processes, then "
+                         "--merge their JSON files")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="combine result files of disjoint --indices runs into --out (no computation)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop starting new truths after this long")
     ap.add_argument("--out", default=os.path.join(RESULTS, "calibration_misspecified"))
     args = ap.parse_args(argv)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    command = "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:]))
+    if args.merge:
+        parts = [json.load(open(f)) for f in args.merge]
+        runs = sorted((r for p in parts for r in p["runs"]), key=lambda r: int(r["truth"].split("#")[1]))
+        results = {"command": command + "  (merging: " + "; ".join(p["command"] for p in parts) + ")", "runs": runs,
+                   "load_start": [p["load_start"] for p in parts], "n_truths": len(runs),
+                   "seconds": max(p.get("seconds", 0.0) for p in parts), "summary": summarise(runs)}
+        write_text_atomic(args.out + ".json", json.dumps(results, indent=1))
+        write_text_atomic(args.out + ".md", markdown(results))
+        print(markdown(results))
+        return
     n = args.truths if args.truths is not None else (3 if args.quick else 20)
     if n < 1:
         ap.error(f"--truths must be >= 1, got {n}")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if set(methods) - {"nuts", "svi"}:
+        ap.error(f"--methods must be a subset of nuts,svi, got {args.methods!r}")
+    wanted = None
+    if args.indices:
+        wanted = set()
+        for part in args.indices.split(","):
+            lo, _, hi = part.partition("-")
+            wanted.update(range(int(lo), int(hi or lo) + 1))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.simplefilter("ignore", UserWarning)
     torch.set_num_threads(1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    results = {"command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])), "runs": [],
-               "load_start": [round(x, 2) for x in os.getloadavg()]}
+    results = {"command": command, "runs": [], "load_start": [round(x, 2) for x in os.getloadavg()]}
+    if os.path.exists(args.out + ".json"):  # resume: truths already done are kept and skipped
+        old = json.load(open(args.out + ".json"))
+        results["runs"] = old.get("runs", [])
+    done = {r["truth"] for r in results["runs"]}
     t0 = time.perf_counter()
     for i, (name, spec) in enumerate(truths(n)):
+        if (wanted is not None and i not in wanted) or name in done:
+            continue
         if args.max_minutes is not None and time.perf_counter() - t0 > 60 * args.max_minutes:
-            log.info("time limit reached after %d truths", i)
+            log.info("time limit reached after %d truths", len(results["runs"]))
             break
-        r = run_one(name, spec, seed=i, quick=args.quick)
+        r = run_one(name, spec, seed=i, quick=args.quick, methods=() if args.quick else methods)
         results["runs"].append(r)
         log.info("%s: %s", name, {k: v for k, v in r.items() if isinstance(v, dict)})
         results.update(n_truths=len(results["runs"]), seconds=time.perf_counter() - t0,

@@ -80,7 +80,9 @@ def _cmd_simulate(args) -> int:
     cfg = _load(args)
     obs, files = _commands().run_simulation(cfg, args.out)
     acq, out = obs.setup.acquisition, files["observed"].parent
-    print(f"probinv simulate: {acq.n_shots} shots x {acq.n_receivers} receivers x {acq.nt} samples, noise sigma "
+    # time gathers [shots, receivers, nt]; frequency-domain physics give spectra [shots, receivers, frequencies]
+    axis = f"{obs.data.shape[2]} frequencies" if obs.setup.frequency_domain else f"{acq.nt} samples"
+    print(f"probinv simulate: {acq.n_shots} shots x {acq.n_receivers} receivers x {axis}, noise sigma "
           f"{obs.sigma:.4g}; results in {out.resolve()}/ ({', '.join(p.name for p in files.values())})")
     return 0
 

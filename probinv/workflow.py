@@ -889,7 +889,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
     post, acq = res.posterior, setup.acquisition
     post.observed_data = obs.data
     post.dt = acq.dt
-    if main and post.num_chains * post.num_draws > 1:
+    if cfg.likelihood.name not in ("gaussian", "student_t"):
+        # the misfit likelihoods describe transformed data (delays, log amplitude ratios, tempered misfits), not the
+        # recorded samples: replicated traces would not be a posterior predictive of the data they score
+        say(f"no posterior predictive check: the {cfg.likelihood.name} likelihood does not model the recorded samples")
+    elif main and post.num_chains * post.num_draws > 1:
         # replicated data of PREDICTIVE_DRAWS posterior draws (+ noise) for the report's posterior predictive check
         try:
             post.add_posterior_predictive(model, max_draws=-(-PREDICTIVE_DRAWS // post.num_chains), noise=True,

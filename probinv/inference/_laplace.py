@@ -96,7 +96,10 @@ def _mode_check(model, data, latents_of, gauss, noise_params, map_posterior, new
         history.append(decrement)
     gauss = gauss._replace(loc=z0.detach())
     with torch.no_grad():
-        resid = model.noise.whiten(data - model.predict(model.fields_from_latents(latents_of(z0))), noise_params)
+        # whiten(pred) - whiten(data): the whitened residual of linear noise models and of the misfit likelihoods,
+        # whose whiten(pred) is already the transformed residual against their observed data (as diagnostics does)
+        pred = model.predict(model.fields_from_latents(latents_of(z0)))
+        resid = model.noise.whiten(pred, noise_params) - model.noise.whiten(data.to(pred), noise_params)
     # effective number of parameters the data determine, sum lambda / (1 + lambda): E[chi^2 at the mode] = 1 - p / N
     out = {"newton_decrement": decrement, "newton_steps": taken, "newton_history": history,
            "chi2_per_datum": float(resid.pow(2).mean()),
