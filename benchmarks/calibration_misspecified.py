@@ -194,7 +194,8 @@ def main(argv=None):
                     help="run only these truth indices (e.g. 0-9 or 1,3,5): split the truths over processes, then "
                          "--merge their JSON files")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                    help="combine result files of disjoint --indices runs into --out (no computation)")
+                    help="combine result files (disjoint --indices runs, or one --methods svi and one --methods nuts "
+                         "run: the same truth's results are merged) into --out (no computation)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop starting new truths after this long")
     ap.add_argument("--out", default=os.path.join(RESULTS, "calibration_misspecified"))
     args = ap.parse_args(argv)
@@ -202,7 +203,11 @@ def main(argv=None):
     command = "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:]))
     if args.merge:
         parts = [json.load(open(f)) for f in args.merge]
-        runs = sorted((r for p in parts for r in p["runs"]), key=lambda r: int(r["truth"].split("#")[1]))
+        by_truth: dict = {}
+        for part in parts:  # runs of the same truth (e.g. one file with svi, one with nuts) are combined
+            for r in part["runs"]:
+                by_truth.setdefault(r["truth"], {}).update(r)
+        runs = sorted(by_truth.values(), key=lambda r: int(r["truth"].split("#")[1]))
         results = {"command": command + "  (merging: " + "; ".join(p["command"] for p in parts) + ")", "runs": runs,
                    "load_start": [p["load_start"] for p in parts], "n_truths": len(runs),
                    "seconds": max(p.get("seconds", 0.0) for p in parts), "summary": summarise(runs)}
