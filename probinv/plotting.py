@@ -221,8 +221,9 @@ def plot_gather_comparison(observed, predicted, dt: float, *, shot: int = 0, rec
 
 def plot_predictive_check(observed, predictive, dt: float, *, shot: int = 0, level: float = 0.9,
                           traces: Sequence[int] | None = None, receiver_x=None, pit=None, coverage=None):
-    """Posterior predictive check: observed traces of one shot inside the replicated data's ``level`` band, and the
-    histogram of the probability integral transform (PIT) of every datum against the uniform it should follow.
+    """Posterior predictive check: observed traces of one shot inside the replicated data's ``level`` band (both minus
+    the replicates' median, each trace scaled to its band), and the histogram of the probability integral transform
+    (PIT) of every datum against the uniform it should follow.
 
     ``observed``: ``[n_shots, n_receivers, nt]`` (or one shot ``[n_receivers, nt]``); ``predictive``: replicated data
     ``[..., n_shots, n_receivers, nt]`` (posterior draws + noise); ``pit`` / ``coverage``: from
@@ -242,22 +243,33 @@ def plot_predictive_check(observed, predictive, dt: float, *, shot: int = 0, lev
     nrec, nt = o1.shape
     t = np.arange(nt) * dt
     traces = list(traces) if traces is not None else sorted({0, nrec // 2, nrec - 1})
-    lo, hi = np.quantile(p1, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    # residual view: the band and the observed trace minus the replicates' median (a band of noise width is
+    # invisible on the traces themselves), each trace scaled to its own band
+    med = np.median(p1, axis=0)
+    lo, hi = np.quantile(p1, [(1 - level) / 2, (1 + level) / 2], axis=0) - med
+    res = o1 - med
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True,
                              gridspec_kw={"width_ratios": [2.2, 1.0]})
-    scale = 0.45 / (max(np.abs(o1).max(), np.abs(hi).max(), np.abs(lo).max()) or 1.0)
     for k, r in enumerate(traces):
+        scale = 0.4 / (max(np.abs(res[r]).max(), np.abs(hi[r]).max(), np.abs(lo[r]).max()) or 1.0)
         axes[0].fill_between(t, k + scale * lo[r], k + scale * hi[r], color="tab:blue", alpha=0.35, lw=0,
                              label=f"{100 * level:.0f} % predictive band" if k == 0 else None)
-        axes[0].plot(t, k + scale * o1[r], "k", lw=0.8, label="observed" if k == 0 else None)
+        axes[0].plot(t, k + scale * res[r], "k", lw=0.6, label="observed" if k == 0 else None)
     rx = _np(receiver_x) if receiver_x is not None else None
     axes[0].set_yticks(range(len(traces)),
                        [f"rec {r}" + (f" (x {rx[r]:g} m)" if rx is not None else "") for r in traces])
-    axes[0].set_xlabel("time (s)")
+    axes[0].set_xlabel("time (s); observed and replicated data minus the replicates' median, each trace scaled")
     axes[0].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     if pit is not None:
-        v = _np(pit).ravel()
-        axes[1].hist(v, bins=10, range=(0, 1), density=True, color="tab:blue", alpha=0.7)
+        # the PIT takes the n + 1 values (r + 1/2) / (n + 1): group whole ranks (equal bins would hold unequal
+        # numbers of them, a false bump) and divide each group's count by its width
+        n = p.shape[0]
+        ranks = np.rint(_np(pit).ravel() * (n + 1) - 0.5).astype(int)
+        edges = np.unique(np.rint(np.linspace(0, n + 1, min(10, n + 1) + 1)).astype(int))
+        counts = np.histogram(ranks, bins=edges)[0]
+        widths = np.diff(edges) / (n + 1)
+        axes[1].bar(edges[:-1] / (n + 1), counts / ranks.size / widths, width=widths, align="edge",
+                    color="tab:blue", alpha=0.7)
         axes[1].axhline(1.0, color="k", ls="--", lw=1, label="calibrated (uniform)")
         axes[1].set_xlabel("PIT of the observed data")
         axes[1].set_ylabel("density")
