@@ -61,7 +61,7 @@ def cache_dir() -> Path:
         if os.access(path, os.W_OK):
             return path
     except OSError:
-        pass
+        pass  # cache folder not creatable (read-only home): the per-user temp folder below serves instead
     return Path(tempfile.gettempdir()) / f"probinv-native-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
@@ -76,7 +76,7 @@ def _cpu_fingerprint() -> str:
                 if line.strip() == "":
                     break  # the first processor describes them all
     except OSError:
-        pass
+        pass  # no /proc/cpuinfo (not Linux): the cache key goes without a CPU tag
     return info
 
 
