@@ -131,10 +131,12 @@ def run_demo(out_dir: str | os.PathLike = "probinv-demo", *, small: bool | None 
     say(msg)
     # the verdict (diagnostics.verdict): convergence, fit, prior truncation, sampler and, the truth being known here,
     # the coverage of the 50 % / 90 % intervals; and how informative the posterior is against the 200 m/s prior std
-    verdict = post.verdict(truth={"vp": true_vp})
+    verdict = res.verdict if res.verdict is not None else post.verdict(truth={"vp": true_vp})
     ratio = float((std / float(cfg.prior["std"])).median())
+    lit = verdict.std_ratio_illuminated.get("vp")
     cov = verdict.coverage.get("vp", {})
     verdict_text = (f"{verdict}\nmedian posterior / prior std {ratio:.3f}"
+                    + ("" if lit is None else f" ({lit:.3f} where the data illuminate)")
                     + (f"; truth inside the 50 % / 90 % intervals at {100 * cov[0.5]:.1f} % / {100 * cov[0.9]:.1f} % "
                        "of the pixels" if cov else ""))
     say(verdict_text)

@@ -32,8 +32,8 @@ import xarray as xr  # noqa: E402
 from .io import FIELD_UNITS  # noqa: E402
 
 __all__ = ["MCMC_METHODS", "VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage",
-           "ess", "laplace_log_evidence", "plot_draws", "predictive_check", "rhat", "summary", "to_arviz_dataset",
-           "verdict"]
+           "ess", "illumination", "laplace_log_evidence", "plot_draws", "predictive_check", "rhat", "summary",
+           "to_arviz_dataset", "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,8 @@ VERDICT_THRESHOLDS = {
     "ess": 100,                  # bulk and tail ESS, all chains together (Vehtari et al. 2021: >= 100 per chain
                                  # is their recommendation for 4 chains; 100 in all is the floor for a 5 % MCSE)
     "coverage_90": 0.8,          # truth inside the 90 % intervals at fewer pixels: over-confident
+    "illuminated_db": -10.0,     # pixels whose illumination (diag J^T J) is within this of the field's peak are
+                                 # "illuminated" for the informativeness item (information only)
 }
 
 
@@ -213,13 +215,16 @@ class Verdict:
     z_scores : dict
         ``{field: Tensor[nz, nx]}``, ``(posterior mean - truth) / posterior std`` (discarded prior variance included).
     std_ratio : dict
-        ``{field: float}``, the median over the (illuminated) pixels of posterior std / prior std.
+        ``{field: float}``, the median over the pixels (of the mask) of posterior std / prior std.
+    std_ratio_illuminated : dict
+        ``{field: float}``, the same median over the pixels the data illuminate (when an illumination was given).
     """
 
     checks: list = field(default_factory=list)
     coverage: dict = field(default_factory=dict)
     z_scores: dict = field(default_factory=dict)
     std_ratio: dict = field(default_factory=dict)
+    std_ratio_illuminated: dict = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -260,6 +265,67 @@ def chi2_per_datum(model, fields: Mapping, latents: Mapping | None = None, data=
     return float(w.pow(2).mean())
 
 
+def illumination(model, fields: Mapping, latents: Mapping | None = None, *, probes: int = 16,
+                 seed: int = 0) -> dict:
+    r"""The illumination map of each field: how strongly the data sense each pixel, ``diag(J^T J)``.
+
+    ``J`` is the Jacobian of the whitened predictions ``w = noise.whiten(forward(fields))`` (data over the noise std;
+    for the misfit likelihoods the transformed data: delays, log amplitude ratios) with respect to the field at each
+    pixel, so ``diag(J^T J)`` is the data's Gauss-Newton information about each pixel on its own (the classic
+    illumination map of seismic imaging, weighted by the noise): large near the sources and receivers, falling with
+    depth, distance and shadowing. It is independent of the prior and of the inference method. Units: one over the
+    field's unit squared (s^2/m^2 for a velocity); a :class:`probinv.fields.LogQField` is differentiated in ``ln Q``
+    (its prior's variable). :func:`verdict` calls a pixel *illuminated* when its value is within
+    ``VERDICT_THRESHOLDS["illuminated_db"]`` (10 dB) of the field's peak.
+
+    Estimated with ``probes`` Gaussian probes ``e`` of the whitened data (Hutchinson): ``E[(J^T e)_x^2]``, one
+    vector-Jacobian product each (about one gradient of the likelihood), relative error ``sqrt(2 / probes)`` per pixel
+    (35 % = 1.3 dB for 16).
+
+    Parameters
+    ----------
+    model : SeismicModel
+    fields : dict
+        The point (e.g. the MAP) ``{field: Tensor[nz, nx]}``, every field of the model.
+    latents : dict, optional
+        The noise model's latent sites (e.g. ``sigma``).
+    probes : int
+        Number of Hutchinson probes (>= 1).
+    seed : int
+        Seed of the probes.
+
+    Returns
+    -------
+    dict
+        ``{field: Tensor[nz, nx]}`` for every field with a prior (flat fields included).
+    """
+    if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
+        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    missing = [n for n in model.field_names if n not in fields]
+    if missing:
+        raise ValueError(f"fields lacks {missing}: give every field of the model (it has {list(model.field_names)})")
+    params = model.noise.params_from_latents(dict(latents)) if latents else {}
+    names = list(model.field_names)
+    logs = {n for n in names if hasattr(model.priors[n], "q_median")}  # differentiated in ln Q
+    with torch.enable_grad():
+        leaves = {}
+        for n in names:
+            f = torch.as_tensor(fields[n]).detach()
+            leaves[n] = (f.log() if n in logs else f).clone().requires_grad_(True)
+        point = {n: leaves[n].exp() if n in logs else leaves[n] for n in names}
+        w = model.noise.whiten(model.predict(point), params)
+        gen = torch.Generator(device=w.device).manual_seed(seed)
+        acc = {n: torch.zeros_like(leaves[n]) for n in names}
+        for k in range(probes):
+            e = torch.randn(w.shape, generator=gen, dtype=w.dtype, device=w.device)
+            grads = torch.autograd.grad(w, [leaves[n] for n in names], grad_outputs=e,
+                                        retain_graph=k < probes - 1, allow_unused=True)
+            for n, g in zip(names, grads):
+                if g is not None:
+                    acc[n] += g.detach() ** 2
+    return {n: acc[n] / probes for n in names}
+
+
 def _point(posterior) -> tuple[dict, dict]:
     """Posterior-mean fields and latent sites (a point at which to evaluate residuals)."""
     fields = {n: posterior.mean(n) for n in posterior.field_names}
@@ -285,7 +351,7 @@ def _rhat_ess(posterior) -> tuple[float, float, float, str]:
 
 
 def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool = False, mask=None,
-            thresholds: Mapping | None = None) -> Verdict:
+            illumination: Mapping | None = None, thresholds: Mapping | None = None) -> Verdict:
     """Whether to trust ``posterior``: convergence, fit, prior truncation, sampler health and, given a truth, coverage.
 
     Checks (each failed one is a warning that says what it means and what to change; see ``VERDICT_THRESHOLDS``):
@@ -308,7 +374,8 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
       pixels; the 50 % coverage is reported too), the z-score map in :attr:`Verdict.z_scores`, and, with ``model``,
       ``better_than_prior`` (the posterior mean is closer to the truth than the prior mean);
     * ``informativeness`` (information, with ``model``): median posterior / prior std over the pixels of ``mask``
-      (bool ``[nz, nx]``, default all).
+      (bool ``[nz, nx]``, default all) and, given ``illumination``, over the pixels where the data illuminate the
+      field (within ``illuminated_db`` = 10 dB of the peak of :func:`illumination`'s map).
 
     Parameters
     ----------
@@ -320,7 +387,11 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
     warn : bool
         Also issue each failed check as a ``UserWarning``.
     mask : Tensor[nz, nx] of bool, optional
-        Pixels for the coverage and informativeness (e.g. where the data illuminate); default all.
+        Pixels for the coverage and informativeness; default all.
+    illumination : dict, optional
+        ``{field: Tensor[nz, nx]}``, the illumination maps of :func:`illumination` (e.g. at the MAP point); the
+        informativeness is then reported where the data illuminate the field too
+        (:attr:`Verdict.std_ratio_illuminated`).
     thresholds : dict, optional
         Overrides of ``VERDICT_THRESHOLDS``.
 
@@ -493,8 +564,23 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
                 ratio = posterior.std(name) / float(prior.std)
             r = ratio[sel] if sel is not None else ratio
             out.std_ratio[name] = float(r.median())
-            add(Check("informativeness", None, out.std_ratio[name],
-                      f"median posterior / prior std of {name!r} {out.std_ratio[name]:.2f}"))
+            msg = f"median posterior / prior std of {name!r} {out.std_ratio[name]:.2f}"
+            lit = (illumination or {}).get(name)
+            if lit is not None:
+                lit = torch.as_tensor(lit).to(ratio.device)
+                lit = lit >= lit.max() * 10.0 ** (th["illuminated_db"] / 10.0)
+                if sel is not None:
+                    lit = lit & sel.to(lit.device)
+                frac = float(lit.to(torch.float64).mean())
+                if bool(lit.any()):
+                    out.std_ratio_illuminated[name] = float(ratio[lit].median())
+                    msg = (f"median posterior / prior std of {name!r} {out.std_ratio_illuminated[name]:.2f} where "
+                           f"the data illuminate it ({100 * frac:.0f} % of the pixels, within "
+                           f"{-th['illuminated_db']:g} dB of the peak illumination), {out.std_ratio[name]:.2f} over "
+                           f"{'the mask' if sel is not None else 'all pixels'}")
+                else:
+                    msg += "; the data do not sense this field (its illumination is zero)"
+            add(Check("informativeness", None, out.std_ratio[name], msg))
     if warn:
         for msg in out.warnings:
             warnings.warn(msg, UserWarning, stacklevel=2)

@@ -796,8 +796,12 @@ class RunResult:
     observed: Observed
     inversion: InversionResult
     files: dict[str, Path]
-    #: :meth:`Posterior.verdict` of the final posterior (with the model, and the truth of simulated data)
+    #: :meth:`Posterior.verdict` of the final posterior (with the model, the illumination, and the truth of
+    #: simulated data)
     verdict: diagnostics.Verdict | None = None
+    #: ``{field: Tensor[nz, nx]}``, the illumination maps at the MAP point (:func:`probinv.diagnostics.illumination`;
+    #: None for a single point or a failed map)
+    illumination: dict | None = None
 
     @property
     def setup(self) -> Setup:
@@ -812,6 +816,9 @@ class RunResult:
 
 #: Posterior draws whose replicated data (forward + noise) ``probinv invert`` keeps for the predictive check.
 PREDICTIVE_DRAWS = 20
+#: Hutchinson probes of the illumination map (:func:`probinv.diagnostics.illumination`, one gradient each) behind the
+#: verdict's "where the data illuminate" informativeness
+ILLUMINATION_PROBES = 16
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = None, steps: int | None = None,
@@ -909,11 +916,24 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
         write_posterior(res.map, out / "map.nc", data_units=obs.units)
     files["posterior"], files["map"] = out / "posterior.nc", out / "map.nc"
     truth = dict(setup.true) if obs.simulation is not None else None
-    verdict = post.verdict(model=model, truth=truth)
+    lit = (_illumination(model, res.map, inf["seed"], say)
+           if post.num_chains * post.num_draws > 1 and not distributed.is_active() else None)
+    verdict = post.verdict(model=model, truth=truth, illumination=lit)
     if figures and main:
         files.update(_write_run_report(out, res, setup, obs, model, verdict, truth))
     distributed.barrier()  # the other ranks return once rank 0's files are complete
-    return RunResult(obs, res, files, verdict)
+    return RunResult(obs, res, files, verdict, lit)
+
+
+def _illumination(model, map_post, seed: int, say) -> dict | None:
+    """Where the data illuminate each whitened field, at the MAP point (:func:`probinv.diagnostics.illumination`)."""
+    fields_ = {n: map_post.mean(n) for n in map_post.field_names}
+    latents = {k: map_post.mean(k) for k in map_post.samples if k not in map_post.field_names}
+    try:
+        return diagnostics.illumination(model, fields_, latents, probes=ILLUMINATION_PROBES, seed=seed)
+    except (RuntimeError, NotImplementedError, ValueError) as exc:  # e.g. an operator without a gradient
+        say(f"no illumination map (the verdict's informativeness is over all pixels): {exc}")
+        return None
 
 
 def _write_run_report(out: Path, res: InversionResult, setup: Setup, obs: Observed, model, verdict,

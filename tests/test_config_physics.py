@@ -384,3 +384,40 @@ def test_attenuation_likelihood_inverts_vp_and_q(tmp_path):
         assert ds["data"].units == "Pa s" and ds["frequency"].units == "Hz"
         assert list(ds["frequency"][:]) == FREQS["viscoacoustic"]
         assert ds["data"].shape == (2, 12, 3, 2)
+
+
+@pytest.mark.parametrize("physics, method", [
+    ("sh", "nuts"), ("psv", "svi"), ("viscoacoustic", "nuts"), ("viscoelastic_sh", "svgd"),
+])
+def test_every_physics_runs_the_sampling_methods_and_report(tmp_path, physics, method):
+    """`probinv invert` with SVI / SVGD / NUTS on each new physics (a few steps: the plumbing, not the posterior's
+    quality, which benchmarks/vpq_posterior.py measures), then `probinv report` of the result file: every latent field
+    in posterior.nc with its draws, the sampler's statistics for NUTS, and a report per field."""
+    inference = {"method": method, "steps": 3, "optimizer": "lbfgs", "lr": 1.0, "num_samples": 6, "warmup": 4,
+                 "num_chains": 1, "max_tree_depth": 2, "n_particles": 4}
+    if physics in FREQS:
+        r = freq_raw(physics, inference=inference)
+    else:
+        extra = {"prior": {"vs": dict(P)}} if physics == "sh" else {"prior": {**P, "vs": dict(P)}}
+        r = raw(physics={"name": physics, "pml_width": 4}, time={"t_max": 0.3, "dt": 0.0015}, inference=inference,
+                **extra)
+        r["model"]["scenario_options"].update(nz=8, nx=10, v_top=3000.0)
+    cfg = parse_config(r)
+    res = workflow.run(cfg, tmp_path / "run", progress=False, figures=False)
+    post = res.posterior
+    assert post.method == method and set(post.field_names) == set(res.setup.fields)
+    n_draws = post.num_chains * post.num_draws
+    assert n_draws == (4 if method == "svgd" else 6)
+    for name in res.setup.fields:
+        draws = post.field_draws(name)
+        assert draws.shape == (n_draws,) + tuple(res.setup.true[name].shape)
+        assert bool(torch.isfinite(draws).all()) and float(draws.std(0).max()) > 0.0  # draws differ
+    if method == "nuts":
+        assert "diverging" in post.sample_stats
+    assert res.verdict is not None and res.illumination is not None
+    assert set(res.illumination) == set(res.setup.fields)
+    read, files = workflow.report(tmp_path / "run" / "posterior.nc", tmp_path / "report")
+    assert set(read.field_names) == set(post.field_names)
+    for name in res.setup.fields[1:]:  # each further field gets its own report folder
+        assert (tmp_path / "report" / name / "summary.txt").is_file()
+    assert (tmp_path / "report" / "summary.txt").is_file()

@@ -252,3 +252,35 @@ def test_plot_draws_suits_the_method(good):
     plt.close(fig)
     with pytest.raises(ValueError, match="name must be a field"):
         diagnostics.plot_draws(chains, "vs")
+
+
+def test_illumination_is_the_diagonal_of_the_data_information(prob):
+    """Linear-Gaussian: the Hutchinson estimate of diag(J^T J) of the whitened data (J = G / sigma) equals the closed
+    form. 4000 probes: relative sd sqrt(2 / 4000) = 2.2 % per pixel, so 12 % is > 5 sd."""
+    model = prob.model()
+    lit = diagnostics.illumination(model, {"vp": prob.truth}, probes=4000, seed=3)["vp"]
+    exact = (prob.G ** 2).sum(0) / prob.sigma ** 2
+    assert lit.shape == SHAPE
+    torch.testing.assert_close(lit.reshape(-1), exact, rtol=0.12, atol=0.0)
+    # pixels the data do not see (zero columns of G) have zero illumination and are not "illuminated" in the verdict
+    G = prob.G.clone()
+    G[:, 32:] = 0.0  # the lower half of the 8 x 8 field
+
+    def half(f):
+        v = f["vp"]
+        return (v.reshape(v.shape[:-2] + (64,)) @ G.T).reshape(v.shape[:-2] + (20, 12))
+
+    blind = build_model({"vp": _prior()}, half, prob.d, noise=Gaussian(prob.sigma))
+    lit = diagnostics.illumination(blind, {"vp": prob.truth}, probes=4)["vp"]
+    assert float(lit[4:].abs().max()) == 0.0 and bool((lit[:4] > 0).all())
+    lap = laplace(blind, num_samples=200, map_kwargs={"num_steps": 50})
+    v = lap.verdict(model=blind, illumination={"vp": lit})
+    ratio = lap.std("vp") / 100.0
+    lit_mask = lit >= lit.max() / 10.0  # within 10 dB of the peak
+    assert v.std_ratio_illuminated["vp"] == pytest.approx(float(ratio[lit_mask].median()))
+    assert v.std_ratio["vp"] == pytest.approx(float(ratio.median()))
+    assert "illuminate" in v["informativeness"].message
+    with pytest.raises(ValueError, match="probes"):
+        diagnostics.illumination(model, {"vp": prob.truth}, probes=0)
+    with pytest.raises(ValueError, match="fields lacks"):
+        diagnostics.illumination(model, {})
