@@ -26,6 +26,7 @@ __all__ = [
     "plot_arviz",
     "plot_gather",
     "plot_gather_comparison",
+    "plot_illumination",
     "plot_misfit",
     "plot_model",
     "plot_models",
@@ -154,6 +155,47 @@ def plot_posterior_maps(mean, std, dx: float, *, lower=None, upper=None, true=No
     for ax, (title, a, cmap) in zip(axes[0], panels, strict=False):
         scale = dict(vmin=lo, vmax=hi) if cmap == "viridis" else dict(vmin=0.0)
         plot_model(a, dx, ax=ax, title=title, name=name, cmap=cmap, **scale, **kwargs)
+    return fig
+
+
+def plot_illumination(illumination, dx: float, *, std_ratio=None, threshold_db: float = -10.0, name: str = "vp",
+                      sources=None, receivers=None):
+    """Where the data illuminate a field: its illumination map in dB below the peak (and the posterior / prior std).
+
+    Parameters
+    ----------
+    illumination : (nz, nx)
+        ``diag(J^T J)`` of :func:`probinv.diagnostics.illumination` (any positive scale: drawn as
+        ``10 log10(map / max)``, clipped at -40 dB).
+    dx : float
+        Grid spacing in m.
+    std_ratio : (nz, nx), optional
+        Posterior / prior standard deviation, drawn beside it (0 to 1.2) with the same contour.
+    threshold_db : float
+        The contour drawn on both panels: the verdict's "illuminated" pixels lie inside it.
+    """
+    lit = _check_2d("illumination", illumination)
+    if not (isinstance(threshold_db, (int, float)) and threshold_db < 0):
+        raise ValueError(f"threshold_db must be a negative number of dB, got {threshold_db!r}")
+    peak = float(lit.max())
+    db = 10.0 * np.log10(np.maximum(lit / peak, 1e-4)) if peak > 0 else np.full(lit.shape, -40.0)
+    panels = [("illumination (dB below the peak)", db, "cividis", dict(vmin=-40.0, vmax=0.0), "dB")]
+    if std_ratio is not None:
+        r = _check_2d("std_ratio", std_ratio)
+        if r.shape != lit.shape:
+            raise ValueError(f"std_ratio must have the illumination's shape {lit.shape}, got {r.shape}")
+        panels.append(("posterior / prior std", r, "magma", dict(vmin=0.0, vmax=1.2), "1"))
+    nz, nx = lit.shape
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) * max(nx / nz, 0.6), 3.1), squeeze=False,
+                             constrained_layout=True)
+    xs = (np.arange(nx) * dx) / 1e3
+    zs = (np.arange(nz) * dx) / 1e3
+    for ax, (title, a, cmap, scale, units) in zip(axes[0], panels, strict=True):
+        plot_model(a, dx, ax=ax, title=title, name=name, units=units, cmap=cmap, sources=sources,
+                   receivers=receivers, **scale)
+        if peak > 0 and (db >= threshold_db).any() and (db < threshold_db).any():
+            ax.contour(xs, zs, db, levels=[threshold_db], colors="w", linewidths=1.0)
+    fig.suptitle(f"{name}: inside the white line the data illuminate the model (within {-threshold_db:g} dB)")
     return fig
 
 

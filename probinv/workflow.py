@@ -523,7 +523,8 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
                  observed: torch.Tensor | None = None, predicted: torch.Tensor | None = None,
                  dt: float | None = None, loss: list | None = None, receiver_x=None, name: str = "vp",
                  level: float = 0.9, source_x: float | None = None, model=None,
-                 verdict: diagnostics.Verdict | None = None, predictive_check: bool = True) -> dict[str, Path]:
+                 verdict: diagnostics.Verdict | None = None, predictive_check: bool = True,
+                 illumination: torch.Tensor | None = None) -> dict[str, Path]:
     """Figures and the ArviZ summary of a posterior, written into ``out_dir``.
 
     Writes ``models.png`` (true / initial / MAP / posterior mean, those given), ``uncertainty.png`` (mean, std and
@@ -540,6 +541,10 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
     invert`` stores them) and ``predictive_check``, ``predictive.png`` draws the posterior predictive check
     (:func:`probinv.diagnostics.predictive_check`: observed traces inside the predictive band, PIT histogram; its
     number is the verdict's ``predictive`` item).
+
+    ``illumination`` (``[nz, nx]``, :func:`probinv.diagnostics.illumination` of this field) adds ``illumination.png``:
+    the map in dB below its peak beside the posterior / prior std (with ``model``), the verdict's "illuminated"
+    contour on both.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -577,6 +582,18 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
         files["predictive"] = plotting.save_figure(
             plotting.plot_predictive_check(obs_data, rep, dt_pp, level=level, receiver_x=receiver_x, pit=ppc["pit"],
                                            coverage=ppc["coverage"]), out / "predictive.png")
+    if illumination is not None:
+        prior = model.priors.get(name) if model is not None else None
+        ratio = None
+        if several and isinstance(getattr(prior, "std", None), (int, float)):
+            # a log-Q prior is whitened in ln Q: its std is that of ln Q (as the verdict's informativeness)
+            spread = (posterior.draws(name).clamp_min(torch.finfo(mean.dtype).tiny).log().std(0)
+                      if hasattr(prior, "q_median") else posterior.std(name))
+            ratio = spread / float(prior.std)
+        files["illumination"] = plotting.save_figure(
+            plotting.plot_illumination(illumination, dx, std_ratio=ratio, name=name,
+                                       threshold_db=diagnostics.VERDICT_THRESHOLDS["illuminated_db"]),
+            out / "illumination.png")
     nz, nx = mean.shape
     pixels = [(nz // 2, nx // 2), (nz // 4, nx // 4), (nz // 4, 3 * nx // 4), (3 * nz // 4, nx // 2)]
     labels = [f"{name}[{iz},{ix}]" for iz, ix in pixels]
@@ -920,7 +937,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
            if post.num_chains * post.num_draws > 1 and not distributed.is_active() else None)
     verdict = post.verdict(model=model, truth=truth, illumination=lit)
     if figures and main:
-        files.update(_write_run_report(out, res, setup, obs, model, verdict, truth))
+        files.update(_write_run_report(out, res, setup, obs, model, verdict, truth, lit))
     distributed.barrier()  # the other ranks return once rank 0's files are complete
     return RunResult(obs, res, files, verdict, lit)
 
@@ -937,7 +954,7 @@ def _illumination(model, map_post, seed: int, say) -> dict | None:
 
 
 def _write_run_report(out: Path, res: InversionResult, setup: Setup, obs: Observed, model, verdict,
-                      truth: dict | None) -> dict[str, Path]:
+                      truth: dict | None, illumination: dict | None = None) -> dict[str, Path]:
     """The report of a run: :func:`write_report` of the first field (the physics' velocity) into ``out`` and of
     every further field (vs, rho, q) into ``out/<field>/`` (maps, std, summary.txt in the field's units).
 
@@ -958,7 +975,8 @@ def _write_run_report(out: Path, res: InversionResult, setup: Setup, obs: Observ
                                predicted=predicted if first else None, dt=acq.dt, loss=res.loss if first else None,
                                receiver_x=acq.receiver_locations[0, :, 1] * setup.dx,
                                source_x=float(acq.source_locations[0, 0, 1]) * setup.dx, model=model, name=name,
-                               verdict=verdict, predictive_check=first)
+                               verdict=verdict, predictive_check=first,
+                               illumination=(illumination or {}).get(name))
         files.update(written if first else {f"{k}_{name}": v for k, v in written.items()})
     return files
 

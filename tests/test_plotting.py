@@ -108,3 +108,19 @@ def test_gather_comparison_names_the_shot_and_keeps_the_legend_off_the_traces():
     assert legend.y0 >= ax.get_window_extent(renderer).y1 - 1
     assert not legend.overlaps(fig._suptitle.get_window_extent(renderer))
     assert plotting.plot_gather_comparison(obs, obs, 0.002).get_suptitle().startswith("shot 0: ")
+
+
+def test_illumination_map_in_db_with_the_verdicts_contour(tmp_path):
+    lit = torch.logspace(0, -3, 12)[:, None].expand(12, 16).clone()  # 0 to -30 dB with depth
+    ratio = torch.linspace(0.1, 1.0, 12)[:, None].expand(12, 16).clone()
+    fig = plotting.plot_illumination(lit * 7.3, 10.0, std_ratio=ratio)
+    img = fig.axes[0].images[0].get_array()
+    # drawn relative to the peak, in dB: 0 at the top row, -30 at the bottom (the scale factor 7.3 drops out)
+    np.testing.assert_allclose(img[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(img[-1], -30.0, atol=1e-4)
+    assert len(fig.axes[0].collections) >= 1  # the -10 dB contour
+    plotting.save_figure(fig, tmp_path / "lit.png")
+    with pytest.raises(ValueError, match="std_ratio must have the illumination's shape"):
+        plotting.plot_illumination(lit, 10.0, std_ratio=ratio[:5])
+    with pytest.raises(ValueError, match="threshold_db must be a negative"):
+        plotting.plot_illumination(lit, 10.0, threshold_db=10)
