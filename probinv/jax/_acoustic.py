@@ -178,6 +178,7 @@ class _Cfg(NamedTuple):
     corr1: tuple | None  # free-surface mirror corrections (matrices as tuples of rows), or None
     corr2: tuple | None
     k_block: int | None  # steps per checkpoint block; None: store q of every step
+    strips: tuple  # absorbing-layer widths (top, bottom, left, right) in cells: where the CPML memories live
 
 
 def _mat(c, dtype):
@@ -189,23 +190,89 @@ def _stencil_t(u, weights: tuple, axis: int, corr=None):
     return _stencil(u, tuple(reversed(weights)), axis, None if corr is None else corr.T)
 
 
+def _index(ndim: int, axis: int, start: int, stop: int) -> tuple:
+    idx = [slice(None)] * ndim
+    idx[ndim + axis] = slice(start, stop)
+    return tuple(idx)
+
+
+def _at_strips(u, weights: tuple, axis: int, lo: int, hi: int, corr=None):
+    """``(_stencil(u, weights, axis, corr)`` at the first ``lo`` and the last ``hi`` indices along ``axis``), as a
+    pair (None for a zero width): the stencil is taken on a slab of the strip plus its halo only. ``corr`` (the
+    free-surface correction) applies at the top of the grid, so only to the first (``lo``) strip of the z axis.
+    """
+    n, m = u.shape[axis], (len(weights) - 1) // 2
+    first = last = None
+    if lo:
+        k = min(lo + m, n)
+        first = _narrow(_stencil(_narrow(u, axis, 0, k), weights, axis, corr), axis, 0, lo)
+    if hi:
+        k = min(hi + m, n)
+        last = _narrow(_stencil(_narrow(u, axis, n - k, k), weights, axis), axis, k - hi, hi)
+    return first, last
+
+
+def _add_strip_stencil(target, pair, weights: tuple, axis: int, corr=None):
+    """``target + _stencil(u, weights, axis, corr)`` for ``u`` zero except in the two strips ``pair = (first, last)``
+    at the ends of ``axis`` (None: zero width): each strip's stencil reaches ``m`` points into the interior.
+    """
+    n, m = target.shape[axis], (len(weights) - 1) // 2
+    first, last = pair
+    if first is not None:
+        k = min(first.shape[axis] + m, n)
+        pad = [(0, 0)] * first.ndim
+        pad[first.ndim + axis] = (0, k - first.shape[axis])
+        target = target.at[_index(target.ndim, axis, 0, k)].add(_stencil(jnp.pad(first, pad), weights, axis, corr))
+    if last is not None:
+        k = min(last.shape[axis] + m, n)
+        pad = [(0, 0)] * last.ndim
+        pad[last.ndim + axis] = (k - last.shape[axis], 0)
+        target = target.at[_index(target.ndim, axis, n - k, n)].add(_stencil(jnp.pad(last, pad), weights, axis))
+    return target
+
+
+def _strips(u, axis: int, lo: int, hi: int):
+    """The first ``lo`` and last ``hi`` slices of ``u`` along ``axis`` (None for a zero width)."""
+    n = u.shape[axis]
+    return (_narrow(u, axis, 0, lo) if lo else None), (_narrow(u, axis, n - hi, hi) if hi else None)
+
+
+def _add_strips(target, pair, axis: int):
+    n = target.shape[axis]
+    first, last = pair
+    if first is not None:
+        target = target.at[_index(target.ndim, axis, 0, first.shape[axis])].add(first)
+    if last is not None:
+        target = target.at[_index(target.ndim, axis, n - last.shape[axis], n)].add(last)
+    return target
+
+
+def _pmap2(f, *pairs):
+    """``f`` applied strip by strip to pairs ``(first, last)`` (None stays None)."""
+    return tuple(None if xs[0] is None else f(*xs) for xs in zip(*pairs))
+
+
 def _step_fn(cfg: _Cfg, v2dt2, coef, src, rows):
+    """The step with the CPML memory variables kept in the absorbing strips only (as the C kernel does): the
+    x-memories ``psx``, ``zx`` are pairs ``(left, right)`` of ``[shots, H, width]`` slabs, the z-memories ``psz``,
+    ``zz`` pairs ``(top, bottom)`` of ``[shots, width, W]``; outside the strips they are zero in the full-grid
+    scheme (``a = 0``, ``b = 1`` there), so the arithmetic is the same to rounding.
+    """
     ax, bx, az, bz = coef
+    t, bt, lf, rt = cfg.strips
     corr1, corr2 = _mat(cfg.corr1, v2dt2.dtype), _mat(cfg.corr2, v2dt2.dtype)
     w1, w2 = cfg.w1, cfg.w2
 
     def step(state, amp_n):
         """One leapfrog step (``probinv.physics._acoustic_kernels._step``); returns the state and ``q^n``."""
         p, pprev, psx, psz, zx, zz = state
-        dxp = _stencil(p, w1, -1)
-        dzp = _stencil(p, w1, -2, corr1)
-        psx = bx * psx + ax * dxp
-        psz = bz * psz + az * dzp
-        wx = _stencil(p, w2, -1) + _stencil(psx, w1, -1)
-        wz = _stencil(p, w2, -2, corr2) + _stencil(psz, w1, -2)
-        zx = bx * zx + ax * wx
-        zz = bz * zz + az * wz
-        q = wx + zx + wz + zz
+        psx = _pmap2(lambda b, s, a, d: b * s + a * d, bx, psx, ax, _at_strips(p, w1, -1, lf, rt))
+        psz = _pmap2(lambda b, s, a, d: b * s + a * d, bz, psz, az, _at_strips(p, w1, -2, t, bt, corr1))
+        wx = _add_strip_stencil(_stencil(p, w2, -1), psx, w1, -1)
+        wz = _add_strip_stencil(_stencil(p, w2, -2, corr2), psz, w1, -2)
+        zx = _pmap2(lambda b, s, a, d: b * s + a * d, bx, zx, ax, _strips(wx, -1, lf, rt))
+        zz = _pmap2(lambda b, s, a, d: b * s + a * d, bz, zz, az, _strips(wz, -2, t, bt))
+        q = _add_strips(_add_strips(wx + wz, zx, -1), zz, -2)
         if src.shape[-1]:
             q = q.reshape(q.shape[0], -1).at[rows, src].add(amp_n).reshape(q.shape)
         pnew = 2 * p - pprev + v2dt2 * q
@@ -216,12 +283,16 @@ def _step_fn(cfg: _Cfg, v2dt2, coef, src, rows):
 
 def _transpose_fn(cfg: _Cfg, v2dt2, coef, src, rec, rows):
     ax, bx, az, bz = coef
+    t, bt, lf, rt = cfg.strips
     corr1, corr2 = _mat(cfg.corr1, v2dt2.dtype), _mat(cfg.corr2, v2dt2.dtype)
     w1, w2 = cfg.w1, cfg.w2
+    w1t = tuple(reversed(w1))
+    corr1t = None if corr1 is None else corr1.T
 
     def tstep(carry, inputs):
         """Adjoint of one step (``probinv.physics._acoustic_kernels._step_transpose``) and of the receiver gather
-        before it; accumulates the adjoint of ``v^2 dt^2``; returns the adjoint of the source values.
+        before it; accumulates the adjoint of ``v^2 dt^2``; returns the adjoint of the source values. The memory
+        adjoints live in the strips, as the forward memories do.
         """
         bar, g_v = carry
         q_n, g_data_n = inputs
@@ -229,21 +300,32 @@ def _transpose_fn(cfg: _Cfg, v2dt2, coef, src, rec, rows):
         qb = v2dt2 * p1
         g_v = g_v + (p1 * q_n).sum(0)
         g_amp = qb.reshape(qb.shape[0], -1)[rows, src] if src.shape[-1] else jnp.zeros(src.shape, qb.dtype)
-        zxb = zxb + qb
-        zzb = zzb + qb
-        wxb = qb + ax * zxb
-        wzb = qb + az * zzb
-        psxb = psxb + _stencil_t(wxb, w1, -1)
-        pszb = pszb + _stencil_t(wzb, w1, -2)
-        dxpb = ax * psxb
-        dzpb = az * pszb
-        pb = (2 * p1 + p0 + _stencil_t(wxb, w2, -1) + _stencil_t(wzb, w2, -2, corr2)
-              + _stencil_t(dxpb, w1, -1) + _stencil_t(dzpb, w1, -2, corr1))
+        zxb = _pmap2(lambda z, q: z + q, zxb, _strips(qb, -1, lf, rt))
+        zzb = _pmap2(lambda z, q: z + q, zzb, _strips(qb, -2, t, bt))
+        wxb = _add_strips(qb, _pmap2(lambda a, z: a * z, ax, zxb), -1)
+        wzb = _add_strips(qb, _pmap2(lambda a, z: a * z, az, zzb), -2)
+        psxb = _pmap2(lambda s, d: s + d, psxb, _at_strips(wxb, w1t, -1, lf, rt))
+        pszb = _pmap2(lambda s, d: s + d, pszb, _at_strips(wzb, w1t, -2, t, bt))
+        pb = 2 * p1 + p0 + _stencil_t(wxb, w2, -1) + _stencil_t(wzb, w2, -2, corr2)
+        pb = _add_strip_stencil(pb, _pmap2(lambda a, s: a * s, ax, psxb), w1t, -1)
+        pb = _add_strip_stencil(pb, _pmap2(lambda a, s: a * s, az, pszb), w1t, -2, corr1t)
         if rec.shape[-1]:  # data^n = p^n at the receivers, gathered before step n
             pb = pb.reshape(pb.shape[0], -1).at[rows, rec].add(g_data_n).reshape(pb.shape)
-        return ((pb, -p1, bx * psxb, bz * pszb, bx * zxb, bz * zzb), g_v), g_amp
+        mul = lambda b, s: b * s  # noqa: E731
+        return ((pb, -p1, _pmap2(mul, bx, psxb), _pmap2(mul, bz, pszb), _pmap2(mul, bx, zxb),
+                 _pmap2(mul, bz, zzb)), g_v), g_amp
 
     return tstep
+
+
+def _zero_state(cfg: _Cfg, shots: int, shape: tuple, dtype):
+    """Zero wavefields ``[shots, H, W]`` and zero memory strips."""
+    t, bt, lf, rt = cfg.strips
+    h, w = shape
+    zero = jnp.zeros((shots, h, w), dtype=dtype)
+    xs = tuple(jnp.zeros((shots, h, k), dtype=dtype) if k else None for k in (lf, rt))
+    zs = tuple(jnp.zeros((shots, k, w), dtype=dtype) if k else None for k in (t, bt))
+    return (zero, zero, xs, zs, xs, zs)
 
 
 def _forward(cfg: _Cfg, v2dt2, amp_t, coef, src, rec, store: str):
@@ -260,8 +342,7 @@ def _forward(cfg: _Cfg, v2dt2, amp_t, coef, src, rec, store: str):
         state, q = step(state, amp_n)
         return state, (data_n, q if store == "q" else None)
 
-    zero = jnp.zeros((shots,) + v2dt2.shape, dtype=v2dt2.dtype)
-    state = (zero,) * 6
+    state = _zero_state(cfg, shots, v2dt2.shape, v2dt2.dtype)
     if store != "blocks":
         _, (data, qs) = jax.lax.scan(body, state, amp_t, unroll=_UNROLL)
         return data, qs
@@ -295,8 +376,7 @@ def _loop_bwd(cfg, res, g_data):
     shots = amp_t.shape[1]
     rows = jnp.arange(shots)[:, None]
     tstep = _transpose_fn(cfg, v2dt2, coef, src, rec, rows)
-    zero = jnp.zeros((shots,) + v2dt2.shape, dtype=v2dt2.dtype)
-    carry = ((zero,) * 6, jnp.zeros_like(v2dt2))
+    carry = (_zero_state(cfg, shots, v2dt2.shape, v2dt2.dtype), jnp.zeros_like(v2dt2))
     if cfg.k_block is None:
         (_, g_v), g_amp = jax.lax.scan(tstep, carry, (saved, g_data), reverse=True, unroll=_UNROLL)
     else:
@@ -340,9 +420,10 @@ def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accura
     else:
         vmax = _round_vmax(jnp.asarray(pml_vmax).astype(jnp.float64))
     freq = _dominant_frequency(amp, dt)
-    ax, bx = (jax.lax.stop_gradient(c).astype(dtype).reshape(1, 1, w)
+    # the CPML coefficients on the strips only: (left, right) slabs [1, 1, width] and (top, bottom) [1, width, 1]
+    ax, bx = (_strips(jax.lax.stop_gradient(c).astype(dtype).reshape(1, 1, w), -1, lf, rt)
               for c in _cpml_profile(w, (lf, rt), dx, dt, vmax, freq))
-    az, bz = (jax.lax.stop_gradient(c).astype(dtype).reshape(1, h, 1)
+    az, bz = (_strips(jax.lax.stop_gradient(c).astype(dtype).reshape(1, h, 1), -2, t, bt)
               for c in _cpml_profile(h, (t, bt), dx, dt, vmax, freq))
     amp = amp * (1.0 / dx ** 2)
     nt = amp.shape[-1]
@@ -353,7 +434,7 @@ def _propagate_one(v, amp, src, rec, pml_vmax, *, dx, dt, widths: Widths, accura
         # zero source samples after the last step: the extra steps come after every recorded sample
         nb = -(-nt // k_block)
         amp_t = jnp.concatenate([amp_t, jnp.zeros((nb * k_block - nt,) + amp_t.shape[1:], dtype)], 0)
-    cfg = _Cfg(w1=w1, w2=w2, corr1=corr1, corr2=corr2, k_block=k_block)
+    cfg = _Cfg(w1=w1, w2=w2, corr1=corr1, corr2=corr2, k_block=k_block, strips=(t, bt, lf, rt))
     data = _loop(cfg, v2dt2, amp_t, (ax, bx, az, bz), src, rec)[:nt]
     return jnp.moveaxis(data, 0, -1)
 
