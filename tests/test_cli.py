@@ -1,5 +1,6 @@
 """The ``probinv`` command on tiny configurations: every command runs, bad configurations exit non-zero with their
 message before anything runs, and a resumed inversion equals an uninterrupted one."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,15 @@ def test_invert_nuts_with_the_jax_backend(tmp_path):
     # Laplace standard deviations of the Laplace mean (8 sigma: a loose bound that a wrong model or unit would break)
     z = (post.mean("vp") - lap.mean("vp")).abs() / lap.std("vp")
     assert float(z.max()) < 8.0 and float(post.std("vp").max()) > 0
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1000"), ("7", "7")])
+def test_the_command_shortens_openmp_spinning_unless_the_user_chose(given, expected):
+    """GOMP_SPINCOUNT must be in the environment before torch loads libgomp: importing probinv.cli (no torch) sets
+    the default, and a user's own value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    code = "import os, sys, probinv.cli; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [expected, "False"]
