@@ -36,7 +36,8 @@ from ..._files import atomic_path
 #: only: 1e-15 relative in float64, far inside the tests' 1e-12).
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-pthread")
 
-_SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h"), "elastic": ("elastic.c", "elastic_impl.h")}
+_SOURCES = {"acoustic": ("acoustic.c", "acoustic_impl.h", "pool.h"),
+            "elastic": ("elastic.c", "elastic_impl.h", "pool.h")}
 #: Sources built as several objects in parallel (``-DPROBINV_PART=1..n``, one floating type each), then linked:
 #: halves the first-use build time (~10 s with -O3 -march=native) on a machine with two free cores.
 _PARTS = {"acoustic": 2, "elastic": 2}
