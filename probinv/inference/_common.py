@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..models import SeismicModel
 from ..models._model import _box_bounds
+from ..validation import check_int
 
 log = logging.getLogger("probinv.inference")
 
@@ -54,6 +55,19 @@ def describe_forward(forward) -> str:
     except (TypeError, ValueError) as err:
         raise TypeError(f"{type(forward).__name__}.describe() must return a JSON-able dict (numbers, strings, lists, "
                         f"dicts), got {description!r}: {err}") from None
+
+
+def check_nuts_settings(num_samples, warmup_steps, num_chains, max_tree_depth, precondition,
+                        target_accept_prob) -> None:
+    """The argument checks both NUTS back ends (Pyro and NumPyro) share; each names the argument and the valid range."""
+    check_int("num_samples", num_samples)
+    check_int("warmup_steps", warmup_steps, minimum=0)
+    check_int("num_chains", num_chains)
+    check_int("max_tree_depth", max_tree_depth)
+    if precondition not in ("laplace", None):
+        raise ValueError(f"precondition must be 'laplace' or None, got {precondition!r}")
+    if not 0 < target_accept_prob < 1:
+        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
 
 
 def init_values(model: SeismicModel, data: torch.Tensor, init: Mapping | None) -> dict:

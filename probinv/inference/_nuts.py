@@ -12,10 +12,10 @@ from pyro.infer.mcmc import NUTS
 from tqdm import tqdm
 
 from .._files import atomic_path
-from ..validation import check_int
 from ._common import (
     Layout,
     check_model,
+    check_nuts_settings,
     describe_forward,
     init_values,
     log,
@@ -91,14 +91,7 @@ def nuts(model, data: torch.Tensor | None = None, *, num_samples: int = 500, war
     model = check_model(model)
     data = resolve_data(model, data)
     forward = describe_forward(model.forward)  # before the work: a bad description fails fast
-    check_int("num_samples", num_samples)
-    check_int("warmup_steps", warmup_steps, minimum=0)
-    check_int("num_chains", num_chains)
-    check_int("max_tree_depth", max_tree_depth)
-    if precondition not in ("laplace", None):
-        raise ValueError(f"precondition must be 'laplace' or None, got {precondition!r}")
-    if not 0 < target_accept_prob < 1:
-        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+    check_nuts_settings(num_samples, warmup_steps, num_chains, max_tree_depth, precondition, target_accept_prob)
 
     gauss = None
     if precondition == "laplace":

@@ -17,9 +17,8 @@ from numpyro.infer.util import initialize_model
 from .. import inference as _inference
 from .._files import atomic_path
 from ..inference import Posterior
-from ..inference._common import describe_forward
+from ..inference._common import check_nuts_settings, describe_forward
 from ..models import SeismicModel
-from ..validation import check_int
 from ._config import enable_x64
 from ._model import NumPyroModel, from_torch_model
 
@@ -90,14 +89,7 @@ def nuts(model: NumPyroModel, data=None, *, num_samples: int = 500, warmup_steps
         data, torch.Tensor) else np.asarray(data))
     if data is None:
         raise ValueError("no data: pass data= or build the model with data")
-    check_int("num_samples", num_samples)
-    check_int("warmup_steps", warmup_steps, minimum=0)
-    check_int("num_chains", num_chains)
-    check_int("max_tree_depth", max_tree_depth)
-    if precondition not in ("laplace", None):
-        raise ValueError(f"precondition must be 'laplace' or None, got {precondition!r}")
-    if not 0 < target_accept_prob < 1:
-        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+    check_nuts_settings(num_samples, warmup_steps, num_chains, max_tree_depth, precondition, target_accept_prob)
     if chain_method not in (None, "parallel", "sequential", "vectorized"):
         raise ValueError(f"chain_method must be None, 'parallel', 'sequential' or 'vectorized', got {chain_method!r}")
     if chain_method is None:
