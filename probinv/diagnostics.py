@@ -32,8 +32,8 @@ import xarray as xr  # noqa: E402
 from .io import FIELD_UNITS  # noqa: E402
 
 __all__ = ["MCMC_METHODS", "VERDICT_THRESHOLDS", "Check", "Verdict", "arviz_backend", "chi2_per_datum", "coverage",
-           "ess", "illumination", "laplace_log_evidence", "plot_draws", "predictive_check", "rhat", "summary",
-           "to_arviz_dataset", "verdict"]
+           "ess", "illumination", "laplace_log_evidence", "plot_draws", "posterior_point", "predictive_check", "rhat",
+           "std_ratio_map", "summary", "to_arviz_dataset", "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -326,13 +326,6 @@ def illumination(model, fields: Mapping, latents: Mapping | None = None, *, prob
     return {n: acc[n] / probes for n in names}
 
 
-def _point(posterior) -> tuple[dict, dict]:
-    """Posterior-mean fields and latent sites (a point at which to evaluate residuals)."""
-    fields = {n: posterior.mean(n) for n in posterior.field_names}
-    latents = {k: posterior.mean(k) for k in posterior.samples if k not in posterior.field_names}
-    return fields, latents
-
-
 def _rhat_ess(posterior) -> tuple[float, float, float, str]:
     """Worst split r-hat, bulk ESS and tail ESS over every scalar of the raw draws (fields and latent sites)."""
     az = _import_arviz()
@@ -348,6 +341,28 @@ def _rhat_ess(posterior) -> tuple[float, float, float, str]:
     bmin = min(float(np.nanmin(eb[k].values)) for k in eb.data_vars)
     tmin = min(float(np.nanmin(et[k].values)) for k in et.data_vars)
     return rmax, bmin, tmin, worst
+
+
+def std_ratio_map(posterior, prior, name: str):
+    """Posterior / prior standard deviation of field ``name`` per pixel ``[nz, nx]``, or None when ``prior`` has no
+    scalar ``std`` (flat and box priors). A log-Q prior (whitened in ln Q) is compared in ln Q: the posterior std of
+    ln Q over the prior's.
+    """
+    if not isinstance(getattr(prior, "std", None), (int, float)):
+        return None
+    if hasattr(prior, "q_median"):
+        draws = posterior.draws(name)
+        return draws.clamp_min(torch.finfo(draws.dtype).tiny).log().std(0) / float(prior.std)
+    return posterior.std(name) / float(prior.std)
+
+
+def posterior_point(posterior) -> tuple[dict, dict]:
+    """Posterior-mean fields and latent sites ``({field: Tensor}, {site: Tensor})``: a point at which to evaluate
+    residuals or the illumination (the MAP itself for a ``map`` result).
+    """
+    fields = {n: posterior.mean(n) for n in posterior.field_names}
+    latents = {k: posterior.mean(k) for k in posterior.samples if k not in posterior.field_names}
+    return fields, latents
 
 
 def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool = False, mask=None,
@@ -434,7 +449,7 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
     # ---- residuals against the noise model
     chi2 = attrs.get("chi2_per_datum")
     if chi2 is None and model is not None and posterior.observed_data is not None:
-        fields, latents = _point(posterior)
+        fields, latents = posterior_point(posterior)
         chi2 = chi2_per_datum(model, fields, latents, posterior.observed_data)
     if chi2 is not None:
         chi2 = float(chi2)
@@ -554,14 +569,9 @@ def verdict(posterior, model=None, truth: Mapping | None = None, *, warn: bool =
                          "uninformative at this noise level, or a prior that cannot represent the truth)")))
     if model is not None and several:
         for name in posterior.field_names:
-            prior = model.priors.get(name)
-            if getattr(prior, "std", None) is None or not isinstance(prior.std, (int, float)):
+            ratio = std_ratio_map(posterior, model.priors.get(name), name)
+            if ratio is None:
                 continue
-            if hasattr(prior, "q_median"):  # whitened in ln Q: posterior std of ln Q against the prior's
-                ratio = posterior.draws(name).clamp_min(torch.finfo(posterior.draws(name).dtype).tiny).log().std(0) \
-                    / float(prior.std)
-            else:
-                ratio = posterior.std(name) / float(prior.std)
             r = ratio[sel] if sel is not None else ratio
             out.std_ratio[name] = float(r.median())
             msg = f"median posterior / prior std of {name!r} {out.std_ratio[name]:.2f}"

@@ -583,13 +583,8 @@ def write_report(out_dir: str | Path, posterior, *, dx: float, true: torch.Tenso
             plotting.plot_predictive_check(obs_data, rep, dt_pp, level=level, receiver_x=receiver_x, pit=ppc["pit"],
                                            coverage=ppc["coverage"]), out / "predictive.png")
     if illumination is not None:
-        prior = model.priors.get(name) if model is not None else None
-        ratio = None
-        if several and isinstance(getattr(prior, "std", None), (int, float)):
-            # a log-Q prior is whitened in ln Q: its std is that of ln Q (as the verdict's informativeness)
-            spread = (posterior.draws(name).clamp_min(torch.finfo(mean.dtype).tiny).log().std(0)
-                      if hasattr(prior, "q_median") else posterior.std(name))
-            ratio = spread / float(prior.std)
+        ratio = (diagnostics.std_ratio_map(posterior, model.priors.get(name), name)
+                 if several and model is not None else None)
         files["illumination"] = plotting.save_figure(
             plotting.plot_illumination(illumination, dx, std_ratio=ratio, name=name,
                                        threshold_db=diagnostics.VERDICT_THRESHOLDS["illuminated_db"]),
@@ -943,12 +938,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, method: str | None = 
 
 
 def _illumination(model, map_post, seed: int, say) -> dict | None:
-    """Where the data illuminate each whitened field, at the MAP point (:func:`probinv.diagnostics.illumination`)."""
-    fields_ = {n: map_post.mean(n) for n in map_post.field_names}
-    latents = {k: map_post.mean(k) for k in map_post.samples if k not in map_post.field_names}
+    """The illumination map of every field at the MAP point (:func:`probinv.diagnostics.illumination`)."""
+    fields_, latents = diagnostics.posterior_point(map_post)
     try:
         return diagnostics.illumination(model, fields_, latents, probes=ILLUMINATION_PROBES, seed=seed)
-    except (RuntimeError, NotImplementedError, ValueError) as exc:  # e.g. an operator without a gradient
+    except (RuntimeError, NotImplementedError) as exc:  # an operator without a gradient, a noise model without whiten
         say(f"no illumination map (the verdict's informativeness is over all pixels): {exc}")
         return None
 
