@@ -78,19 +78,22 @@ def l2_trace(syn: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
 
 
 def _corr_derivatives(xs: torch.Tensor, tau: torch.Tensor, nfft: int):
-    """Band-limited (trigonometric) interpolation of a correlation spectrum ``xs`` ``[..., nfft]`` at lag ``tau``
-    (samples): returns ``C(tau), C'(tau), C''(tau)``.
+    """Band-limited (trigonometric) interpolation of a correlation at lag ``tau`` (samples) from the half spectrum
+    ``xs`` ``[..., nfft // 2 + 1]`` of the real correlation (``nfft`` even): returns ``C(tau), C'(tau), C''(tau)``.
+
+    Hermitian symmetry: the full spectrum's sum is the DC and Nyquist terms once and the others twice (real part),
+    half the work of the full sum and the same value for real traces.
     """
-    k = torch.fft.fftfreq(nfft, device=xs.device, dtype=tau.dtype) * (2 * math.pi)        # rad / sample
-    phase = torch.exp(1j * k * tau[..., None])
-    base = xs * phase / nfft
-    c0 = base.sum(-1).real
-    c1 = (base * (1j * k)).sum(-1).real
-    c2 = (base * (-(k ** 2))).sum(-1).real
-    return c0, c1, c2
+    k = torch.arange(xs.shape[-1], device=xs.device, dtype=tau.dtype) * (2 * math.pi / nfft)   # rad / sample
+    w = torch.full_like(k, 2.0 / nfft)
+    w[0] = w[-1] = 1.0 / nfft
+    base = xs * torch.polar(w, k * tau[..., None])
+    br, bi = base.real, base.imag
+    return br.sum(-1), -(bi * k).sum(-1), -(br * (k * k)).sum(-1)
 
 
-def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_steps: int = 8) -> torch.Tensor:
+def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_steps: int = 8,
+                     newton_tol: float = 1e-9) -> torch.Tensor:
     r"""Differentiable cross-correlation time shift of ``obs`` relative to ``syn`` per trace (paper 2 eqs. 47-48).
 
     :math:`\tau_{ij} = \mathrm{argmax}_\tau\, C_{ij}(\tau)`, :math:`C(\tau) = \sum_t s(t)\, o(t + \tau)`, positive when
@@ -111,7 +114,10 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
     dt : float
         Sample interval in seconds.
     newton_steps : int
-        Refinement iterations (converges quadratically; 8 reaches rounding for smooth peaks).
+        Most refinement iterations (converges quadratically; 8 reaches rounding for smooth peaks).
+    newton_tol : float
+        Stop refining once no trace's Newton step exceeds this many samples (the last step's error is then of
+        order its square).
 
     Returns
     -------
@@ -122,9 +128,9 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
     dt = _check_dt(dt)
     n = syn.shape[-1]
     nfft = 1 << (2 * n - 1).bit_length()
-    spec = torch.conj(torch.fft.fft(syn, n=nfft)) * torch.fft.fft(obs, n=nfft)         # C(k) = sum s(t) o(t + k)
+    spec = torch.conj(torch.fft.rfft(syn, n=nfft)) * torch.fft.rfft(obs, n=nfft)       # C(k) = sum s(t) o(t + k)
     with torch.no_grad():
-        c = torch.fft.ifft(spec, n=nfft).real
+        c = torch.fft.irfft(spec, n=nfft)
         # only the lags of the linear correlation, -(n-1)..(n-1), are candidates
         lags = torch.fft.fftfreq(nfft, 1.0 / nfft, device=syn.device, dtype=syn.dtype)
         valid = lags.abs() <= n - 1
@@ -134,6 +140,8 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
             _, c1, c2 = _corr_derivatives(spec, tau, nfft)
             step = torch.where(c2 < 0, -c1 / torch.where(c2 < 0, c2, -torch.ones_like(c2)), torch.zeros_like(c1))
             tau = tau + step.clamp(-1.0, 1.0)
+            if step.numel() == 0 or float(step.abs().max()) <= newton_tol:
+                break
         _, _, c2 = _corr_derivatives(spec, tau, nfft)
         good = c2 < 0
         c2 = torch.where(good, c2, -torch.ones_like(c2))
