@@ -59,8 +59,8 @@ otherwise sh and psv use the constant ``[physics].rho`` (kg/m^3). Each field has
 ``[prior.q]``, a whitened field of ln Q (``std`` of ln Q, ``bounds`` in Q) whose ``velocity_correlation`` couples it
 to the velocity (the joint vp-Q prior). Fields a scenario or model file lacks are derived (:func:`derive_fields`).
 ``[likelihood].name``: ``gaussian`` (sigma from ``[noise]``), ``student_t`` (``df``), ``travel_time`` (``sigma`` in
-s), ``attenuation`` (``sigma`` of log-amplitude ratios), and the tempered ``global_correlation``, ``envelope``,
-``trace_l2`` (``temperature``, a modelling choice, not a noise level).
+s, optional ``max_lag`` in s), ``attenuation`` (``sigma`` of log-amplitude ratios), and the tempered
+``global_correlation``, ``envelope``, ``trace_l2`` (``temperature``, a modelling choice, not a noise level).
 
 .. code-block:: toml
 
@@ -157,7 +157,7 @@ LIKELIHOOD_PHYSICS = {
 #: The keys of ``[likelihood]`` each likelihood needs (required) and accepts: a Gaussian likelihood takes its sigma
 #: from ``[noise]``; the tempered ones (global_correlation, envelope, trace_l2) have a temperature, not a sigma.
 LIKELIHOOD_KEYS = {
-    "gaussian": ((), ()), "student_t": (("df",), ("df",)), "travel_time": (("sigma",), ("sigma",)),
+    "gaussian": ((), ()), "student_t": (("df",), ("df",)), "travel_time": (("sigma",), ("sigma", "max_lag")),
     "attenuation": (("sigma",), ("sigma",)), "global_correlation": (("temperature",), ("temperature",)),
     "envelope": (("temperature",), ("temperature",)), "trace_l2": ((), ("temperature",)),
 }
@@ -403,6 +403,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     "global_correlation | envelope | trace_l2", _one_of(*LIKELIHOODS)),
         "sigma": Key(_NUM, None, "standard deviation of the transformed datum: travel_time in s (a delay), "
                      "attenuation dimensionless (a natural-log amplitude ratio; 0.1 = 10 %)", _seconds_sigma),
+        "max_lag": Key(_NUM, None, "travel_time: the largest delay searched, in s (default: the whole correlation); "
+                       "about half the dominant period keeps each trace's delay on its own arrival", _positive),
         "temperature": Key(_NUM, None, "temperature T of the tempered likelihoods exp(-J / T) (global_correlation, "
                            "envelope, trace_l2; default 1 for trace_l2): a modelling choice, not a noise level",
                            _positive),
@@ -672,7 +674,7 @@ def _physics_problems(values: Mapping[str, Mapping], legacy_prior: set, field_se
             problems.append(f"[likelihood].name = {ln!r} does not fit [physics].name = {name!r}: {why}; with {name!r} "
                             f"use one of {fits}")
         needed, accepted = LIKELIHOOD_KEYS[ln]
-        for k in ("sigma", "temperature", "df"):
+        for k in ("sigma", "temperature", "df", "max_lag"):
             if lk[k] is None or k in accepted:
                 continue
             if k == "sigma" and ln == "gaussian":

@@ -93,7 +93,7 @@ def _corr_derivatives(xs: torch.Tensor, tau: torch.Tensor, nfft: int):
 
 
 def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_steps: int = 8,
-                     newton_tol: float = 1e-9) -> torch.Tensor:
+                     newton_tol: float = 1e-9, max_lag: float | None = None) -> torch.Tensor:
     r"""Differentiable cross-correlation time shift of ``obs`` relative to ``syn`` per trace (paper 2 eqs. 47-48).
 
     :math:`\tau_{ij} = \mathrm{argmax}_\tau\, C_{ij}(\tau)`, :math:`C(\tau) = \sum_t s(t)\, o(t + \tau)`, positive when
@@ -118,6 +118,12 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
     newton_tol : float
         Stop refining once no trace's Newton step exceeds this many samples (the last step's error is then of
         order its square).
+    max_lag : float, optional
+        Largest delay searched, in seconds (default: every lag of the linear correlation). Whole-trace correlation
+        of records with several arrivals can jump to another arrival (a delay of periods); with ``max_lag`` (e.g.
+        about half the dominant period) the delay is that of the highest correlation peak within the window. A
+        trace whose correlation has no peak inside the window (its maximum there is at the window's edge) gets
+        the edge value and no gradient.
 
     Returns
     -------
@@ -127,23 +133,29 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
     _check_pair(syn, obs, real_only=True, name="traveltime_shift")
     dt = _check_dt(dt)
     n = syn.shape[-1]
+    limit = float(n - 1)
+    if max_lag is not None:
+        if isinstance(max_lag, bool) or not isinstance(max_lag, (int, float)) or not max_lag > 0:
+            raise ValueError(f"max_lag must be a positive number of seconds (or None: every lag), got {max_lag!r}")
+        limit = min(limit, float(max_lag) / dt)
     nfft = 1 << (2 * n - 1).bit_length()
     spec = torch.conj(torch.fft.rfft(syn, n=nfft)) * torch.fft.rfft(obs, n=nfft)       # C(k) = sum s(t) o(t + k)
     with torch.no_grad():
         c = torch.fft.irfft(spec, n=nfft)
         # only the lags of the linear correlation, -(n-1)..(n-1), are candidates
         lags = torch.fft.fftfreq(nfft, 1.0 / nfft, device=syn.device, dtype=syn.dtype)
-        valid = lags.abs() <= n - 1
+        valid = lags.abs() <= limit
         c = torch.where(valid, c, torch.full_like(c, -torch.inf))
         tau = lags[torch.argmax(c, dim=-1)]
         for _ in range(newton_steps):
             _, c1, c2 = _corr_derivatives(spec, tau, nfft)
             step = torch.where(c2 < 0, -c1 / torch.where(c2 < 0, c2, -torch.ones_like(c2)), torch.zeros_like(c1))
-            tau = tau + step.clamp(-1.0, 1.0)
+            tau = (tau + step.clamp(-1.0, 1.0)).clamp(-limit, limit)
             if step.numel() == 0 or float(step.abs().max()) <= newton_tol:
                 break
-        _, _, c2 = _corr_derivatives(spec, tau, nfft)
-        good = c2 < 0
+        _, c1, c2 = _corr_derivatives(spec, tau, nfft)
+        # a peak: C'' < 0 and C' = 0 (not a window edge the search was stopped at)
+        good = (c2 < 0) & ((c1 / c2.abs().clamp_min(torch.finfo(c2.dtype).tiny)).abs() <= 1e-3)
         c2 = torch.where(good, c2, -torch.ones_like(c2))
     _, c1, _ = _corr_derivatives(spec, tau, nfft)
     tau = tau - torch.where(good, c1 / c2, torch.zeros_like(c1))

@@ -267,14 +267,15 @@ def build_likelihood(cfg: Config, setup: Setup, observed: torch.Tensor, sigma: f
     """The noise model of ``[likelihood]`` (:func:`probinv.models.build_likelihood`).
 
     ``gaussian`` and ``student_t`` take ``sigma`` (the data noise: ``[noise]``, data units); ``travel_time`` and
-    ``attenuation`` their ``[likelihood].sigma`` (s; natural-log units); the tempered ones their temperature (no
-    sigma). ``observed`` serves the Gauss-Newton whitening of the misfit likelihoods (Laplace).
+    ``attenuation`` their ``[likelihood].sigma`` (s; natural-log units; travel_time also its ``max_lag``, s); the
+    tempered ones their temperature (no sigma). ``observed`` serves the Gauss-Newton whitening of the misfit
+    likelihoods (Laplace).
     """
     lk = cfg.likelihood
     data_sigma = lk.name in ("gaussian", "student_t")
     return models.build_likelihood(lk.name, sigma=float(sigma) if data_sigma else lk.sigma, dt=setup.acquisition.dt,
                                    temperature=lk.temperature, df=lk.df, observed=observed,
-                                   trace_dims=2 if setup.frequency_domain else 1)
+                                   trace_dims=2 if setup.frequency_domain else 1, max_lag=lk.max_lag)
 
 
 def build_config_model(cfg: Config, setup: Setup, observed: torch.Tensor, sigma: float):

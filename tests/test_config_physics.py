@@ -72,6 +72,8 @@ def problems_of(r, **kw):
     ({"physics": {"rho": 2.1, "name": "sh"}}, "[physics].rho = 2.1 is 2.1: looks like g/cm^3; probinv uses kg/m^3"),
     ({"likelihood": {"name": "l1"}}, "[likelihood].name = 'l1' must be one of"),
     ({"likelihood": {"name": "travel_time", "sigma": -0.1}}, "[likelihood].sigma = -0.1 must be > 0"),
+    ({"likelihood": {"name": "travel_time", "sigma": 0.01, "max_lag": -0.1}},
+     "[likelihood].max_lag = -0.1 must be > 0"),
     ({"likelihood": {"nmae": "envelope"}}, "[likelihood].nmae is not a known key: did you mean 'name'?"),
     ({"prior": {**P, "q": {"stdd": 0.5}}}, "[prior.q].stdd is not a known key: did you mean 'std'?"),
     ({"prior": {**P, "vpp": {"std": 100.0}}}, "[prior.vpp] is not a known field prior (did you mean [prior.vp]?)"),
@@ -108,6 +110,8 @@ def test_each_new_key_is_checked_naming_key_value_and_what_is_valid(sections, ex
     ({"likelihood": {"name": "travel_time", "sigma": 5.0}}, "[likelihood].sigma = 5.0 s is the standard deviation of "
                                                             "a delay in seconds: far too large"),
     ({"likelihood": {"name": "student_t"}}, "[likelihood].df is required by likelihood 'student_t'"),
+    ({"likelihood": {"name": "envelope", "temperature": 1.0, "max_lag": 0.1}},
+     "[likelihood].max_lag = 0.1: likelihood 'envelope' does not use it"),
     # fields the physics does not read, and the legacy [prior]
     ({"prior": {**P, "vs": {"std": 100.0}}}, "[prior.vs] is given but physics 'acoustic' reads the fields ['vp'] "
                                              "(and optionally ['rho'])"),
@@ -352,6 +356,9 @@ def test_travel_time_likelihood_through_the_cli(tmp_path, capsys):
     post = workflow.inference.Posterior.from_netcdf(tmp_path / "out" / "posterior.nc")
     # the likelihood is stated; its sigma is a delay in s, the data noise only made the simulated data
     assert post.attrs["likelihood"] == "travel_time" and post.attrs["likelihood_sigma"] == 0.002
+    # [likelihood].max_lag reaches the likelihood (the delay window, s)
+    windowed = parse_config(raw(likelihood={"name": "travel_time", "sigma": 0.002, "max_lag": 0.05}))
+    assert workflow.build_likelihood(windowed, resolve(windowed), None, 1.0).max_lag == 0.05
     assert "noise_sigma" not in post.attrs and post.attrs["simulation_noise_sigma"] > 0
     setup = resolve(parse_config(raw()))
     d_true = setup.true["vp"] - setup.initial["vp"]

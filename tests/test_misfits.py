@@ -121,6 +121,45 @@ def test_traveltime_gradient_is_implicit_derivative():
     np.testing.assert_allclose(float(g), -DT, rtol=1e-3)
 
 
+def test_traveltime_max_lag_keeps_the_delay_on_its_arrival():
+    # obs: the synthetic's arrival delayed by 3 samples plus a 2x stronger arrival 60 samples later (a reflection
+    # the synthetic lacks). The whole correlation peaks on the strong one (~60 samples); a window of 20 samples
+    # (0.04 s) finds the 3-sample delay as from a clean pair.
+    syn = pulse(0.0)[None, None]
+    obs = (pulse(3.0) + 2.0 * pulse(63.0))[None, None]
+    whole = float(misfits.traveltime_shift(syn, obs, DT)[0, 0]) / DT
+    assert abs(whole - 63.0) < 1.0
+    windowed = float(misfits.traveltime_shift(syn, obs, DT, max_lag=20 * DT)[0, 0]) / DT
+    clean = float(misfits.traveltime_shift(syn, pulse(3.0)[None, None], DT)[0, 0]) / DT
+    # the strong arrival's correlation tail at lag 3 (60 samples = 0.12 s away) is ~exp(-(pi 25 0.12)^2)
+    # ~ 1e-38 small: the windowed delay equals the clean pair's (measured 3e-15 samples apart)
+    assert abs(windowed - 3.0) < 1e-6 and abs(windowed - clean) < 1e-6
+    # the gradient of the windowed delay is the implicit derivative at the windowed peak: finite differences of a
+    # continuous shift of the synthetic (central, h = 1e-4 samples; the delay is smooth there: 1e-6 relative)
+    s = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+
+    def delay(shift):
+        t = (torch.arange(NT, dtype=torch.float64) - shift) * DT - 0.12
+        a = (math.pi * 25.0 * t) ** 2
+        return misfits.traveltime_shift(((1 - 2 * a) * torch.exp(-a))[None, None], obs, DT, max_lag=20 * DT)[0, 0]
+
+    (g,) = torch.autograd.grad(delay(s), s)
+    h = 1e-4
+    with torch.no_grad():
+        fd = (float(delay(torch.tensor(0.4 + h, dtype=torch.float64))) -
+              float(delay(torch.tensor(0.4 - h, dtype=torch.float64)))) / (2 * h)
+    assert abs(float(g) - fd) <= 1e-6 * abs(fd), (float(g), fd)
+    # no peak inside the window (the true delay, 30 samples, lies beyond 10): the edge value and no gradient
+    syn2 = pulse(0.0)[None, None].clone().requires_grad_(True)
+    tau = misfits.traveltime_shift(syn2, pulse(30.0)[None, None], DT, max_lag=10 * DT)
+    assert float(tau.detach()) == pytest.approx(10 * DT, rel=1e-12)
+    (g2,) = torch.autograd.grad(tau.sum(), syn2)
+    assert float(g2.abs().max()) == 0.0
+    with pytest.raises(ValueError, match=re.escape("max_lag must be a positive number of seconds (or None: every "
+                                                   "lag), got 0")):
+        misfits.traveltime_shift(syn, obs, DT, max_lag=0)
+
+
 def test_l2_and_l2_trace_values():
     syn = torch.zeros(1, 2, 3, dtype=torch.float64)
     obs = torch.tensor([[[3.0, 4.0, 0.0], [1.0, 0.0, 0.0]]], dtype=torch.float64)

@@ -96,13 +96,14 @@ def build_forward(physics: str, acquisition: Acquisition, dx: float, options: Ph
 
 def build_likelihood(name: str, *, sigma: float | torch.Tensor | None = None, dt: float | None = None,
                      temperature: float | None = None, df: float | None = None, observed: torch.Tensor | None = None,
-                     trace_dims: int = 1):
+                     trace_dims: int = 1, max_lag: float | None = None):
     """The likelihood (noise model) called ``name``.
 
     ``gaussian`` (``sigma``, data units), ``student_t`` (``df``, ``sigma`` as the scale), ``travel_time``
-    (``sigma`` in s, ``dt`` in s), ``attenuation`` (``sigma`` in natural-log units), ``global_correlation``,
-    ``envelope`` and ``trace_l2`` (``temperature``, a modelling choice). ``observed`` is needed by the Laplace
-    approximation of the non-Gaussian-data ones (their ``whiten``); ``trace_dims`` is 2 for stacked spectra.
+    (``sigma`` in s, ``dt`` in s, optional ``max_lag`` in s), ``attenuation`` (``sigma`` in natural-log units),
+    ``global_correlation``, ``envelope`` and ``trace_l2`` (``temperature``, a modelling choice). ``observed`` is
+    needed by the Laplace approximation of the non-Gaussian-data ones (their ``whiten``); ``trace_dims`` is 2 for
+    stacked spectra.
     """
     check_choice("likelihood", name, LIKELIHOODS)
 
@@ -116,7 +117,7 @@ def build_likelihood(name: str, *, sigma: float | torch.Tensor | None = None, dt
     if name == "student_t":
         return StudentT(need("df", df), need("sigma", sigma))
     if name == "travel_time":
-        return TravelTime(need("sigma", sigma), need("dt", dt), observed=observed)
+        return TravelTime(need("sigma", sigma), need("dt", dt), observed=observed, max_lag=max_lag)
     if name == "attenuation":
         return Attenuation(need("sigma", sigma), observed=observed)
     if name == "global_correlation":

@@ -142,6 +142,11 @@ class TravelTime(_Defaults):
         Observed records ``[n_shots, n_receivers, nt]``, needed by :meth:`whiten` only.
     newton_steps : int
         Sub-sample refinement of the correlation peak (:func:`probinv.misfits.traveltime_shift`).
+    max_lag : float, optional
+        Largest delay searched, in seconds (default: the whole correlation). Whole-trace correlation of records
+        with several arrivals can pick another arrival than the synthetic trace's (a delay of periods); about half
+        the dominant period keeps each delay on its own arrival. Traces with no correlation peak within the window
+        contribute a constant (no gradient).
 
     Data are real time series ``[..., n_shots, n_receivers, nt]``. ``sample`` delays each predicted trace by a
     Gaussian delay (band-limited shift by FFT, zero-padded: no wrap-around).
@@ -151,17 +156,20 @@ class TravelTime(_Defaults):
     dt: float
     observed: torch.Tensor | None = field(default=None, repr=False)
     newton_steps: int = 8
+    max_lag: float | None = None
 
     def __post_init__(self):
         check_positive("sigma", self.sigma)
         object.__setattr__(self, "dt", check_scalar("dt", self.dt))
         check_int("newton_steps", self.newton_steps, minimum=0)
+        if self.max_lag is not None:
+            object.__setattr__(self, "max_lag", check_scalar("max_lag", self.max_lag))
         _check_observed(self.observed)
 
     def delays(self, pred, obs):
         """Delays ``[..., n_shots, n_receivers]`` (s) of ``obs`` relative to ``pred`` (positive: obs later)."""
         obs = obs.expand(pred.shape) if obs.shape != pred.shape else obs
-        return traveltime_shift(pred, obs, self.dt, newton_steps=self.newton_steps)
+        return traveltime_shift(pred, obs, self.dt, newton_steps=self.newton_steps, max_lag=self.max_lag)
 
     def _loglik(self, sigma):
         def f(pred, value):
