@@ -85,7 +85,6 @@ class _AcousticPropagation(torch.autograd.Function):
                 with torch.no_grad():
                     _, _, _, qs, ps = _run(ctx.starts[b], v2dt2, gx, gz, amp[..., n0:n1], geom, ops, fast, n0,
                                            store=True)
-                ctx.starts[b] = None  # free the block's start state as soon as it has been used
             if g_state is None:  # the final state does not reach the outputs: zero adjoint
                 g_state = _initial_state(fast, *g_data.shape[:2], *v2dt2.shape[-2:], v2dt2)
             n_snap = sum(1 for i in range(n0, n1) if geom.snap_every and i % geom.snap_every == 0)

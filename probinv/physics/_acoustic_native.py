@@ -217,7 +217,6 @@ class _NativeAcousticPropagation(torch.autograd.Function):
             if k < nt:
                 _, _, _, qs, ps = _forward_block(plan, [t.clone() for t in ctx.starts[b]], v2dt2, gx, gz,
                                                  amp[..., n0:n1], n0, store=True)
-                ctx.starts[b] = None  # free the block's start state as soon as it has been used
             n_snap = _n_snaps(plan, n0, n1 - n0)
             gs = g_snap[:, :, snap_end - n_snap:snap_end] if has_snap else None
             snap_end -= n_snap

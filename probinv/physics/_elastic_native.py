@@ -187,8 +187,9 @@ class _NativeElasticPropagation(torch.autograd.Function):
         for b, n0 in reversed(list(enumerate(range(0, nt, k)))):
             n1 = min(n0 + k, nt)
             if k < nt:
-                _, saves = _forward_block(plan, ctx.starts[b], co, amp[..., n0:n1], store=True)
-                ctx.starts[b] = None  # free the block's start state as soon as it has been used
+                # the block runs in place on a copy: the saved start stays valid for another backward pass
+                # (retain_graph: e.g. Laplace's repeated vector-Jacobian products on one graph)
+                _, saves = _forward_block(plan, ctx.starts[b].clone(), co, amp[..., n0:n1], store=True)
             ga = co.new_empty(n_bs, plan.ints["ns"], n1 - n0)
             gd = g_data[..., n0:n1].contiguous()  # kept referenced while the kernel reads it
             _call(plan, "backward", n1 - n0, co=_ptr(co), saves=_ptr(saves), lam=_ptr(lam), g_data=_ptr(gd),
