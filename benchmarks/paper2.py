@@ -44,7 +44,8 @@ Usage::
     python benchmarks/paper2.py --quick                                 # smoke run (tiny grids, 2 iterations)
 
 Resumable: each row's MAP is checkpointed (``<out>/paper2_<row>_map.pt``); a finished row is kept in the JSON and
-skipped on a re-run with the same settings. Results: ``<out>/paper2.json``, ``paper2.md``, ``paper2_<row>.npz``.
+skipped on a re-run with the same settings. Results: ``<out>/paper2.json``, ``paper2.md``, ``paper2_<row>.npz`` and
+the figure ``paper2_<row>.png`` (true / initial / MAP / Laplace std of each inverted field).
 """
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ from probinv.models import (  # noqa: E402
     build_model,
 )
 from probinv.physics import ricker  # noqa: E402
+from probinv.plotting import plot_model, plt, save_figure  # noqa: E402
 from probinv.scenarios import paper2_marmousi, q_anomaly  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -347,6 +349,37 @@ def run_row(row, args, out_dir):
     return res
 
 
+def figure(row, res, out_dir):
+    """``paper2_<row>.png``: per inverted field, the true, initial and MAP models on one colour scale (with their
+    MS-SSIM) and the Laplace std when it was computed. Returns the path, or None without the row's arrays."""
+    path = os.path.join(out_dir, f"paper2_{row}.npz")
+    if not os.path.exists(path):
+        return None
+    arrays = np.load(path)
+    fields = res["fields"]
+    ncol = 4 if any(f"std_{n}" in arrays for n in fields) else 3
+    nz, nx = arrays[f"true_{fields[0]}"].shape
+    fig, axes = plt.subplots(len(fields), ncol, figsize=(3.4 * ncol * max(nx / nz, 0.6), 2.7 * len(fields) + 0.4),
+                             squeeze=False, constrained_layout=True)
+    for axrow, n in zip(axes, fields, strict=True):
+        true = arrays[f"true_{n}"]
+        lo, hi = float(true.min()), float(true.max())
+        for ax, (what, key) in zip(axrow, (("true", "true"), ("initial", "initial"), ("MAP", "map")), strict=False):
+            score = res["initial" if what == "initial" else "final"][n]["ms_ssim"]
+            sc = "" if what == "true" else f" (MS-SSIM {score:.3f})"
+            plot_model(arrays[f"{key}_{n}"], res["dx"], ax=ax, title=f"{what} {n}{sc}", name=n, vmin=lo, vmax=hi)
+        if ncol == 4:
+            if f"std_{n}" in arrays:
+                plot_model(arrays[f"std_{n}"], res["dx"], ax=axrow[3], title=f"Laplace std {n}", name=n, cmap="magma",
+                           vmin=0.0)
+            else:
+                axrow[3].set_visible(False)
+    fig.suptitle(f"{row}: {res['iterations']} Adam iterations (paper 2: MS-SSIM {res['paper_ms_ssim']:.3f})")
+    out = save_figure(fig, os.path.join(out_dir, f"paper2_{row}.png"))
+    plt.close(fig)
+    return out
+
+
 def markdown(results):
     lines = ["# Paper 2, Table 1: MAP (deterministic FWI) with Laplace std", "",
              f"Command: `{results['command']}`  ", f"Machine: {results['machine']}", "",
@@ -436,6 +469,8 @@ def main(argv=None):
         n = res["scored"]
         print(f"{row}: MS-SSIM {res['initial'][n]['ms_ssim']:.3f} -> {res['final'][n]['ms_ssim']:.3f} "
               f"({res['iterations']} it., {res['seconds_map']:.1f} s)", flush=True)
+    for row, res in results["rows"].items():
+        figure(row, res, args.out)
     print(markdown(results))
     return results
 

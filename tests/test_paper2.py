@@ -63,6 +63,7 @@ def test_paper2_quick_runs_resumes_and_feeds_the_notebook(paper2, tmp_path, monk
                              win_size=3))
         assert r["initial"][n]["ms_ssim"] == pytest.approx(init, abs=1e-12)
         assert np.all(arrays[f"std_{n}"] > 0)
+        assert (tmp_path / f"paper2_{row}.png").stat().st_size > 10_000  # the row's figure (4 panels per field)
     # resumable: a second call with the same settings skips the finished rows and returns them unchanged
     again = paper2.main(["--quick", "--rows", rows, "--out", str(tmp_path)])
     assert again["rows"]["acoustic_l2"]["seconds_map"] == res["rows"]["acoustic_l2"]["seconds_map"]
