@@ -332,7 +332,11 @@ def run_row(row, args, out_dir):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # the Laplace point is the FWI result: one Adam step of negligible size only creates the MAP record
+            # time-domain rows: J v by central differences (two forwards without a graph): the reverse-over-
+            # reverse product of the compiled solvers differentiates the PyTorch reference loop, whose graph of
+            # 16 shots x 1500 steps outgrew the machine's 24 GB (measured: the travel-time row was OOM-killed)
             lap = laplace(lap_model, rank=args.laplace_rank, oversample=5, num_samples=200, seed=0,
+                          jvp_mode="fd" if dt is not None else "auto",
                           map_kwargs={"optimizer": "adam", "num_steps": 1, "lr": 1e-12, "init": init})
         std = {n: lap.std(n).detach() for n in fields}
         res["seconds_laplace"] = time.perf_counter() - t0
