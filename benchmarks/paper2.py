@@ -304,7 +304,7 @@ def run_row(row, args, out_dir):
 
     # one learning rate per run: a Q row's velocity moves by Q's lr in m/s per step (2 m/s: the 1-cell blur errs by
     # tens of m/s; the Marmousi rows' 20 m/s steps would swamp the Q signal)
-    lr = LR[fields[-1]]
+    lr = args.velocity_lr if fields[-1] in ("vp", "vs") and args.velocity_lr else LR[fields[-1]]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -429,6 +429,8 @@ def main(argv=None):
     ap.add_argument("--checkpoint-every", type=int, default=150,
                     help="SH / P-SV rows: keep the wavefield state every K steps and recompute in the backward pass "
                          "(default 150; 0: store every step, 11-18 GB per gradient in float64)")
+    ap.add_argument("--velocity-lr", type=float, default=None,
+                    help="Marmousi rows: Adam's step on the velocities in m/s (default 20, the issue's reference)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
@@ -449,7 +451,7 @@ def main(argv=None):
     settings = {"quick": args.quick, "iterations": args.iterations, "laplace_rank": args.laplace_rank,
                 "laplace_modes": args.laplace_modes, "noise_seed": args.noise_seed, "noise": args.noise,
                 "tt_max_lag": args.tt_max_lag,
-                "checkpoint_every": args.checkpoint_every,
+                "checkpoint_every": args.checkpoint_every, "velocity_lr": args.velocity_lr,
                 "top_boundary": args.top_boundary,
                 "shot_step": args.shot_step, "q_velocity": args.q_velocity}
     results = {"rows": {}}
