@@ -331,12 +331,14 @@ def run_row(row, args, out_dir):
             init[f"{n}_z"] = lap_priors[n].inverse(final[n].clamp(lo * 1.0001, hi * 0.9999))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # the Laplace point is the FWI result: one Adam step of negligible size only creates the MAP record
+            # the Laplace point is the FWI result: one Adam step of negligible size only creates the MAP record, and
+            # no Gauss-Newton steps towards the weak prior's mode (the std maps come from the Hessian at the point
+            # either way; on the elastic rows each step is a 25-40 s gradient, up to 30 of them)
             # time-domain rows: J v by central differences (two forwards without a graph): the reverse-over-
             # reverse product of the compiled solvers differentiates the PyTorch reference loop, whose graph of
             # 16 shots x 1500 steps outgrew the machine's 24 GB (measured: the travel-time row was OOM-killed)
             lap = laplace(lap_model, rank=args.laplace_rank, oversample=5, num_samples=200, seed=0,
-                          jvp_mode="fd" if dt is not None else "auto",
+                          jvp_mode="fd" if dt is not None else "auto", newton_steps=0,
                           map_kwargs={"optimizer": "adam", "num_steps": 1, "lr": 1e-12, "init": init})
         std = {n: lap.std(n).detach() for n in fields}
         res["seconds_laplace"] = time.perf_counter() - t0
