@@ -477,8 +477,8 @@ def main(argv=None):
         n = res["scored"]
         print(f"{row}: MS-SSIM {res['initial'][n]['ms_ssim']:.3f} -> {res['final'][n]['ms_ssim']:.3f} "
               f"({res['iterations']} it., {res['seconds_map']:.1f} s)", flush=True)
-    for row, res in results["rows"].items():
-        figure(row, res, args.out)
+    for row in rows:  # this call's rows (run or kept): the others' figures are unchanged
+        figure(row, results["rows"][row], args.out)
     print(markdown(results))
     return results
 
