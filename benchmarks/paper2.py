@@ -152,6 +152,26 @@ class _Fixed:
         return self.forward({**self.fixed, **fields}, shots=shots)
 
 
+class _Pinned(_Fixed):
+    """A forward operator whose fields are held at given values on the cells of a mask (the water layer)."""
+
+    def __init__(self, forward, mask, values):
+        super().__init__(forward, {})
+        self.mask, self.values = mask, values
+
+    def describe(self):
+        return {**self.forward.describe(), "pinned_cells": int(self.mask.sum()), "pinned_fields": sorted(self.values)}
+
+    def pin(self, name, value):
+        """``value`` with the mask's cells replaced by the pinned values (unchanged for other fields)."""
+        if name not in self.values:
+            return value
+        return torch.where(self.mask, self.values[name], value)
+
+    def __call__(self, fields, shots=None):
+        return self.forward({n: self.pin(n, v) for n, v in fields.items()}, shots=shots)
+
+
 def _shape(s):
     return tuple(next(iter(s.true.values())).shape)
 
@@ -163,6 +183,8 @@ def _downsample(s, quick):
     k = 4 if s.dx == 80.0 else 3
     s.true = {n: v[::k, ::k].contiguous() for n, v in s.true.items()}
     s.initial = {n: v[::k, ::k].contiguous() for n, v in s.initial.items()}
+    if "water" in s.metadata:
+        s.metadata["water"] = s.metadata["water"][::k, ::k].contiguous()
     s.dx = s.dx * k
     nz, nx = _shape(s)
     xs = torch.tensor([1, nx - 2])
@@ -176,18 +198,38 @@ def _downsample(s, quick):
 
 
 def setup(row, quick=False, top_boundary="mirror", shot_step=0, q_velocity="joint", checkpoint_every=150,
-          blur=5.0):
+          blur=5.0, water="free"):
     """Scenario, forward operator, time step (None in the frequency domain) and inverted fields of a row
-    (``top_boundary``, ``q_velocity``, ``checkpoint_every``, ``blur``: see ``--top-boundary``, ``--q-velocity``,
-    ``--checkpoint-every``, ``--blur``)."""
+    (``top_boundary``, ``q_velocity``, ``checkpoint_every``, ``blur``, ``water``: see ``--top-boundary``,
+    ``--q-velocity``, ``--checkpoint-every``, ``--blur``, ``--water``)."""
     physics, misfit, fields, scored, paper = ROWS[row]
+    if water not in ("free", "fixed", "fluid"):
+        raise ValueError(f"water must be 'free', 'fixed' or 'fluid', got {water!r}")
+    if water == "fluid" and physics != "psv":
+        raise ValueError(f"water='fluid' (vs = 0 in the water) needs the P-SV rows, got row {row!r} ({physics}): "
+                         f"SH waves do not enter a fluid")
     if physics in ("acoustic", "sh", "psv"):
         s = _downsample(paper2_marmousi(physics, data_dir=DATA, dtype=D, blur=blur), quick)
+        pinned = None
+        if water != "free":
+            # the water cells (every 20 m sub-cell of the 80 m block in water: vp = 1500 m/s, vs = 0 in the raw
+            # model) are known in a marine survey (bathymetry, water speed): held at their true values, start included
+            mask = s.metadata["water"]
+            if water == "fluid":
+                s.true["vs"] = torch.where(mask, torch.zeros_like(s.true["vs"]), s.true["vs"])
+            s.initial = {n: torch.where(mask, s.true[n], v) for n, v in s.initial.items()}
+            pinned = (mask, {n: s.true[n] for n in fields})
         if shot_step and not quick:
             # the sources every ``shot_step`` columns from column 0 instead of spread over all of them
             xs = torch.arange(s.acquisition.n_shots) * shot_step
             src = torch.stack([torch.zeros_like(xs), xs], -1)[:, None, :]
             s.acquisition = dataclasses.replace(s.acquisition, source_locations=src)
+        if water == "fluid":
+            # a fluid's pressure vanishes on the free surface (row 0), so an explosive source there radiates
+            # nothing: sources and receivers one cell (80 m) below it
+            s.acquisition = dataclasses.replace(
+                s.acquisition, source_locations=s.acquisition.source_locations + torch.tensor([1, 0]),
+                receiver_locations=s.acquisition.receiver_locations + torch.tensor([1, 0]))
         acq = s.acquisition
         amp = ricker(acq.freq, acq.nt, acq.dt, dtype=D).expand(acq.n_shots, 1, acq.nt).contiguous()
         opts = {"pml_width": s.pml_width, "free_surface": True, "accuracy": 4}
@@ -208,6 +250,8 @@ def setup(row, quick=False, top_boundary="mirror", shot_step=0, q_velocity="join
         else:
             fwd = _Fixed(PSVForward(s.dx, acq.dt, amp, acq.source_locations, acq.receiver_locations, density="rho",
                                     receiver_component="vz", options=opts), {"rho": s.true["rho"]})
+        if pinned is not None:
+            fwd = _Pinned(fwd, *pinned)
         dt = acq.dt
     else:
         wave = "acoustic" if physics == "viscoacoustic" else "sh"
@@ -264,7 +308,8 @@ def _laplace_priors(s, fields, rank_modes):
 def run_row(row, args, out_dir):
     physics, misfit, _, scored, paper = ROWS[row]
     s, fwd, dt, fields = setup(row, args.quick, args.top_boundary, args.shot_step, args.q_velocity,
-                               args.checkpoint_every, args.blur)
+                               args.checkpoint_every, args.blur, args.water)
+    pin = fwd.pin if isinstance(fwd, _Pinned) else (lambda n, v: v)
     torch.manual_seed(0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -306,7 +351,7 @@ def run_row(row, args, out_dir):
                 field_name = name.split(".")[-1]
                 if field_name in CLIP:
                     p.clamp_(*CLIP[field_name])
-        f = fvals[scored].detach().clamp(*CLIP[scored])
+        f = pin(scored, fvals[scored].detach().clamp(*CLIP[scored]))
         history.append({"step": step + 1, "loss": float(loss), **scores(f, s.true[scored])})
         write_text_atomic(hist_path, json.dumps(history))
         print(f"  step {step + 1}: loss {float(loss):.6g}, MS-SSIM {history[-1]['ms_ssim']:.4f}", flush=True)
@@ -321,7 +366,7 @@ def run_row(row, args, out_dir):
                             init={n: s.initial[n] for n in fields}, callback=callback, checkpoint=ckpt,
                             checkpoint_every=5)
     t_map = post.attrs.get("seconds", time.perf_counter() - t0)
-    final = {n: post.samples[n][0, -1].detach().clamp(*CLIP[n]) for n in fields}
+    final = {n: pin(n, post.samples[n][0, -1].detach().clamp(*CLIP[n])) for n in fields}
     res = {"row": row, "physics": physics, "misfit": misfit, "fields": list(fields), "scored": scored,
            "paper_ms_ssim": paper, "paper_change": PAPER_CHANGE[row], "iterations": int(post.attrs["n_steps"]),
            "seconds_map": t_map,
@@ -441,6 +486,11 @@ def main(argv=None):
                     help="Marmousi rows: the start is the true model blurred by a Gaussian of this many cells "
                          "(default 5, the issue's reference: MS-SSIM 0.705; 1.7 scores 0.867, the start of paper 2's "
                          "Table 1 = its final value minus its change)")
+    ap.add_argument("--water", choices=("free", "fixed", "fluid"), default="free",
+                    help="Marmousi rows: 'free' (default) inverts every cell, the water's S speed set to 400 m/s; "
+                         "'fixed' holds the water cells at their true values (start included), as in a marine survey "
+                         "with known bathymetry; 'fluid' (P-SV only) also gives the water vs = 0 and puts sources "
+                         "and receivers on row 1")
     ap.add_argument("--q-velocity", choices=("joint", "start"), default="joint",
                     help="Q rows: invert the velocity with Q from its blurred start (default), or hold it there")
     ap.add_argument("--checkpoint-every", type=int, default=150,
@@ -475,6 +525,8 @@ def main(argv=None):
                 "shot_step": args.shot_step, "q_velocity": args.q_velocity}
     if args.blur != 5.0:  # recorded only when changed: the rows run before --blur existed stay "done"
         settings["blur"] = args.blur
+    if args.water != "free":
+        settings["water"] = args.water
     results = {"rows": {}}
     if os.path.exists(path):
         with open(path) as fh:

@@ -514,7 +514,8 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     4000, dt 4 ms, 0.5 Hz; P-SV nt 1500, dt 4 ms, 3 Hz); the Ricker peaks at ``1.5 / freq`` (0.5 s at 3 Hz).
     ``n_shots`` sources on row 0 (16, evenly spaced over the columns), receivers on every cell of row 0, free surface,
     PML 20 on the other sides. Start: Gaussian blur (``blur`` cells, 5 by default) of every true field. Water cells
-    (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice. Needs ``marmousi2.npz`` in ``data_dir``,
+    (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice; ``metadata["water"]`` is the bool
+    (44, 100) mask of the cells lying wholly in the water (rows 0-4). Needs ``marmousi2.npz`` in ``data_dir``,
     ``$PROBINV_DATA`` or the nearest ``shared/data`` folder above the package.
     """
     if physics not in PAPER2_TIME:
@@ -529,6 +530,8 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     for name in ("vp", "vs", "rho"):
         a = raw[name].astype(np.float64)[:, :400]
         a = np.concatenate([a, np.repeat(a[-1:], 176 - a.shape[0], axis=0)], axis=0)
+        if name == "vs":  # the cells whose 4 x 4 blocks lie wholly in the water
+            water = torch.as_tensor((a == 0).reshape(44, 4, 100, 4).all(axis=(1, 3)), device=device)
         a = a.reshape(44, 4, 100, 4).mean((1, 3))
         true[name] = torch.as_tensor(a, dtype=dtype or torch.get_default_dtype(), device=device)
     true["vs"] = true["vs"].clamp_min(PAPER2_VS_WATER)
@@ -540,7 +543,8 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     acq = Acquisition(src.to(device), rec.to(device), dt, nt, freq)
     initial = {k: smooth(v, blur) for k, v in true.items()}
     return Scenario(f"paper2_marmousi_{physics}", paper2_marmousi.__doc__.split("\n\n")[0].strip(), 80.0, true,
-                    initial, acq, free_surface=True, pml_width=20, metadata={"physics": physics, "blur": blur})
+                    initial, acq, free_surface=True, pml_width=20,
+                    metadata={"physics": physics, "blur": blur, "water": water})
 
 
 def q_anomaly(wave: str = "acoustic", *, nz: int = 30, nx: int = 50, n_shots: int = 10, v_blur: float = 1.0,

@@ -100,3 +100,26 @@ def test_reference_loop_steps_scores_and_resumes(paper2, tmp_path):
     # the resumed run continues from the saved state (bit-equal history up to step 2)
     assert r3["history"][:3] == r["history"]
     assert "| t |" in (tmp_path / "reference.md").read_text()
+
+
+def test_water_option_pins_the_water_cells(paper2):
+    """--water fixed / fluid: the water cells (rows 0-4 of this window) start at and stay at their true values: the
+    forward ignores whatever the inverted fields hold there; fluid gives the water vs = 0 (P-SV only)."""
+    s, fwd, _, fields = paper2.setup("psv_l2", quick=True, water="fluid")
+    mask = s.metadata["water"]
+    assert fields == ("vp", "vs") and bool(mask.any()) and not bool(mask.all())
+    assert float(s.true["vs"][mask].abs().max()) == 0.0 and float(s.true["vs"][~mask].min()) > 0
+    for n in fields:
+        assert torch.equal(s.initial[n][mask], s.true[n][mask])
+    with torch.no_grad():
+        d0 = fwd({n: s.initial[n] for n in fields})
+        junk = {n: torch.where(mask, torch.full_like(s.initial[n], 2500.0), s.initial[n]) for n in fields}
+        d1 = fwd(junk)
+        moved = {n: s.initial[n] + 50.0 * (~mask) for n in fields}
+        d2 = fwd(moved)
+    assert torch.equal(d0, d1)  # the water cells are pinned: bit-equal data
+    assert float((d2 - d0).abs().max()) > 1e-3 * float(d0.abs().max())  # the others are not
+    s2, _, _, _ = paper2.setup("sh_l2", quick=True, water="fixed")
+    assert float(s2.true["vs"][s2.metadata["water"]].min()) == 400.0  # fixed keeps the solid water of the SH rows
+    with pytest.raises(ValueError, match="water='fluid'"):
+        paper2.setup("sh_l2", quick=True, water="fluid")
