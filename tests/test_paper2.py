@@ -123,3 +123,23 @@ def test_water_option_pins_the_water_cells(paper2):
     assert float(s2.true["vs"][s2.metadata["water"]].min()) == 400.0  # fixed keeps the solid water of the SH rows
     with pytest.raises(ValueError, match="water='fluid'"):
         paper2.setup("sh_l2", quick=True, water="fluid")
+
+
+def test_seabed_option_runs_sh_below_the_water(paper2):
+    """--water seabed (SH): the solver sees only the rows below the water, so the data do not depend on the water
+    cells at all and equal an SH run on the cropped model with the sources and receivers on its top row."""
+    s, fwd, _, fields = paper2.setup("sh_l2", quick=True, water="seabed")
+    top = int(s.metadata["water"].all(dim=1).sum())
+    assert fields == ("vs",) and top >= 1
+    with torch.no_grad():
+        d0 = fwd({"vs": s.initial["vs"]})
+        d1 = fwd({"vs": torch.where(s.metadata["water"], torch.full_like(s.initial["vs"], 3000.0), s.initial["vs"])})
+        acq = s.acquisition
+        amp = paper2.ricker(acq.freq, acq.nt, acq.dt, dtype=paper2.D).expand(acq.n_shots, 1, acq.nt).contiguous()
+        ref = paper2.SHForward(s.dx, acq.dt, amp, acq.source_locations, acq.receiver_locations, density="rho",
+                               options={"pml_width": s.pml_width, "free_surface": True, "accuracy": 4,
+                                        "checkpoint_every": 150})
+        d2 = ref({"vs": s.initial["vs"][top:], "rho": s.true["rho"][top:]})
+    assert torch.equal(d0, d1) and torch.equal(d0, d2) and float(d0.abs().max()) > 0
+    with pytest.raises(ValueError, match="water='seabed'"):
+        paper2.setup("psv_l2", quick=True, water="seabed")
