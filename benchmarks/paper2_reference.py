@@ -89,13 +89,12 @@ def make_forward(solver, s, amp, src, rec, boundary):
 
 def run(args):
     dtype = getattr(torch, args.dtype)
-    s = paper2_marmousi("acoustic", data_dir=args.data_dir, dtype=dtype)
+    s = paper2_marmousi("acoustic", data_dir=args.data_dir, dtype=dtype,
+                        sources="centred" if args.shots == "centred" else "spread")
     acq = s.acquisition
     src, rec = acq.source_locations, acq.receiver_locations
-    if args.shots != "spread":
-        xs = {"step6": torch.arange(acq.n_shots) * 6,
-              "floor": torch.linspace(0, 99, acq.n_shots).long(),
-              "centred": ((torch.arange(acq.n_shots) + 0.5) * 100 / acq.n_shots).long()}[args.shots]
+    if args.shots in ("step6", "floor"):
+        xs = {"step6": torch.arange(acq.n_shots) * 6, "floor": torch.linspace(0, 99, acq.n_shots).long()}[args.shots]
         src = torch.stack([torch.zeros_like(xs), xs], -1)[:, None, :]
     amp = ricker(acq.freq, acq.nt, acq.dt, dtype=dtype).expand(acq.n_shots, 1, acq.nt).contiguous()
     f = make_forward(args.solver, s, amp, src, rec, args.boundary)

@@ -506,17 +506,19 @@ def _shared_data_above() -> Path | None:
 
 
 def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | None = None, n_shots: int = 16,
-                    blur: float = 5.0, dtype=None, device=None) -> Scenario:
+                    blur: float = 5.0, sources: str = "spread", dtype=None, device=None) -> Scenario:
     """Paper 2's time-domain Table 1 rows: Marmousi2 (vp, vs, rho) at 44 x 100, 80 m, free surface, Table 9 settings.
 
     Columns 0-399 of the 20 m model, padded from 174 to 176 rows (edge rows repeated) and block-averaged 4 x 4 to
     44 x 100 at 80 m. ``physics`` picks the time axis and wavelet of Table 9 (acoustic nt 1500, dt 6 ms, 3 Hz; SH nt
     4000, dt 4 ms, 0.5 Hz; P-SV nt 1500, dt 4 ms, 3 Hz); the Ricker peaks at ``1.5 / freq`` (0.5 s at 3 Hz).
-    ``n_shots`` sources on row 0 (16, evenly spaced over the columns), receivers on every cell of row 0, free surface,
+    ``n_shots`` sources on row 0 (16), receivers on every cell of row 0, free surface,
     PML 20 on the other sides. Start: Gaussian blur (``blur`` cells, 5 by default) of every true field. Water cells
     (vs = 0) get vs = 400 m/s (:data:`PAPER2_VS_WATER`), probinv's choice; ``metadata["water"]`` is the bool
-    (44, 100) mask of the cells lying wholly in the water (rows 0-4). Needs ``marmousi2.npz`` in ``data_dir``,
-    ``$PROBINV_DATA`` or the nearest ``shared/data`` folder above the package.
+    (44, 100) mask of the cells lying wholly in the water (rows 0-4). ``sources``: ``"spread"`` (default) puts the
+    sources at ``round(linspace(0, 99, n_shots))`` (the first and last columns included), ``"centred"`` at the centres
+    of ``n_shots`` equal segments of the 100 columns (3, 9, 15, ..., 96 for 16). Needs ``marmousi2.npz`` in
+    ``data_dir``, ``$PROBINV_DATA`` or the nearest ``shared/data`` folder above the package.
     """
     if physics not in PAPER2_TIME:
         raise ValueError(f"physics must be one of {sorted(PAPER2_TIME)}, got {physics!r}")
@@ -535,8 +537,13 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
         a = a.reshape(44, 4, 100, 4).mean((1, 3))
         true[name] = torch.as_tensor(a, dtype=dtype or torch.get_default_dtype(), device=device)
     true["vs"] = true["vs"].clamp_min(PAPER2_VS_WATER)
+    if sources not in ("spread", "centred"):
+        raise ValueError(f"sources must be 'spread' or 'centred', got {sources!r}")
     nt, dt, freq = PAPER2_TIME[physics]
-    xs = torch.round(torch.linspace(0, 99, n_shots)).long()
+    if sources == "spread":
+        xs = torch.round(torch.linspace(0, 99, n_shots)).long()
+    else:
+        xs = ((torch.arange(n_shots) + 0.5) * 100 / n_shots).long()
     src = torch.stack([torch.zeros_like(xs), xs], -1)[:, None, :]
     rx = torch.arange(100)
     rec = torch.stack([torch.zeros_like(rx), rx], -1)[None].expand(n_shots, -1, -1).contiguous()
@@ -544,7 +551,7 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     initial = {k: smooth(v, blur) for k, v in true.items()}
     return Scenario(f"paper2_marmousi_{physics}", paper2_marmousi.__doc__.split("\n\n")[0].strip(), 80.0, true,
                     initial, acq, free_surface=True, pml_width=20,
-                    metadata={"physics": physics, "blur": blur, "water": water})
+                    metadata={"physics": physics, "blur": blur, "water": water, "sources": sources})
 
 
 def q_anomaly(wave: str = "acoustic", *, nz: int = 30, nx: int = 50, n_shots: int = 10, v_blur: float = 1.0,

@@ -143,3 +143,16 @@ def test_seabed_option_runs_sh_below_the_water(paper2):
     assert torch.equal(d0, d1) and torch.equal(d0, d2) and float(d0.abs().max()) > 0
     with pytest.raises(ValueError, match="water='seabed'"):
         paper2.setup("psv_l2", quick=True, water="seabed")
+
+
+def test_marmousi_source_layouts(paper2):
+    """The two layouts of the 16 sources: spread over columns 0-99 (ends included) or at the centres of 16 equal
+    segments (the layout with which the issue's acoustic reference is reproduced)."""
+    spread = get_scenario("paper2_marmousi", data_dir=paper2.DATA).acquisition.source_locations[:, 0]
+    centred = get_scenario("paper2_marmousi", data_dir=paper2.DATA, sources="centred").acquisition.source_locations
+    assert spread[:, 1].tolist() == [0, 7, 13, 20, 26, 33, 40, 46, 53, 59, 66, 73, 79, 86, 92, 99]
+    # centre of segment k: (k + 0.5) * 100 / 16 = 3.125 + 6.25 k, truncated
+    assert centred[:, 0, 1].tolist() == [int(3.125 + 6.25 * k) for k in range(16)]
+    assert int(centred[..., 0].abs().max()) == 0 and int(spread[:, 0].abs().max()) == 0  # all on row 0
+    with pytest.raises(ValueError, match="sources must be"):
+        get_scenario("paper2_marmousi", data_dir=paper2.DATA, sources="random")
