@@ -102,7 +102,7 @@ def test_reference_loop_steps_scores_and_resumes(paper2, tmp_path):
     assert "| t |" in (tmp_path / "reference.md").read_text()
 
 
-def test_water_option_pins_the_water_cells(paper2):
+def test_water_option_pins_the_water_cells(paper2, tmp_path):
     """--water fixed / fluid: the water cells (rows 0-4 of this window) start at and stay at their true values: the
     forward ignores whatever the inverted fields hold there; fluid gives the water vs = 0 (P-SV only)."""
     s, fwd, _, fields = paper2.setup("psv_l2", quick=True, water="fluid")
@@ -119,6 +119,14 @@ def test_water_option_pins_the_water_cells(paper2):
         d2 = fwd(moved)
     assert torch.equal(d0, d1)  # the water cells are pinned: bit-equal data
     assert float((d2 - d0).abs().max()) > 1e-3 * float(d0.abs().max())  # the others are not
+    # the whole row (quick): the MAP and its Laplace std keep the water pinned (MAP = truth, std 0 there)
+    res = paper2.main(["--quick", "--rows", "psv_l2", "--water", "fluid", "--out", str(tmp_path)])
+    arrays = np.load(tmp_path / "paper2_psv_l2.npz")
+    m = mask.numpy()
+    for n in fields:
+        assert np.array_equal(arrays[f"map_{n}"][m], s.true[n].numpy()[m])
+        assert np.all(arrays[f"std_{n}"][m] == 0) and np.all(arrays[f"std_{n}"][~m] > 0)
+    assert res["rows"]["psv_l2"]["settings"]["water"] == "fluid"
     s2, _, _, _ = paper2.setup("sh_l2", quick=True, water="fixed")
     assert float(s2.true["vs"][s2.metadata["water"]].min()) == 400.0  # fixed keeps the solid water of the SH rows
     with pytest.raises(ValueError, match="water='fluid'"):
