@@ -19,7 +19,8 @@ RMS), as a user of either tool would make them. ``--shots spread`` puts the 16 s
 (the scenario's); ``--shots step6`` at columns 0, 6, ..., 90; ``floor`` at linspace(0, 99, 16) truncated; ``centred``
 at the centres of 16 equal segments (3, 9, ..., 96).
 
-Usage (one thread; ``GOMP_SPINCOUNT=1000`` because deepwave's OpenMP threads spin-wait)::
+deepwave is an optional dependency of the benchmarks (``pip install -e ".[bench]"``). Usage (one thread;
+``GOMP_SPINCOUNT=1000`` because deepwave's OpenMP threads spin-wait)::
 
     OMP_NUM_THREADS=1 GOMP_SPINCOUNT=1000 PROBINV_DATA=../shared/data \\
         python benchmarks/paper2_reference.py --solver deepwave --iterations 500 --out benchmarks/results/ref_dw
