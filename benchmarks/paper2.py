@@ -19,13 +19,15 @@ the 1-cell velocity blur then explains 15 times more misfit than the whole Q ano
 MS-SSIM falls (0.66 -> 0.30 in 40 steps).
 
 Marmousi2's water (rows 0-4 of this window) is a fluid; probinv's scenario gives it vs = 400 m/s so that SH waves
-propagate there, and by default every cell is inverted. ``--water fixed`` holds the water cells at their true values
-(start included: a marine survey knows its bathymetry and water speed); ``--water fluid`` (P-SV) also restores vs = 0
+propagate there. ``--water free`` inverts every cell (the default of the acoustic rows, as the issue's reference).
+``--water fixed`` holds the water cells at their true values (start included: a marine survey knows its bathymetry
+and water speed); ``--water fluid`` (P-SV) also restores vs = 0
 there and moves sources and receivers to row 1; ``--water seabed`` (SH) runs the SH solver on the rows below the water
 (SH waves do not enter a fluid: the seabed is its free surface, sources and receivers on it). Pinned cells get a
 Laplace std of 0. Measured: with the solid 400 m/s water (1.7 cells per S wavelength at
 3 Hz) the P-SV gradient is 100-1000 times larger in the top rows than below and the inverted models leave the truth
-(vp 0.705 -> 0.502 in 40 iterations); with the fluid water pinned the P-SV row improves from the first step.
+(vp 0.705 -> 0.502 in 40 iterations); with the fluid water pinned the P-SV row improves from the first step. The
+default ``--water auto`` is ``fluid`` for P-SV and ``seabed`` for SH.
 
 Set-ups: :func:`probinv.scenarios.paper2_marmousi` (Table 9; 16 shots; start = blur of 5 cells) and
 :func:`probinv.scenarios.q_anomaly` (Table 10; paper 2's Q-anomaly model is unpublished: probinv builds one).
@@ -342,10 +344,26 @@ def _laplace_priors(s, fields, rank_modes):
     return out
 
 
+def water_for(row, water):
+    """``--water`` for one row: ``"auto"`` is the physically right choice per physics (P-SV: ``fluid``, SH: ``seabed``;
+    the acoustic rows invert every cell as the issue's reference, the Q rows have no water)."""
+    if water != "auto":
+        return water
+    return {"psv": "fluid", "sh": "seabed"}.get(ROWS[row][0], "free")
+
+
+def _problem(row, args):
+    """The options that define a row's inverse problem (a checkpoint is resumed only under the same ones)."""
+    return {"quick": args.quick, "noise_seed": args.noise_seed, "noise": args.noise, "tt_max_lag": args.tt_max_lag,
+            "velocity_lr": args.velocity_lr, "top_boundary": args.top_boundary, "shot_step": args.shot_step,
+            "q_velocity": args.q_velocity, "blur": args.blur, "water": water_for(row, args.water),
+            "sources": args.sources}
+
+
 def run_row(row, args, out_dir):
     physics, misfit, _, scored, paper = ROWS[row]
     s, fwd, dt, fields = setup(row, args.quick, args.top_boundary, args.shot_step, args.q_velocity,
-                               args.checkpoint_every, args.blur, args.water, args.sources)
+                               args.checkpoint_every, args.blur, water_for(row, args.water), args.sources)
     pin = fwd.pin if isinstance(fwd, _Pinned) else (lambda n, v: v)
     torch.manual_seed(0)
     with torch.no_grad(), warnings.catch_warnings():
@@ -375,6 +393,17 @@ def run_row(row, args, out_dir):
     ckpt = os.path.join(out_dir, f"paper2_{row}_map.pt")
     hist_path = os.path.join(out_dir, f"paper2_{row}_history.json")
     history = []
+    problem_path = os.path.join(out_dir, f"paper2_{row}_problem.json")
+    if os.path.exists(ckpt):
+        saved = None
+        if os.path.exists(problem_path):
+            with open(problem_path) as fh:
+                saved = json.load(fh)
+        if saved != _problem(row, args):
+            raise SystemExit(f"{ckpt} was written for another problem ({saved or 'options not recorded'}), not "
+                             f"{_problem(row, args)}: give another --out, or delete the checkpoint to start afresh")
+    else:
+        write_text_atomic(problem_path, json.dumps(_problem(row, args)))
     if os.path.exists(ckpt) and os.path.exists(hist_path):
         # resume: keep the scores of the steps the checkpoint holds (later ones are recomputed)
         done = int(torch.load(ckpt, weights_only=False)["steps"])
@@ -531,8 +560,9 @@ def main(argv=None):
     ap.add_argument("--sources", choices=("spread", "centred"), default="spread",
                     help="Marmousi rows: the 16 sources at round(linspace(0, 99, 16)) (default) or at the centres of "
                          "16 equal segments (3, 9, ..., 96: the layout that reproduces the issue's acoustic reference)")
-    ap.add_argument("--water", choices=("free", "fixed", "fluid", "seabed"), default="free",
-                    help="Marmousi rows: 'free' (default) inverts every cell, the water's S speed set to 400 m/s; "
+    ap.add_argument("--water", choices=("auto", "free", "fixed", "fluid", "seabed"), default="auto",
+                    help="Marmousi rows: 'auto' (default): 'fluid' for P-SV, 'seabed' for SH, 'free' for the acoustic "
+                         "rows; 'free' inverts every cell, the water's S speed set to 400 m/s; "
                          "'fixed' holds the water cells at their true values (start included), as in a marine survey "
                          "with known bathymetry; 'fluid' (P-SV only) also gives the water vs = 0 and puts sources "
                          "and receivers on row 1; 'seabed' (SH only) runs SH below the water, its free surface, "
@@ -571,8 +601,7 @@ def main(argv=None):
                 "shot_step": args.shot_step, "q_velocity": args.q_velocity}
     if args.blur != 5.0:  # recorded only when changed: the rows run before --blur existed stay "done"
         settings["blur"] = args.blur
-    if args.water != "free":
-        settings["water"] = args.water
+    settings["water"] = args.water
     if args.sources != "spread":
         settings["sources"] = args.sources
     results = {"rows": {}}

@@ -164,3 +164,19 @@ def test_marmousi_source_layouts(paper2):
     assert int(centred[..., 0].abs().max()) == 0 and int(spread[:, 0].abs().max()) == 0  # all on row 0
     with pytest.raises(ValueError, match="sources must be"):
         get_scenario("paper2_marmousi", data_dir=paper2.DATA, sources="random")
+
+
+def test_auto_water_and_checkpoint_guard(paper2, tmp_path):
+    """--water auto picks the fluid water for P-SV, the seabed for SH and inverts every cell of the acoustic rows; a
+    row's checkpoint is resumed only under the options it was written with (another problem stops with a message)."""
+    assert [paper2.water_for(r, "auto") for r in ("psv_l2", "sh_traveltime", "acoustic_l2", "viscoacoustic_q_l2")] \
+        == ["fluid", "seabed", "free", "free"]
+    assert paper2.water_for("psv_l2", "fixed") == "fixed"
+    args = ["--quick", "--rows", "acoustic_l2", "--laplace-rank", "0", "--out", str(tmp_path)]
+    paper2.main(args)
+    saved = json.loads((tmp_path / "paper2_acoustic_l2_problem.json").read_text())
+    assert saved["water"] == "free" and saved["noise"] == 0.02
+    with pytest.raises(SystemExit, match="written for another problem"):
+        paper2.main(args + ["--iterations", "3", "--noise", "0"])
+    res = paper2.main(args + ["--iterations", "3"])  # the same problem resumes
+    assert res["rows"]["acoustic_l2"]["iterations"] == 3
