@@ -155,10 +155,10 @@ def traveltime_shift(syn: torch.Tensor, obs: torch.Tensor, dt: float, *, newton_
                 break
     # C' with gradient (through spec), C'' detached: one evaluation at the refined lag serves both
     _, c1, c2 = _corr_derivatives(spec, tau, nfft)
+    c2 = c2.detach()
     with torch.no_grad():
-        c2 = c2.detach()
         # a peak: C'' < 0 and C' = 0 (not a window edge the search was stopped at)
-        good = (c2 < 0) & ((c1.detach() / c2.abs().clamp_min(torch.finfo(c2.dtype).tiny)).abs() <= 1e-3)
+        good = (c2 < 0) & ((c1 / c2.abs().clamp_min(torch.finfo(c2.dtype).tiny)).abs() <= 1e-3)
         c2 = torch.where(good, c2, -torch.ones_like(c2))
     tau = tau - torch.where(good, c1 / c2, torch.zeros_like(c1))
     return tau * dt

@@ -522,6 +522,8 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
     """
     if physics not in PAPER2_TIME:
         raise ValueError(f"physics must be one of {sorted(PAPER2_TIME)}, got {physics!r}")
+    if sources not in ("spread", "centred"):
+        raise ValueError(f"sources must be 'spread' or 'centred', got {sources!r}")
     d = _data_dir(data_dir) or _shared_data_above()
     path = d / "marmousi2.npz" if d else None
     if path is None or not path.is_file():
@@ -537,8 +539,6 @@ def paper2_marmousi(physics: str = "acoustic", *, data_dir: str | os.PathLike | 
         a = a.reshape(44, 4, 100, 4).mean((1, 3))
         true[name] = torch.as_tensor(a, dtype=dtype or torch.get_default_dtype(), device=device)
     true["vs"] = true["vs"].clamp_min(PAPER2_VS_WATER)
-    if sources not in ("spread", "centred"):
-        raise ValueError(f"sources must be 'spread' or 'centred', got {sources!r}")
     nt, dt, freq = PAPER2_TIME[physics]
     if sources == "spread":
         xs = torch.round(torch.linspace(0, 99, n_shots)).long()
