@@ -352,12 +352,16 @@ def water_for(row, water):
     return {"psv": "fluid", "sh": "seabed"}.get(ROWS[row][0], "free")
 
 
-def _problem(row, args):
-    """The options that define a row's inverse problem (a checkpoint is resumed only under the same ones)."""
+def _options(args):
+    """The command-line options that define the inverse problems (``--water`` as given)."""
     return {"quick": args.quick, "noise_seed": args.noise_seed, "noise": args.noise, "tt_max_lag": args.tt_max_lag,
             "velocity_lr": args.velocity_lr, "top_boundary": args.top_boundary, "shot_step": args.shot_step,
-            "q_velocity": args.q_velocity, "blur": args.blur, "water": water_for(row, args.water),
-            "sources": args.sources}
+            "q_velocity": args.q_velocity, "blur": args.blur, "water": args.water, "sources": args.sources}
+
+
+def _problem(row, args):
+    """The options that define a row's inverse problem (a checkpoint is resumed only under the same ones)."""
+    return {**_options(args), "water": water_for(row, args.water)}
 
 
 def run_row(row, args, out_dir):
@@ -393,17 +397,17 @@ def run_row(row, args, out_dir):
     ckpt = os.path.join(out_dir, f"paper2_{row}_map.pt")
     hist_path = os.path.join(out_dir, f"paper2_{row}_history.json")
     history = []
-    problem_path = os.path.join(out_dir, f"paper2_{row}_problem.json")
+    problem, problem_path = _problem(row, args), os.path.join(out_dir, f"paper2_{row}_problem.json")
     if os.path.exists(ckpt):
         saved = None
         if os.path.exists(problem_path):
             with open(problem_path) as fh:
                 saved = json.load(fh)
-        if saved != _problem(row, args):
+        if saved != problem:
             raise SystemExit(f"{ckpt} was written for another problem ({saved or 'options not recorded'}), not "
-                             f"{_problem(row, args)}: give another --out, or delete the checkpoint to start afresh")
+                             f"{problem}: give another --out, or delete the checkpoint to start afresh")
     else:
-        write_text_atomic(problem_path, json.dumps(_problem(row, args)))
+        write_text_atomic(problem_path, json.dumps(problem))
     if os.path.exists(ckpt) and os.path.exists(hist_path):
         # resume: keep the scores of the steps the checkpoint holds (later ones are recomputed)
         done = int(torch.load(ckpt, weights_only=False)["steps"])
@@ -593,17 +597,8 @@ def main(argv=None):
     DATA = args.data_dir or DATA
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "paper2.json")
-    settings = {"quick": args.quick, "iterations": args.iterations, "laplace_rank": args.laplace_rank,
-                "laplace_modes": args.laplace_modes, "noise_seed": args.noise_seed, "noise": args.noise,
-                "tt_max_lag": args.tt_max_lag,
-                "checkpoint_every": args.checkpoint_every, "velocity_lr": args.velocity_lr,
-                "top_boundary": args.top_boundary,
-                "shot_step": args.shot_step, "q_velocity": args.q_velocity}
-    if args.blur != 5.0:  # recorded only when changed: the rows run before --blur existed stay "done"
-        settings["blur"] = args.blur
-    settings["water"] = args.water
-    if args.sources != "spread":
-        settings["sources"] = args.sources
+    settings = {"iterations": args.iterations, "laplace_rank": args.laplace_rank, "laplace_modes": args.laplace_modes,
+                "checkpoint_every": args.checkpoint_every, **_options(args)}
     results = {"rows": {}}
     if os.path.exists(path):
         with open(path) as fh:
